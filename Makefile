@@ -1,0 +1,54 @@
+# mlgitops: `make up` runs the whole pipeline locally, `make test` runs the whole suite.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PORT ?= 8000
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help install up test test-unit test-integration lint fmt typecheck models schema bench soak lock clean
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or run 'make PYTHON=/path/to/python3.11 ...'"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## Create .venv/ and install everything (pinned by constraints.txt)
+
+models: $(STAMP)  ## Build the example ONNX models that models.yaml points at
+	$(PY) examples/make_models.py
+
+up: $(STAMP) models  ## The whole pipeline locally: MLflow + reconciler + sidecar + server on :$(PORT)
+	$(PY) deploy/local/up.py --port $(PORT)
+
+test: $(STAMP) models  ## The whole test suite (unit, integration, static checks)
+	$(PY) -m pytest
+
+test-unit: $(STAMP)  ## Unit tests only (no processes)
+	$(PY) -m pytest -m 'not integration'
+
+lint: $(STAMP)  ## ruff, mypy (strict), import-linter
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+fmt: $(STAMP)  ## Format and autofix
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+schema: $(STAMP)  ## Regenerate reconciler/models.schema.json from the pydantic models
+	$(PY) -m reconciler schema > reconciler/models.schema.json
+
+lock: $(STAMP)  ## Refresh constraints.txt from the current venv
+	{ echo "# Exact versions for reproducible installs (make install uses them as pip constraints)."; \
+	  echo "# Refresh: make lock"; $(PY) -m pip freeze --exclude-editable; } > constraints.txt
+
+clean:  ## Remove the venv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .run

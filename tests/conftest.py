@@ -1,0 +1,130 @@
+"""Shared fixtures: real MLflow servers (SQLite; PostgreSQL + S3), ONNX models, free ports.
+
+Integration tests (marker ``integration``) start real processes. With ``CI`` set nothing skips:
+a missing component fails the test.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.onnx_models import BuiltModel, write_corrupt, write_mlp
+from tests.support.processes import MlflowServer, MotoS3Server
+
+IN_CI = bool(os.environ.get("CI"))
+POSTGRES_URL = os.environ.get("MLGITOPS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip locally when a component is missing; fail in CI (no test skips there)."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"required component missing in CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("session")
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(session_dir: Path) -> Iterator[MlflowServer]:
+    """One real ``mlflow server`` (SQLite, proxied local artifacts) shared by the session.
+
+    Tests that share it must use unique model names (see ``unique_name``).
+    """
+    server = MlflowServer(session_dir / "mlflow-sqlite").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fresh_mlflow_server(tmp_path: Path) -> Iterator[MlflowServer]:
+    """A private ``mlflow server`` for tests that stop and restart it."""
+    server = MlflowServer(tmp_path / "mlflow").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_s3(session_dir: Path) -> Iterator[MotoS3Server]:
+    server = MotoS3Server(session_dir / "moto").start()
+    yield server
+    server.stop()
+
+
+def _postgres_available() -> bool:
+    try:
+        import psycopg2
+
+        psycopg2.connect(POSTGRES_URL, connect_timeout=3).close()
+    except Exception:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this session; SQLAlchemy URL (psycopg2 driver)."""
+    require(_postgres_available(), f"PostgreSQL not reachable at {POSTGRES_URL}")
+    import psycopg2
+
+    name = f"mlgitops_test_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(POSTGRES_URL)
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    base = POSTGRES_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg2://", 1)
+    yield f"{base}/{name}"
+    with admin.cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
+
+
+@pytest.fixture(scope="session")
+def mlflow_pg_s3(
+    session_dir: Path, postgres_database: str, moto_s3: MotoS3Server
+) -> Iterator[MlflowServer]:
+    """The production topology: PostgreSQL backend store, S3 (moto) artifact store, proxied."""
+    moto_s3.create_bucket("mlflow-artifacts")
+    moto_s3.create_bucket("models")
+    server = MlflowServer(
+        session_dir / "mlflow-pg-s3",
+        backend_store_uri=postgres_database,
+        artifacts_destination="s3://mlflow-artifacts/artifacts",
+        env=moto_s3.client_env,
+    ).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def unique_name(request: pytest.FixtureRequest) -> str:
+    """A registered-model name no other test uses (tests share MLflow servers)."""
+    base = request.node.name.replace("[", "-").replace("]", "").replace("_", "-")[:40]
+    return f"{base}-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture
+def make_onnx(tmp_path: Path) -> Callable[..., BuiltModel]:
+    """Factory: ``make_onnx("v1.onnx", seed=1)`` writes a small real MLP ONNX model."""
+
+    def build(filename: str = "model.onnx", **kwargs: object) -> BuiltModel:
+        return write_mlp(tmp_path / "models" / filename, **kwargs)
+
+    return build
+
+
+@pytest.fixture
+def make_corrupt_onnx(tmp_path: Path) -> Callable[[str], BuiltModel]:
+    def build(filename: str = "corrupt.onnx") -> BuiltModel:
+        return write_corrupt(tmp_path / "models" / filename)
+
+    return build

@@ -1,0 +1,1 @@
+"""Test support: real processes on free loopback ports, ONNX model builders, polling waits."""

@@ -1,0 +1,100 @@
+"""Small real ONNX models built with onnx.helper (no binaries in git)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 17
+IR_VERSION = 8
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltModel:
+    path: Path
+    sha256: str
+    size: int
+    n_inputs: int
+    n_outputs: int
+    seed: int
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def mlp_model(
+    *, n_inputs: int = 16, hidden: int = 64, n_outputs: int = 4, seed: int = 0,
+    with_label: bool = False, input_name: str = "input",
+) -> onnx.ModelProto:
+    """A two-layer perceptron ``input[N, n_inputs] float32 -> output[N, n_outputs] float32``.
+
+    With ``with_label``, a second output ``label[N] int64`` (argmax), like a scikit-learn
+    classifier converted by skl2onnx. Different seeds give different weights (and sha256).
+    """
+    rng = np.random.default_rng(seed)
+    w1 = rng.standard_normal((n_inputs, hidden)).astype(np.float32) / np.sqrt(n_inputs)
+    b1 = rng.standard_normal(hidden).astype(np.float32) * 0.1
+    w2 = rng.standard_normal((hidden, n_outputs)).astype(np.float32) / np.sqrt(hidden)
+    b2 = rng.standard_normal(n_outputs).astype(np.float32) * 0.1
+    inits = [
+        numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(b1, "b1"),
+        numpy_helper.from_array(w2, "w2"), numpy_helper.from_array(b2, "b2"),
+    ]  # fmt: skip
+    nodes = [
+        helper.make_node("MatMul", [input_name, "w1"], ["h0"]),
+        helper.make_node("Add", ["h0", "b1"], ["h1"]),
+        helper.make_node("Relu", ["h1"], ["h2"]),
+        helper.make_node("MatMul", ["h2", "w2"], ["h3"]),
+        helper.make_node("Add", ["h3", "b2"], ["output"]),
+    ]
+    outputs = [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", n_outputs])]
+    if with_label:
+        nodes.append(helper.make_node("ArgMax", ["output"], ["label"], axis=1, keepdims=0))
+        outputs.append(helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]))
+    graph = helper.make_graph(
+        nodes,
+        f"mlp_seed{seed}",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["N", n_inputs])],
+        outputs,
+        initializer=inits,
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="mlgitops-tests"
+    )
+    model.ir_version = IR_VERSION
+    onnx.checker.check_model(model)
+    return model
+
+
+def write_mlp(path: Path, **kwargs: object) -> BuiltModel:
+    """Build an MLP (see :func:`mlp_model`), save it to ``path`` as one file, return its facts."""
+    model = mlp_model(**kwargs)  # type: ignore[arg-type]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(model.SerializeToString())
+    graph_input = model.graph.input[0].type.tensor_type.shape.dim[1].dim_value
+    graph_output = model.graph.output[0].type.tensor_type.shape.dim[1].dim_value
+    return BuiltModel(
+        path=path,
+        sha256=sha256_of(path),
+        size=path.stat().st_size,
+        n_inputs=int(graph_input),
+        n_outputs=int(graph_output),
+        seed=int(kwargs.get("seed", 0)),  # type: ignore[call-overload]
+    )
+
+
+def write_corrupt(path: Path, *, size: int = 2048) -> BuiltModel:
+    """Bytes that are not an ONNX model (a broken release)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"not an onnx model " * (size // 18 + 1))
+    return BuiltModel(path, sha256_of(path), path.stat().st_size, 0, 0, -1)

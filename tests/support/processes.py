@@ -65,7 +65,7 @@ class Process:
     def is_running(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
 
-    def signal(self, signum: int) -> None:
+    def send_signal(self, signum: int) -> None:
         if self.is_running():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.pid, signum)

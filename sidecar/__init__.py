@@ -1,0 +1,1 @@
+"""The sidecar: the Production version of each model from MLflow into the shared volume."""

@@ -1,0 +1,123 @@
+"""``python -m sidecar --volume DIR [--model NAME ...] [--stage S | --alias A] [--once]``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+from pydantic import ValidationError
+
+from sidecar import logs
+from sidecar.settings import SidecarSettings
+
+log = logging.getLogger("sidecar")
+
+# MLflow's own HTTP retries (7, exponential) would hide an outage from our loop for minutes;
+# the loop retries with its own backoff, so MLflow gets a short leash unless set otherwise.
+MLFLOW_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m sidecar",
+        description="Keep DIR/<model>/current on the model version MLflow says to serve.",
+        epilog="Every option also reads SIDECAR_<OPTION> (e.g. SIDECAR_MODELS=a,b); "
+        "MLflow at MLFLOW_TRACKING_URI.",
+    )
+    parser.add_argument("--volume", help="the shared volume (SIDECAR_VOLUME)")
+    parser.add_argument(
+        "--model", action="append", dest="models", metavar="NAME",
+        help="registered model to follow; repeat for several (default: all)",
+    )  # fmt: skip
+    selector = parser.add_mutually_exclusive_group()
+    selector.add_argument("--stage", help="stage to serve (default Production)")
+    selector.add_argument("--alias", help="serve the version this alias names instead")
+    parser.add_argument("--interval", type=float, help="seconds between polls (default 30)")
+    parser.add_argument("--once", action="store_true", default=None, help="fetch once and exit")
+    parser.add_argument("--tracking-uri", help="MLflow (default MLFLOW_TRACKING_URI)")
+    parser.add_argument("--http-port", type=int, help="health/metrics/webhook port; 0 disables")
+    parser.add_argument("--keep-versions", type=int, help="version directories to keep")
+    parser.add_argument("--log-level", default=os.environ.get("SIDECAR_LOG_LEVEL", "INFO"))
+    return parser.parse_args(argv)
+
+
+def build_settings(args: argparse.Namespace) -> SidecarSettings:
+    overrides: dict[str, Any] = {
+        key: value for key, value in vars(args).items() if value is not None and key != "log_level"
+    }
+    return SidecarSettings(**overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logs.configure(args.log_level)
+    try:
+        settings = build_settings(args)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        log.error("invalid settings: %s (see python -m sidecar --help)", problems,
+                  extra={"event": "invalid_settings"})  # fmt: skip
+        return 2
+    for key, value in MLFLOW_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    started = time.monotonic()
+    from sidecar.download import MlflowFetcher
+    from sidecar.loop import Sidecar
+    from sidecar.resolve import MlflowRegistry
+
+    settings.volume.mkdir(parents=True, exist_ok=True)
+    sidecar = Sidecar(
+        settings, MlflowRegistry(settings.tracking_uri), MlflowFetcher(settings.tracking_uri)
+    )
+    log.info(
+        "sidecar starting", extra={
+            "event": "start", "volume": str(settings.volume), "models": settings.models or "all",
+            "selector": settings.selector, "tracking_uri": settings.tracking_uri,
+            "once": settings.once, "duration": round(time.monotonic() - started, 3),
+        },
+    )  # fmt: skip
+    if settings.once:
+        ok = sidecar.run_once() and sidecar.status.ready()
+        log.info("sidecar done", extra={"event": "done", "ok": ok})
+        return 0 if ok else 1
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        log.info("stopping on signal %d", signum, extra={"event": "stop"})
+        sidecar.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    server = None
+    if settings.http_port:
+        from sidecar.health import serve_in_thread
+
+        server = serve_in_thread(sidecar)
+        log.info("http endpoint listening", extra={
+            "event": "listen", "port": server.server_address[1],
+            "webhook": bool(settings.webhook_secret)})  # fmt: skip
+    try:
+        sidecar.run()
+    except Exception:
+        log.exception("sidecar crashed", extra={"event": "crash"})
+        return 1
+    finally:
+        if server is not None:
+            server.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

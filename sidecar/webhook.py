@@ -1,0 +1,93 @@
+"""MLflow webhook deliveries: verify the signature and the timestamp, say which model changed.
+
+MLflow 3.17 (mlflow/webhooks/delivery.py) signs ``f"{delivery_id}.{timestamp}.{body}"`` with
+HMAC-SHA256 under the webhook's secret and sends ``X-MLflow-Signature: v1,<base64 digest>``,
+``X-MLflow-Delivery-Id`` and ``X-MLflow-Timestamp`` (unix seconds).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+SIGNATURE_HEADER = "X-MLflow-Signature"
+TIMESTAMP_HEADER = "X-MLflow-Timestamp"
+DELIVERY_ID_HEADER = "X-MLflow-Delivery-Id"
+SIGNATURE_VERSION = "v1"
+
+
+class WebhookRejectedError(Exception):
+    """A delivery that must not trigger anything (bad signature, stale, malformed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    delivery_id: str
+    entity: str
+    action: str
+    model: str | None
+    version: str | None
+
+
+def sign(secret: str, delivery_id: str, timestamp: str, body: bytes) -> str:
+    """The ``X-MLflow-Signature`` value MLflow sends for this delivery."""
+    content = f"{delivery_id}.{timestamp}.".encode() + body
+    digest = hmac.new(secret.encode("utf-8"), content, hashlib.sha256).digest()
+    return f"{SIGNATURE_VERSION},{base64.b64encode(digest).decode('ascii')}"
+
+
+def _header(headers: Mapping[str, str], name: str) -> str:
+    lowered = {key.lower(): value for key, value in headers.items()}
+    value = lowered.get(name.lower())
+    if not value:
+        raise WebhookRejectedError(f"missing header {name}")
+    return value
+
+
+def verify(
+    secret: str, headers: Mapping[str, str], body: bytes, *, now: float, max_age: float
+) -> Delivery:
+    """Check a delivery's signature and age; return what it is about.
+
+    Raises:
+        WebhookRejectedError: unsigned, wrongly signed, too old (or from the future), or
+            not an MLflow webhook payload.
+    """
+    delivery_id = _header(headers, DELIVERY_ID_HEADER)
+    timestamp = _header(headers, TIMESTAMP_HEADER)
+    signature = _header(headers, SIGNATURE_HEADER)
+    try:
+        sent_at = int(timestamp)
+    except ValueError:
+        raise WebhookRejectedError(
+            f"{TIMESTAMP_HEADER} {timestamp!r} is not unix seconds"
+        ) from None
+    if abs(now - sent_at) > max_age:
+        raise WebhookRejectedError(
+            f"timestamp {sent_at} is {now - sent_at:.0f}s away from now (limit {max_age:.0f}s)"
+        )
+    expected = sign(secret, delivery_id, timestamp, body)
+    offered = [part.strip() for part in signature.split(" ")]
+    if not any(hmac.compare_digest(expected, candidate) for candidate in offered):
+        raise WebhookRejectedError("signature does not match (wrong secret or altered body)")
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        raise WebhookRejectedError("body is not JSON") from None
+    if not isinstance(payload, dict):
+        raise WebhookRejectedError("body is not a JSON object")
+    data = payload.get("data") if isinstance(payload.get("data"), dict) else {}
+    assert isinstance(data, dict)
+    model = data.get("name")
+    version = data.get("version")
+    return Delivery(
+        delivery_id=delivery_id,
+        entity=str(payload.get("entity", "")),
+        action=str(payload.get("action", "")),
+        model=model if isinstance(model, str) else None,
+        version=str(version) if version is not None else None,
+    )

@@ -42,10 +42,11 @@ def mlp_model(
     classifier converted by skl2onnx. Different seeds give different weights (and sha256).
     """
     rng = np.random.default_rng(seed)
-    w1 = rng.standard_normal((n_inputs, hidden)).astype(np.float32) / np.sqrt(n_inputs)
-    b1 = rng.standard_normal(hidden).astype(np.float32) * 0.1
-    w2 = rng.standard_normal((hidden, n_outputs)).astype(np.float32) / np.sqrt(hidden)
-    b2 = rng.standard_normal(n_outputs).astype(np.float32) * 0.1
+    # NumPy 2 keeps float64 for float32 / np.float64 scalar: cast after the arithmetic.
+    w1 = (rng.standard_normal((n_inputs, hidden)) / np.sqrt(n_inputs)).astype(np.float32)
+    b1 = (rng.standard_normal(hidden) * 0.1).astype(np.float32)
+    w2 = (rng.standard_normal((hidden, n_outputs)) / np.sqrt(hidden)).astype(np.float32)
+    b2 = (rng.standard_normal(n_outputs) * 0.1).astype(np.float32)
     inits = [
         numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(b1, "b1"),
         numpy_helper.from_array(w2, "w2"), numpy_helper.from_array(b2, "b2"),

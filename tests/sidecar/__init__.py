@@ -1,0 +1,1 @@
+"""Unit tests of the sidecar (real files, fake registry and fetcher)."""

@@ -1,0 +1,81 @@
+"""Tiny fakes behind the sidecar's Protocols: a registry in a dict, a fetcher copying files."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from sidecar.errors import NothingToServeError, SidecarError
+from sidecar.resolve import Rollout, VersionRef
+from tests.support.onnx_models import sha256_of
+
+
+@dataclass
+class FakeRegistry:
+    """Versions by (model, version); ``production[model]`` names the served version."""
+
+    versions: dict[tuple[str, str], VersionRef] = field(default_factory=dict)
+    production: dict[str, str] = field(default_factory=dict)
+    rollouts: dict[str, Rollout] = field(default_factory=dict)
+    down: bool = False
+
+    def add(
+        self, name: str, version: str, path: Path, *, sha256: str | None = None,
+        production: bool = False,
+    ) -> VersionRef:  # fmt: skip
+        ref = VersionRef(
+            name=name, version=version, source=str(path),
+            sha256=sha256 or sha256_of(path), size=path.stat().st_size,
+        )  # fmt: skip
+        self.versions[(name, version)] = ref
+        if production:
+            self.production[name] = version
+        return ref
+
+    def _check(self) -> None:
+        if self.down:
+            raise ConnectionError("MLflow is down (fake)")
+
+    def model_names(self) -> list[str]:
+        self._check()
+        return sorted({name for name, _ in self.versions})
+
+    def target(self, name: str, *, stage: str, alias: str | None) -> VersionRef:
+        self._check()
+        if name not in self.production:
+            raise NothingToServeError(name, f"stage {stage}")
+        return replace(self.versions[(name, self.production[name])], stage=stage)
+
+    def version(self, name: str, version: str) -> VersionRef:
+        self._check()
+        return self.versions[(name, version)]
+
+    def rollout(self, name: str) -> Rollout | None:
+        self._check()
+        return self.rollouts.get(name)
+
+
+@dataclass
+class FakeFetcher:
+    """Copies ``ref.source`` (a local file or directory); can fail on demand."""
+
+    fail: BaseException | None = None
+    calls: list[str] = field(default_factory=list)
+
+    def fetch(self, ref: VersionRef, dest: Path) -> Path:
+        self.calls.append(ref.version)
+        if self.fail is not None:
+            raise self.fail
+        source = Path(ref.source)
+        dest.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, dest / source.name)
+            return dest / source.name
+        shutil.copyfile(source, dest / source.name)
+        return dest / source.name
+
+
+class DiskFullError(SidecarError):
+    def __init__(self) -> None:
+        super().__init__("No space left on device (fake)")

@@ -1,0 +1,67 @@
+"""Settings from the environment (SIDECAR_*, MLFLOW_TRACKING_URI) and the command line."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from sidecar.cli import build_settings, main, parse_args
+from sidecar.settings import SidecarSettings
+
+
+def test_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SIDECAR_VOLUME", str(tmp_path))
+    monkeypatch.setenv("SIDECAR_MODELS", "iris, wine")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    monkeypatch.setenv("SIDECAR_HTTP_PORT", "0")
+    settings = SidecarSettings()  # type: ignore[call-arg]
+    assert settings.models == ["iris", "wine"]
+    assert settings.tracking_uri == "http://mlflow:5000"
+    assert settings.http_port == 0
+    assert settings.selector == "stage Production"
+
+
+def test_command_line_wins_over_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SIDECAR_MODELS", "iris")
+    args = parse_args(["--volume", str(tmp_path), "--model", "a", "--model", "b",
+                       "--alias", "champion", "--interval", "2", "--once"])  # fmt: skip
+    settings = build_settings(args)
+    assert settings.models == ["a", "b"]
+    assert settings.selector == "alias champion"
+    assert settings.interval == 2
+    assert settings.once
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"stage": "Prod"}, {"models": ["../etc"]}, {"interval": 0},
+     {"backoff_initial": 10, "backoff_max": 1}],
+)  # fmt: skip
+def test_invalid_settings_are_refused(tmp_path: Path, kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        SidecarSettings(volume=tmp_path, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_main_reports_invalid_settings_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--volume", str(tmp_path), "--stage", "Prod"]) == 2
+    err = capsys.readouterr().err
+    assert "stage" in err
+    assert "Traceback" not in err

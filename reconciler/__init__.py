@@ -1,0 +1,1 @@
+"""The control plane: models.yaml -> MLflow Model Registry (validate, plan, apply)."""

@@ -1,0 +1,401 @@
+"""apply: make MLflow match models.yaml in a safe order, under a lock, then re-plan."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from contracts.registry import (
+    APPLIED_BY_TAG,
+    GIT_COMMIT_TAG,
+    MANAGED_TAG,
+    SHA256_TAG,
+    SIZE_TAG,
+    SOURCE_TAG,
+    STAGE_TAG,
+    Stage,
+)
+from reconciler.errors import (
+    ApplyError,
+    ChecksumMismatchError,
+    LockedError,
+    ReconcilerError,
+    RegistryUnavailableError,
+    SourceError,
+    StalePlanError,
+)
+from reconciler.gate import fetch, gate
+from reconciler.plan import Action, Change, Kind, Plan, make_plan
+from reconciler.spec import Desired, ModelSpec, VersionSpec, sha256_file
+from reconciler.state import Registry
+
+log = logging.getLogger(__name__)
+
+PROMOTED = (Stage.PRODUCTION, Stage.STAGING)
+"""Stages a version reaches only through the promotion gate."""
+
+
+@dataclass(frozen=True, slots=True)
+class Audit:
+    """Who applied, from which commit: written on every version the reconciler registers."""
+
+    applied_by: str
+    git_commit: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LockOptions:
+    name: str = "mlgitops-apply-lock"
+    wait_seconds: float = 120.0
+    lease_seconds: float = 900.0
+    poll_seconds: float = 1.0
+
+
+@dataclass(slots=True)
+class ApplyResult:
+    first_plan: Plan
+    final_plan: Plan = field(default_factory=Plan)
+    done: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def describe(change: Change) -> str:
+    text = f"{change.action.value} {change.target.kind.value} {change.target.label()}"
+    if change.before is not None or change.after is not None:
+        text += f": {change.before if change.before is not None else '-'} -> "
+        text += change.after if change.after is not None else "-"
+    return text
+
+
+# --- the lock -----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def apply_lock(
+    registry: Registry,
+    options: LockOptions,
+    *,
+    holder: str,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Iterator[None]:
+    """Hold the registry-wide apply lock: wait for another apply, take over an expired one."""
+    token = uuid.uuid4().hex
+    started = clock()
+    announced = False
+    while True:
+        now = clock()
+        tags = {
+            "holder": holder,
+            "token": token,
+            "acquired_at": f"{now:.3f}",
+            "expires_at": f"{now + options.lease_seconds:.3f}",
+        }
+        if registry.try_lock(options.name, tags):
+            break
+        current = registry.lock_tags(options.name)
+        if current is None:
+            continue  # released between our two calls
+        expires = float(current.get("expires_at", "0") or 0)
+        if expires < clock():
+            log.warning(
+                "taking over an expired apply lock held by %s", current.get("holder", "unknown")
+            )
+            registry.unlock(options.name)
+            continue
+        waited = clock() - started
+        if waited >= options.wait_seconds:
+            raise LockedError(current.get("holder", "unknown"), waited, options.name)
+        if not announced:
+            announced = True
+            log.info(
+                "another apply holds the lock (%s); waiting up to %.0fs",
+                current.get("holder", "unknown"), options.wait_seconds,
+            )  # fmt: skip
+        sleep(options.poll_seconds)
+    log.info("apply lock taken", extra={"lock": options.name, "holder": holder})
+    try:
+        yield
+    finally:
+        current = registry.lock_tags(options.name)
+        if current is not None and current.get("token") == token:
+            registry.unlock(options.name)
+            log.info("apply lock released", extra={"lock": options.name})
+
+
+def default_holder() -> str:
+    return f"{socket.gethostname()} pid {os.getpid()}"
+
+
+# --- registering versions -----------------------------------------------------------------------
+
+
+def _run_id_of(source: str) -> str | None:
+    """The run a runs:/ or run-artifact mlflow-artifacts: source belongs to (MLflow wants it)."""
+    if source.startswith("runs:/"):
+        return source.removeprefix("runs:/").strip("/").split("/")[0] or None
+    if source.startswith("mlflow-artifacts:"):
+        parts = source.removeprefix("mlflow-artifacts:").strip("/").split("/")
+        if len(parts) >= 3 and parts[2] == "artifacts":
+            return parts[1]
+    return None
+
+
+def register(
+    registry: Registry, desired: Desired, model: ModelSpec, spec: VersionSpec, audit: Audit
+) -> str:
+    """Verify a source's bytes, upload it if it is a repository path, register it: its number."""
+    local = desired.local_path(spec.source)
+    run_id: str | None
+    if local is not None:
+        if not local.is_file():
+            raise SourceError(spec.source, f"file not found: {local}")
+        digest, size = sha256_file(local), local.stat().st_size
+        if digest != spec.sha256:
+            raise ChecksumMismatchError(spec.source, spec.sha256, digest)
+        source, run_id = registry.upload(
+            model.name, digest, local, {SOURCE_TAG: spec.source, SHA256_TAG: digest}
+        )
+    else:
+        with tempfile.TemporaryDirectory(prefix="mlgitops-source-") as scratch:
+            fetched = fetch(registry, spec.source, Path(scratch))
+        if fetched.sha256 != spec.sha256:
+            raise ChecksumMismatchError(spec.source, spec.sha256, fetched.sha256)
+        size = fetched.size
+        source = spec.source
+        run_id = _run_id_of(spec.source)
+    tags = {
+        **spec.tags,
+        SHA256_TAG: spec.sha256,
+        SIZE_TAG: str(size),
+        SOURCE_TAG: spec.source,
+        MANAGED_TAG: "true",
+        GIT_COMMIT_TAG: audit.git_commit or "unknown",
+        APPLIED_BY_TAG: audit.applied_by,
+        STAGE_TAG: Stage.NONE.value,
+    }
+    return registry.register_version(model.name, source, run_id, tags, spec.description)
+
+
+# --- executing one change -------------------------------------------------------------------------
+
+
+def _order(change: Change) -> int:
+    """Safe order: metadata, then promotions (Production first), then demotions, then aliases."""
+    kind = change.target.kind
+    if kind is Kind.STAGE:
+        return {Stage.PRODUCTION: 1, Stage.STAGING: 2, Stage.NONE: 3, Stage.ARCHIVED: 4}[
+            Stage(change.after or Stage.NONE.value)
+        ]
+    if kind is Kind.ALIAS:
+        return 6 if change.action is Action.DELETE else 5
+    if kind is Kind.ROLLOUT:
+        return 7
+    return 0
+
+
+def execute(registry: Registry, change: Change) -> None:
+    """Carry out one resolved change (its version number is known)."""
+    target, after = change.target, change.after
+    model, version, key = target.model, target.version, target.key
+    deleting = change.action is Action.DELETE
+    if target.kind in (Kind.MODEL_TAG, Kind.ROLLOUT):
+        assert key is not None
+        if deleting:
+            registry.delete_model_tag(model, key)
+        else:
+            registry.set_model_tag(model, key, after or "")
+        return
+    if target.kind is Kind.MODEL_DESCRIPTION:
+        registry.set_model_description(model, after or "")
+        return
+    if version is None:
+        raise ReconcilerError(f"{describe(change)}: the version is not registered")
+    if target.kind is Kind.VERSION_TAG:
+        assert key is not None
+        if deleting:
+            registry.delete_version_tag(model, version, key)
+        else:
+            registry.set_version_tag(model, version, key, after or "")
+    elif target.kind is Kind.VERSION_DESCRIPTION:
+        registry.set_version_description(model, version, after or "")
+    elif target.kind is Kind.STAGE:
+        stage = Stage(after or Stage.NONE.value)
+        registry.set_stage(model, version, stage)
+        registry.set_version_tag(model, version, STAGE_TAG, stage.value)
+    elif target.kind is Kind.ALIAS:
+        assert key is not None
+        if deleting:
+            registry.delete_alias(model, key)
+        else:
+            registry.set_alias(model, key, version)
+    else:
+        raise ReconcilerError(f"cannot execute {describe(change)}")
+
+
+# --- apply ----------------------------------------------------------------------------------------
+
+
+def _specs(desired: Desired) -> Mapping[str, ModelSpec]:
+    return {model.name: model for model in desired.file.models}
+
+
+def _gate_targets(changes: tuple[Change, ...]) -> list[Change]:
+    """Changes that make a version Staging/Production or a rollout candidate."""
+    targets = []
+    for change in changes:
+        kind = change.target.kind
+        promotes = kind is Kind.STAGE and change.after in PROMOTED
+        candidate = kind is Kind.ROLLOUT and change.action is not Action.DELETE
+        if promotes or candidate:
+            targets.append(change)
+    return targets
+
+
+def apply(
+    registry: Registry,
+    desired: Desired,
+    audit: Audit,
+    lock: LockOptions,
+    *,
+    expected: Plan | None = None,
+    holder: str | None = None,
+) -> ApplyResult:
+    """Register what is missing, gate and promote, move aliases; then re-plan.
+
+    Raises:
+        LockedError: another apply kept the lock for longer than ``lock.wait_seconds``.
+        StalePlanError: ``expected`` (a saved plan) no longer matches MLflow.
+        ApplyError: MLflow became unavailable part-way; lists what was done.
+    """
+    names = [model.name for model in desired.file.models]
+    specs = _specs(desired)
+    with apply_lock(registry, lock, holder=holder or default_holder()):
+        plan = make_plan(desired.file, registry.read(names))
+        result = ApplyResult(first_plan=plan)
+        if expected is not None:
+            _check_fresh(expected, plan)
+        blocked: set[str] = set()
+        try:
+            _register_missing(
+                registry,
+                desired=desired,
+                specs=specs,
+                plan=plan,
+                audit=audit,
+                result=result,
+                blocked=blocked,
+            )
+            second = make_plan(desired.file, registry.read(names))
+            _gate_and_apply(registry, specs, second, result, blocked)
+        except RegistryUnavailableError as exc:
+            raise ApplyError(result.done, [*result.failures, str(exc)]) from exc
+        result.final_plan = make_plan(desired.file, registry.read(names))
+    leftover = [c for c in result.final_plan.actionable if c.target.model not in blocked]
+    for change in leftover:
+        result.failures.append(f"still differs after apply: {describe(change)}")
+    return result
+
+
+def _check_fresh(expected: Plan, current: Plan) -> None:
+    saved = {c.identity() for c in expected.actionable}
+    now = {c.identity() for c in current.actionable}
+    if saved != now:
+        raise StalePlanError(added=len(now - saved), removed=len(saved - now))
+
+
+def _register_missing(
+    registry: Registry,
+    *,
+    desired: Desired,
+    specs: Mapping[str, ModelSpec],
+    plan: Plan,
+    audit: Audit,
+    result: ApplyResult,
+    blocked: set[str],
+) -> None:
+    for change in plan.actionable:
+        target = change.target
+        if change.action is not Action.CREATE:
+            continue
+        model = specs[target.model]
+        if target.kind is Kind.MODEL:
+            registry.create_model(
+                model.name, model.description, {**model.tags, MANAGED_TAG: "true"}
+            )
+            result.done.append(describe(change))
+        elif target.kind is Kind.VERSION:
+            spec = next(v for v in model.versions if v.sha256 == target.sha256)
+            try:
+                number = register(registry, desired, model, spec, audit)
+            except RegistryUnavailableError:
+                raise
+            except ReconcilerError as exc:
+                blocked.add(model.name)
+                result.failures.append(f"{model.name}: not registered: {exc}")
+                log.error("registration failed", extra={"model": model.name, "error": str(exc)})
+                continue
+            result.done.append(f"{describe(change)} (version {number})")
+            log.info("registered", extra={"model": model.name, "version": number})
+
+
+def _gate_and_apply(
+    registry: Registry,
+    specs: Mapping[str, ModelSpec],
+    plan: Plan,
+    result: ApplyResult,
+    blocked: set[str],
+) -> None:
+    for change in _gate_targets(plan.actionable):
+        target = change.target
+        if target.model in blocked or target.version is None or target.sha256 is None:
+            continue
+        spec = next(v for v in specs[target.model].versions if v.sha256 == target.sha256)
+        try:
+            gate(
+                registry,
+                model=target.model,
+                version=target.version,
+                uri=registry.download_uri(target.model, target.version),
+                sha256=target.sha256,
+                sample=spec.sample_input,
+            )
+        except RegistryUnavailableError:
+            raise
+        except ReconcilerError as exc:
+            blocked.add(target.model)
+            result.failures.append(str(exc))
+            log.error("promotion refused", extra={"model": target.model, "error": str(exc)})
+    guarded = (Kind.STAGE, Kind.ALIAS, Kind.ROLLOUT)
+    model_level = (Kind.MODEL_TAG, Kind.MODEL_DESCRIPTION, Kind.ROLLOUT)
+    for change in sorted(plan.actionable, key=_order):
+        target = change.target
+        if target.kind in (Kind.MODEL, Kind.VERSION):
+            continue  # registration happened before; a version still missing is reported
+        if target.model in blocked and target.kind in guarded:
+            continue
+        if target.version is None and target.kind not in model_level:
+            continue  # its version failed to register (reported)
+        try:
+            execute(registry, change)
+        except RegistryUnavailableError:
+            raise
+        except ReconcilerError as exc:
+            blocked.add(target.model)
+            result.failures.append(f"{describe(change)}: {exc}")
+            log.error("change failed", extra={"change": describe(change), "error": str(exc)})
+            continue
+        result.done.append(describe(change))
+        log.info("applied", extra={"change": describe(change)})

@@ -1,0 +1,178 @@
+"""The command line: validate, plan, apply, add-version, schema, status."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from contracts.registry import Stage
+from reconciler import render, spec
+from reconciler.errors import ReconcilerError, SpecError
+from reconciler.logs import configure
+from reconciler.settings import ReconcilerSettings
+
+if TYPE_CHECKING:
+    from reconciler.registry import MlflowRegistry
+
+log = logging.getLogger("reconciler")
+
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+
+
+def _parser(settings: ReconcilerSettings) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m reconciler",
+        description="models.yaml is the truth: make the MLflow Model Registry match it.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def with_file(command: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        command.add_argument(
+            "-f", "--file", type=Path, default=settings.models_file, help="models.yaml"
+        )
+        return command
+
+    validate = with_file(commands.add_parser("validate", help="check models.yaml"))
+    validate.add_argument(
+        "--no-files", action="store_true", help="skip checking repository files and sha256"
+    )
+    plan = with_file(commands.add_parser("plan", help="show what apply would change"))
+    plan.add_argument("--format", choices=sorted(render.RENDERERS), default="text")
+    plan.add_argument("--out", type=Path, help="also save the plan as JSON (for apply --plan)")
+    apply = with_file(commands.add_parser("apply", help="make MLflow match models.yaml"))
+    apply.add_argument("--format", choices=sorted(render.RENDERERS), default="text")
+    apply.add_argument(
+        "--plan", type=Path, help="a plan saved by plan --out: refuse if MLflow has moved since"
+    )
+    add = with_file(commands.add_parser("add-version", help="add a version to models.yaml"))
+    add.add_argument("--model", required=True)
+    add.add_argument("--source", required=True, help="a local .onnx file or a URI")
+    add.add_argument("--stage", choices=[stage.value for stage in Stage])
+    add.add_argument("--alias", action="append", default=[], help="repeatable")
+    add.add_argument("--sha256", help="required for a URI source")
+    commands.add_parser("schema", help="print the JSON Schema of models.yaml")
+    status = with_file(
+        commands.add_parser("status", help="wait until servers serve the declared versions")
+    )
+    status.add_argument("--server", action="append", required=True, help="repeatable")
+    status.add_argument("--timeout", type=float, default=120.0)
+    status.add_argument("--interval", type=float, default=1.0)
+    return parser
+
+
+def _registry(settings: ReconcilerSettings) -> MlflowRegistry:
+    # The reconciler retries with its own backoff; MLflow's inner retries would multiply it.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(settings.request_timeout))
+    from reconciler.registry import MlflowRegistry, RetryPolicy
+
+    policy = RetryPolicy(settings.retries, settings.backoff_seconds)
+    return MlflowRegistry(settings.tracking_uri, policy, settings.upload_experiment)
+
+
+def _print(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def run(args: argparse.Namespace, settings: ReconcilerSettings) -> int:
+    if args.command == "schema":
+        _print(spec.json_schema())
+        return EXIT_OK
+    if args.command == "add-version":
+        from reconciler.edit import add_version
+
+        entry = add_version(
+            args.file,
+            model=args.model,
+            source=args.source,
+            stage=Stage(args.stage) if args.stage else None,
+            aliases=args.alias,
+            sha256=args.sha256,
+        )
+        _print(f"added to {args.file}: {args.model} {entry['source']} sha256 {entry['sha256']}\n")
+        return EXIT_OK
+    if args.command == "validate":
+        desired = spec.load(args.file, check_files=not args.no_files)
+        count = sum(len(model.versions) for model in desired.file.models)
+        _print(f"{args.file} is valid: {len(desired.file.models)} models, {count} versions\n")
+        return EXIT_OK
+    desired = spec.load(args.file)
+    registry = _registry(settings)
+    names = [model.name for model in desired.file.models]
+    if args.command == "plan":
+        from reconciler.plan import make_plan
+
+        plan = make_plan(desired.file, registry.read(names))
+        _print(render.RENDERERS[args.format](plan))
+        if args.out:
+            args.out.write_text(render.json_text(plan))
+        return EXIT_CHANGES if plan.has_changes else EXIT_OK
+    if args.command == "apply":
+        return _apply(args, settings, desired, registry)
+    if args.command == "status":
+        from reconciler.status import declared_production, wait_for_rollout
+
+        expected = declared_production(desired.file, registry.read(names))
+        seen = wait_for_rollout(args.server, expected, timeout=args.timeout, interval=args.interval)
+        for observation in seen:
+            _print(f"ok {observation.server} {observation.model} v{observation.served}\n")
+        return EXIT_OK
+    raise AssertionError(args.command)
+
+
+def _apply(
+    args: argparse.Namespace,
+    settings: ReconcilerSettings,
+    desired: spec.Desired,
+    registry: MlflowRegistry,
+) -> int:
+    from reconciler.apply import Audit, LockOptions, apply
+
+    expected = render.from_json(args.plan.read_text()) if args.plan else None
+    result = apply(
+        registry,
+        desired,
+        Audit(applied_by=settings.applied_by, git_commit=settings.git_commit),
+        LockOptions(
+            name=settings.lock_name,
+            wait_seconds=settings.lock_wait_seconds,
+            lease_seconds=settings.lock_lease_seconds,
+        ),
+        expected=expected,
+    )
+    _print(render.RENDERERS[args.format](result.first_plan))
+    if args.format == "text":
+        _print("".join(f"done: {item}\n" for item in result.done))
+        _print("".join(f"FAILED: {item}\n" for item in result.failures))
+        _print(f"After apply: {result.final_plan.summary()}\n")
+    if result.failures:
+        sys.stderr.write(
+            f"apply: {len(result.failures)} failure(s); {len(result.done)} change(s) done\n"
+        )
+        return EXIT_ERROR
+    log.info("apply finished", extra={"done": len(result.done)})
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = ReconcilerSettings()
+    configure(settings.log_level)
+    args = _parser(settings).parse_args(argv)
+    try:
+        return run(args, settings)
+    except SpecError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return EXIT_ERROR
+    except ReconcilerError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        log.error("failed", extra={"error": str(exc)})
+        return EXIT_ERROR
+    except Exception:
+        log.exception("unexpected failure")
+        return EXIT_ERROR

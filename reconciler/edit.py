@@ -1,0 +1,104 @@
+"""add-version: edit models.yaml in place (round trip: comments, order and formatting kept)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+from contracts.registry import Stage
+from reconciler import spec
+from reconciler.errors import ReconcilerError, SourceError
+
+
+class EditError(ReconcilerError):
+    """add-version cannot make the change."""
+
+
+def _relative_source(path: Path, source: str) -> tuple[str, Path]:
+    """A local source as written in models.yaml (relative to its directory) and its file."""
+    given = Path(source)
+    candidates = [given] if given.is_absolute() else [Path.cwd() / given, path.parent / given]
+    local = next((c.resolve() for c in candidates if c.is_file()), None)
+    if local is None:
+        raise SourceError(source, "file not found (relative to the current directory)")
+    return os.path.relpath(local, path.parent.resolve()), local
+
+
+def add_version(
+    path: Path,
+    *,
+    model: str,
+    source: str,
+    stage: Stage | None = None,
+    aliases: Sequence[str] = (),
+    sha256: str | None = None,
+) -> dict[str, Any]:
+    """Append a version to ``model`` (created if absent) in models.yaml; return the entry.
+
+    A new Production demotes the previous one to Archived; a given alias leaves other versions.
+    A URI source needs ``sha256`` (the file is not at hand); a local one has it computed.
+    """
+    if spec.is_uri(source):
+        if sha256 is None:
+            raise EditError(f"{source} is a URI: pass --sha256 (the sha256 of its ONNX file)")
+        written = source
+    else:
+        written, local = _relative_source(path, source)
+        computed = spec.sha256_file(local)
+        if sha256 is not None and sha256 != computed:
+            raise EditError(f"--sha256 {sha256} does not match {local} (its sha256: {computed})")
+        sha256 = computed
+    yaml = spec.round_trip_yaml()
+    document = yaml.load(path.read_text(encoding="utf-8")) if path.exists() else None
+    if document is None:
+        document = CommentedMap()
+    models = document.setdefault("models", CommentedSeq())
+    entry = next((m for m in models if m.get("name") == model), None)
+    if entry is None:
+        entry = CommentedMap([("name", model), ("versions", CommentedSeq())])
+        models.append(entry)
+    versions = entry.setdefault("versions", CommentedSeq())
+    for existing in versions:
+        if existing.get("sha256") == sha256:
+            raise EditError(f"{model} already declares a version with sha256 {sha256}")
+        if stage is Stage.PRODUCTION and existing.get("stage") == Stage.PRODUCTION.value:
+            existing["stage"] = Stage.ARCHIVED.value
+        present = existing.get("aliases")
+        if present is not None:
+            for alias in aliases:
+                if alias in present:
+                    present.remove(alias)
+            if not present:
+                del existing["aliases"]
+    new = CommentedMap([("source", written), ("sha256", sha256)])
+    if stage is not None and stage is not Stage.NONE:
+        new["stage"] = stage.value
+    if aliases:
+        listed = CommentedSeq(aliases)
+        listed.fa.set_flow_style()
+        new["aliases"] = listed
+    versions.append(new)
+    buffer = io.StringIO()
+    yaml.dump(document, buffer)
+    _replace_checked(path, buffer.getvalue())
+    return dict(new)
+
+
+def _replace_checked(path: Path, text: str) -> None:
+    """Write beside the file, validate that, then replace the file (never a broken file)."""
+    handle, scratch = tempfile.mkstemp(prefix=".models-", suffix=".yaml", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        spec.load(Path(scratch), check_files=True)
+        os.replace(scratch, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(scratch)

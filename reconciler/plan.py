@@ -1,0 +1,383 @@
+"""make_plan(desired, actual) -> Plan: the pure difference between models.yaml and MLflow."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from contracts.registry import MANAGED_TAG, ROLLOUT_TAG, STAGE_TAG, Stage
+from reconciler.spec import ModelsFile, ModelSpec
+from reconciler.state import ActualModel, ActualVersion, RegistryState
+
+
+class Action(StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    ARCHIVE = "archive"
+    DELETE = "delete"
+    NOOP = "no-op"
+
+
+class Kind(StrEnum):
+    MODEL = "model"
+    MODEL_DESCRIPTION = "model-description"
+    MODEL_TAG = "model-tag"
+    VERSION = "version"
+    STAGE = "stage"
+    VERSION_DESCRIPTION = "version-description"
+    VERSION_TAG = "version-tag"
+    ALIAS = "alias"
+    ROLLOUT = "rollout"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a change touches. ``version`` is MLflow's number, None while not registered yet."""
+
+    kind: Kind
+    model: str
+    version: str | None = None
+    sha256: str | None = None
+    key: str | None = None
+
+    def label(self) -> str:
+        text = self.model
+        if self.version is not None:
+            text += f" v{self.version}"
+        elif self.sha256 is not None:
+            text += f" (new {self.sha256[:12]})"
+        if self.key is not None:
+            text += f" {self.key}"
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One step of a plan. ``reason`` is for people; apply decides on the other fields."""
+
+    action: Action
+    target: Target
+    before: str | None = None
+    after: str | None = None
+    reason: str = ""
+
+    def identity(self) -> tuple[Any, ...]:
+        """Everything but the reason: two plans agree when their identities agree."""
+        return (self.action, self.target, self.before, self.after)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    changes: tuple[Change, ...] = ()
+
+    @property
+    def actionable(self) -> tuple[Change, ...]:
+        return tuple(c for c in self.changes if c.action is not Action.NOOP)
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.actionable)
+
+    def counts(self) -> Counter[Action]:
+        return Counter(c.action for c in self.actionable)
+
+    def summary(self) -> str:
+        counts = self.counts()
+        if not self.has_changes:
+            return "No changes. MLflow matches models.yaml."
+        return (
+            f"Plan: {counts[Action.CREATE]} to add, {counts[Action.UPDATE]} to change, "
+            f"{counts[Action.ARCHIVE]} to archive, {counts[Action.DELETE]} to delete."
+        )
+
+
+NEW = "(new)"
+"""Stands for a version number MLflow has not assigned yet."""
+
+
+def rollout_value(model: ModelSpec, actual: ActualModel) -> dict[str, Any] | None:
+    """The ROLLOUT_TAG content the file asks for; None when no rollout is running."""
+    rollout = model.rollout
+    candidate = model.rollout_candidate()
+    if rollout is None or candidate is None:
+        return None
+    weight = rollout.effective_weight()
+    if rollout.mode == "canary" and weight == 0:
+        return None
+    found = actual.by_sha256().get(candidate.sha256)
+    return {
+        "candidate_version": found.version if found is not None else None,
+        "mode": rollout.mode,
+        "weight": weight,
+    }
+
+
+def encode_rollout(value: Mapping[str, Any]) -> str:
+    return json.dumps(dict(value), sort_keys=True, separators=(",", ":"))
+
+
+def decode_rollout(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {"invalid": text}
+    return value if isinstance(value, dict) else {"invalid": text}
+
+
+def make_plan(desired: ModelsFile, actual: RegistryState) -> Plan:
+    """The changes that make ``actual`` match ``desired``: pure, no I/O."""
+    changes: list[Change] = []
+    for model in desired.models:
+        changes.extend(_model_changes(model, actual.models.get(model.name)))
+    return Plan(tuple(changes))
+
+
+def _model_changes(model: ModelSpec, found: ActualModel | None) -> Iterator[Change]:
+    name = model.name
+    if found is None:
+        yield Change(
+            Action.CREATE,
+            Target(Kind.MODEL, name),
+            after=model.description or "",
+            reason="declared in models.yaml, absent from MLflow",
+        )
+        actual = ActualModel(name=name, description=model.description or "")
+    else:
+        actual = found
+        if not actual.managed:
+            yield Change(
+                Action.CREATE,
+                Target(Kind.MODEL_TAG, name, key=MANAGED_TAG),
+                after="true",
+                reason="declared in models.yaml: the reconciler takes it over",
+            )
+    if model.description is not None and model.description != actual.description:
+        yield Change(
+            Action.UPDATE,
+            Target(Kind.MODEL_DESCRIPTION, name),
+            before=actual.description,
+            after=model.description,
+            reason="description differs from models.yaml",
+        )
+    yield from _tag_changes(
+        Kind.MODEL_TAG,
+        model=name,
+        version=None,
+        sha256=None,
+        wanted=model.tags,
+        present=actual.user_tags,
+    )
+    yield from _version_changes(model, actual)
+    yield from _alias_changes(model, actual)
+    yield from _rollout_changes(model, actual)
+
+
+def _tag_changes(
+    kind: Kind,
+    *,
+    model: str,
+    version: str | None,
+    sha256: str | None,
+    wanted: Mapping[str, str],
+    present: Mapping[str, str],
+) -> Iterator[Change]:
+    for key, value in wanted.items():
+        target = Target(kind, model, version, sha256, key)
+        if key not in present:
+            yield Change(Action.CREATE, target, after=value, reason="tag in models.yaml")
+        elif present[key] != value:
+            yield Change(
+                Action.UPDATE, target, present[key], value, reason="tag differs from models.yaml"
+            )
+    for key in sorted(set(present) - set(wanted)):
+        yield Change(
+            Action.DELETE,
+            Target(kind, model, version, sha256, key),
+            before=present[key],
+            reason="tag not in models.yaml",
+        )
+
+
+def _stage_change(target: Target, before: Stage, after: Stage, reason: str) -> Change:
+    action = Action.ARCHIVE if after is Stage.ARCHIVED else Action.UPDATE
+    return Change(action, target, before.value, after.value, reason)
+
+
+def _version_changes(model: ModelSpec, actual: ActualModel) -> Iterator[Change]:
+    name = model.name
+    by_sha = actual.by_sha256()
+    declared = {v.sha256 for v in model.versions}
+    production = model.production()
+    for spec in model.versions:
+        found = by_sha.get(spec.sha256)
+        if found is None:
+            yield Change(
+                Action.CREATE,
+                Target(Kind.VERSION, name, sha256=spec.sha256),
+                after=spec.source,
+                reason="no version of this model has this sha256",
+            )
+            if spec.stage is not Stage.NONE:
+                yield _stage_change(
+                    Target(Kind.STAGE, name, sha256=spec.sha256),
+                    Stage.NONE,
+                    spec.stage,
+                    "stage in models.yaml",
+                )
+            for key, value in spec.tags.items():
+                yield Change(
+                    Action.CREATE,
+                    Target(Kind.VERSION_TAG, name, sha256=spec.sha256, key=key),
+                    after=value,
+                    reason="tag in models.yaml",
+                )
+            if spec.description:
+                yield Change(
+                    Action.UPDATE,
+                    Target(Kind.VERSION_DESCRIPTION, name, sha256=spec.sha256),
+                    before="",
+                    after=spec.description,
+                    reason="description in models.yaml",
+                )
+            continue
+        number = found.version
+        if found.stage is not spec.stage:
+            yield _stage_change(
+                Target(Kind.STAGE, name, number, spec.sha256),
+                found.stage,
+                spec.stage,
+                "stage differs from models.yaml",
+            )
+        elif found.tags.get(STAGE_TAG) != spec.stage.value:
+            yield Change(
+                Action.UPDATE if STAGE_TAG in found.tags else Action.CREATE,
+                Target(Kind.VERSION_TAG, name, number, spec.sha256, STAGE_TAG),
+                found.tags.get(STAGE_TAG),
+                spec.stage.value,
+                reason="the stage tag (read by the sidecar) does not mirror the stage",
+            )
+        if spec.description is not None and spec.description != found.description:
+            yield Change(
+                Action.UPDATE,
+                Target(Kind.VERSION_DESCRIPTION, name, number, spec.sha256),
+                found.description,
+                spec.description,
+                reason="description differs from models.yaml",
+            )
+        yield from _tag_changes(
+            Kind.VERSION_TAG,
+            model=name,
+            version=number,
+            sha256=spec.sha256,
+            wanted=spec.tags,
+            present=found.user_tags,
+        )
+    for other in actual.versions:
+        if other.sha256 is not None and other.sha256 in declared and by_sha[other.sha256] is other:
+            continue
+        yield from _undeclared_version(model, other, production is not None)
+
+
+def _undeclared_version(
+    model: ModelSpec, version: ActualVersion, file_has_production: bool
+) -> Iterator[Change]:
+    target = Target(Kind.STAGE, model.name, version.version, version.sha256)
+    managed = version.sha256 is not None
+    if version.stage is Stage.PRODUCTION and file_has_production:
+        yield _stage_change(
+            target,
+            version.stage,
+            Stage.ARCHIVED,
+            "models.yaml declares another Production version (one per model)"
+            + ("" if managed else "; this version is unmanaged"),
+        )
+    elif managed and model.prune and version.stage is not Stage.ARCHIVED:
+        yield _stage_change(
+            target, version.stage, Stage.ARCHIVED, "not in models.yaml and the model says prune"
+        )
+    elif not managed:
+        yield Change(
+            Action.NOOP,
+            Target(Kind.VERSION, model.name, version.version),
+            before=version.stage.value,
+            after=version.stage.value,
+            reason="unmanaged (no sha256 tag): shown, never changed",
+        )
+
+
+def _alias_changes(model: ModelSpec, actual: ActualModel) -> Iterator[Change]:
+    name = model.name
+    by_sha = actual.by_sha256()
+    wanted: dict[str, str] = {
+        alias: spec.sha256 for spec in model.versions for alias in spec.aliases
+    }
+    for alias, sha256 in wanted.items():
+        found = by_sha.get(sha256)
+        number = found.version if found is not None else None
+        current = actual.aliases.get(alias)
+        target = Target(Kind.ALIAS, name, number, sha256, alias)
+        if current is None:
+            yield Change(Action.CREATE, target, after=number or NEW, reason="alias in models.yaml")
+        elif current != number:
+            yield Change(
+                Action.UPDATE,
+                target,
+                current,
+                number or NEW,
+                reason="alias points at another version than models.yaml says",
+            )
+    for alias, number in sorted(actual.aliases.items()):
+        if alias in wanted:
+            continue
+        pointed = actual.version(number)
+        if pointed is not None and pointed.sha256 is not None:
+            yield Change(
+                Action.DELETE,
+                Target(Kind.ALIAS, name, number, pointed.sha256, alias),
+                before=number,
+                reason="alias on a managed version, not in models.yaml",
+            )
+        else:
+            yield Change(
+                Action.NOOP,
+                Target(Kind.ALIAS, name, number, None, alias),
+                before=number,
+                after=number,
+                reason="alias on an unmanaged version: left as is",
+            )
+
+
+def _rollout_changes(model: ModelSpec, actual: ActualModel) -> Iterator[Change]:
+    wanted = rollout_value(model, actual)
+    present_text = actual.tags.get(ROLLOUT_TAG)
+    present = decode_rollout(present_text)
+    candidate = model.rollout_candidate()
+    target = Target(
+        Kind.ROLLOUT,
+        model.name,
+        wanted["candidate_version"] if wanted else None,
+        candidate.sha256 if wanted and candidate else None,
+        ROLLOUT_TAG,
+    )
+    if wanted is None:
+        if present is not None:
+            yield Change(
+                Action.DELETE, target, before=present_text, reason="no rollout in models.yaml"
+            )
+        return
+    if wanted == present:
+        return
+    yield Change(
+        Action.CREATE if present is None else Action.UPDATE,
+        target,
+        before=present_text,
+        after=encode_rollout(wanted),
+        reason="rollout in models.yaml"
+        + ("" if wanted["candidate_version"] else " (candidate version set once registered)"),
+    )

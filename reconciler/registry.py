@@ -1,0 +1,365 @@
+"""MlflowRegistry: the Registry port on MLflow's client, with retries for temporary faults."""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import requests
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from contracts.registry import ONNX_FILE_NAME, Stage
+from reconciler.errors import RegistryRequestError, RegistryUnavailableError
+from reconciler.state import ActualModel, ActualVersion, RegistryState
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+NAMES_PER_SEARCH = 50
+"""Names per ``name IN (...)`` filter: the search is a GET, its URL must stay short."""
+PAGE_SIZE = 1000
+
+_stage_warning = {"logged": False}
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    retries: int = 4
+    backoff_seconds: float = 0.5
+    max_backoff_seconds: float = 10.0
+
+    def delay(self, attempt: int) -> float:
+        """Exponential backoff with jitter before attempt ``attempt + 1`` (attempt >= 1)."""
+        base = min(self.max_backoff_seconds, self.backoff_seconds * 2 ** (attempt - 1))
+        return float(base * random.uniform(0.5, 1.0))
+
+
+def is_temporary(exc: BaseException) -> bool:
+    """MLflow unreachable, 5xx, 429 or a timeout: worth another try. Anything else is not."""
+    if isinstance(exc, MlflowException):
+        status = int(exc.get_http_status_code())  # type: ignore[no-untyped-call]
+        return status >= 500 or status == 429
+    return isinstance(exc, requests.RequestException | OSError)
+
+
+def call_with_retries(
+    operation: str,
+    call: Callable[[], T],
+    policy: RetryPolicy,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Run ``call``; retry temporary failures with backoff; map failures to reconciler errors."""
+    attempt = 0
+    while True:
+        try:
+            return call()
+        except (MlflowException, requests.RequestException, OSError) as exc:
+            if not is_temporary(exc):
+                raise RegistryRequestError(operation, exc) from exc
+            attempt += 1
+            if attempt > policy.retries:
+                raise RegistryUnavailableError(operation, attempt, exc) from exc
+            delay = policy.delay(attempt)
+            log.warning(
+                "MLflow failed %s (attempt %d of %d), retrying in %.1fs: %s",
+                operation, attempt, policy.retries + 1, delay, exc,
+            )  # fmt: skip
+            sleep(delay)
+
+
+def error_code(exc: BaseException) -> str | None:
+    """MLflow's error code (e.g. RESOURCE_ALREADY_EXISTS) behind a RegistryRequestError."""
+    cause = exc.__cause__
+    return str(cause.error_code) if isinstance(cause, MlflowException) else None
+
+
+def _warn_stages_once() -> None:
+    if not _stage_warning["logged"]:
+        _stage_warning["logged"] = True
+        log.warning(
+            "MLflow deprecates model version stages in favour of aliases; models.yaml declares "
+            "stages, so the reconciler still sets them (MLflow serves them). Warned once."
+        )
+
+
+def _chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
+def _in_filter(names: Sequence[str]) -> str:
+    quoted = ", ".join("'" + name.replace("'", "\\'") + "'" for name in names)
+    return f"name IN ({quoted})"
+
+
+class MlflowRegistry:
+    """The Registry port on ``MlflowClient`` (credentials from MLflow's own variables)."""
+
+    def __init__(self, tracking_uri: str, policy: RetryPolicy, upload_experiment: str) -> None:
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self.policy = policy
+        self.upload_experiment = upload_experiment
+        self._experiment_id: str | None = None
+
+    def _call(self, operation: str, call: Callable[[], T]) -> T:
+        return call_with_retries(operation, call, self.policy)
+
+    # --- reading: requests grow with the number of models, not versions -----------------------
+
+    def read(self, names: Sequence[str]) -> RegistryState:
+        models: dict[str, ActualModel] = {}
+        versions: dict[str, list[ActualVersion]] = {}
+        for chunk in _chunks(sorted(set(names)), NAMES_PER_SEARCH):
+            name_filter = _in_filter(chunk)
+            for registered in self._all_pages(
+                "searching registered models",
+                partial(self.client.search_registered_models, name_filter, PAGE_SIZE),
+            ):
+                models[registered.name] = ActualModel(
+                    name=registered.name,
+                    description=registered.description or "",
+                    tags=dict(registered.tags or {}),
+                    aliases={k: str(v) for k, v in (registered.aliases or {}).items()},
+                )
+            present = [name for name in chunk if name in models]
+            if not present:
+                continue
+            version_filter = _in_filter(present)
+            for found in self._all_pages(
+                "searching model versions",
+                partial(self.client.search_model_versions, version_filter, PAGE_SIZE * 10),
+            ):
+                versions.setdefault(found.name, []).append(
+                    ActualVersion(
+                        version=str(found.version),
+                        source=found.source or "",
+                        stage=Stage(found.current_stage or "None"),
+                        tags=dict(found.tags or {}),
+                        description=found.description or "",
+                        run_id=found.run_id or None,
+                    )
+                )
+        return RegistryState(
+            models={
+                name: ActualModel(
+                    name=model.name,
+                    description=model.description,
+                    tags=model.tags,
+                    aliases=model.aliases,
+                    versions=tuple(sorted(versions.get(name, []), key=lambda v: v.number)),
+                )
+                for name, model in models.items()
+            }
+        )
+
+    def _all_pages(self, operation: str, search: Callable[..., Any]) -> list[Any]:
+        """Every page of a search (``search(order_by=None, page_token=token)``)."""
+        results: list[Any] = []
+        token: str | None = None
+        while True:
+            page = self._call(operation, partial(search, None, token))
+            results.extend(page)
+            token = page.token
+            if not token:
+                return results
+
+    # --- writing ---------------------------------------------------------------------------------
+
+    def create_model(self, name: str, description: str | None, tags: Mapping[str, str]) -> None:
+        self._call(
+            f"creating registered model {name}",
+            lambda: self.client.create_registered_model(
+                name, tags=dict(tags), description=description
+            ),
+        )
+
+    def _experiment(self) -> str:
+        if self._experiment_id is None:
+            found = self._call(
+                "finding the upload experiment",
+                lambda: self.client.get_experiment_by_name(self.upload_experiment),
+            )
+            if found is None:
+                try:
+                    self._experiment_id = self._call(
+                        "creating the upload experiment",
+                        lambda: self.client.create_experiment(self.upload_experiment),
+                    )
+                except RegistryRequestError as exc:
+                    if error_code(exc) != "RESOURCE_ALREADY_EXISTS":
+                        raise
+                    return self._experiment()
+            else:
+                self._experiment_id = str(found.experiment_id)
+        return self._experiment_id
+
+    def upload(
+        self, model: str, sha256: str, local_file: Path, tags: Mapping[str, str]
+    ) -> tuple[str, str]:
+        experiment_id = self._experiment()
+        run = self._call(
+            f"creating an upload run for {model}",
+            lambda: self.client.create_run(
+                experiment_id, run_name=f"{model}-{sha256[:12]}", tags=dict(tags)
+            ),
+        )
+        run_id = str(run.info.run_id)
+        with tempfile.TemporaryDirectory(prefix="mlgitops-upload-") as scratch:
+            shutil.copyfile(local_file, Path(scratch) / ONNX_FILE_NAME)
+            self._call(
+                f"uploading {local_file.name} for {model}",
+                lambda: self.client.log_artifacts(run_id, scratch, "model"),
+            )
+        self._call("closing the upload run", lambda: self.client.set_terminated(run_id))
+        return f"{run.info.artifact_uri}/model", run_id
+
+    def register_version(
+        self,
+        name: str,
+        source: str,
+        run_id: str | None,
+        tags: Mapping[str, str],
+        description: str | None,
+    ) -> str:
+        created = self._call(
+            f"registering a version of {name}",
+            lambda: self.client.create_model_version(
+                name,
+                source,
+                run_id=run_id,
+                tags=dict(tags),
+                description=description,
+                await_creation_for=0,
+            ),
+        )
+        return str(created.version)
+
+    def set_stage(self, name: str, version: str, stage: Stage) -> None:
+        _warn_stages_once()
+
+        def transition() -> None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                self.client.transition_model_version_stage(
+                    name, version, stage.value, archive_existing_versions=False
+                )
+
+        self._call(f"moving {name} version {version} to {stage.value}", transition)
+
+    def set_version_tag(self, name: str, version: str, key: str, value: str) -> None:
+        self._call(
+            f"setting tag {key} on {name} version {version}",
+            lambda: self.client.set_model_version_tag(name, version, key, value),
+        )
+
+    def delete_version_tag(self, name: str, version: str, key: str) -> None:
+        self._call(
+            f"deleting tag {key} of {name} version {version}",
+            lambda: self.client.delete_model_version_tag(name, version, key),
+        )
+
+    def set_model_tag(self, name: str, key: str, value: str) -> None:
+        self._call(
+            f"setting tag {key} on {name}",
+            lambda: self.client.set_registered_model_tag(name, key, value),
+        )
+
+    def delete_model_tag(self, name: str, key: str) -> None:
+        self._call(
+            f"deleting tag {key} of {name}",
+            lambda: self.client.delete_registered_model_tag(name, key),
+        )
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        self._call(
+            f"pointing alias {alias} of {name} at version {version}",
+            lambda: self.client.set_registered_model_alias(name, alias, version),
+        )
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        self._call(
+            f"deleting alias {alias} of {name}",
+            lambda: self.client.delete_registered_model_alias(name, alias),
+        )
+
+    def set_model_description(self, name: str, description: str) -> None:
+        self._call(
+            f"updating the description of {name}",
+            lambda: self.client.update_registered_model(name, description=description),
+        )
+
+    def set_version_description(self, name: str, version: str, description: str) -> None:
+        self._call(
+            f"updating the description of {name} version {version}",
+            lambda: self.client.update_model_version(name, version, description=description),
+        )
+
+    # --- artifacts -------------------------------------------------------------------------------
+
+    def download_uri(self, name: str, version: str) -> str:
+        return self._call(
+            f"resolving where {name} version {version} is stored",
+            lambda: str(self.client.get_model_version_download_uri(name, version)),
+        )
+
+    def download(self, uri: str, destination: Path) -> Path:
+        import mlflow.artifacts
+
+        return Path(
+            self._call(
+                f"downloading {uri}",
+                lambda: mlflow.artifacts.download_artifacts(
+                    artifact_uri=uri, dst_path=str(destination), tracking_uri=self.tracking_uri
+                ),
+            )
+        )
+
+    # --- the apply lock: a registered model whose creation is atomic in MLflow's database ---------
+
+    def try_lock(self, name: str, tags: Mapping[str, str]) -> bool:
+        try:
+            self._call(
+                "taking the apply lock",
+                lambda: self.client.create_registered_model(
+                    name,
+                    tags=dict(tags),
+                    description="Held by a running `python -m reconciler apply`; released at "
+                    "its end. Never register versions here.",
+                ),
+            )
+        except RegistryRequestError as exc:
+            if error_code(exc) == "RESOURCE_ALREADY_EXISTS":
+                return False
+            raise
+        return True
+
+    def lock_tags(self, name: str) -> Mapping[str, str] | None:
+        try:
+            found = self._call(
+                "reading the apply lock", lambda: self.client.get_registered_model(name)
+            )
+        except RegistryRequestError as exc:
+            if error_code(exc) == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+        return dict(found.tags or {})
+
+    def unlock(self, name: str) -> None:
+        try:
+            self._call(
+                "releasing the apply lock", lambda: self.client.delete_registered_model(name)
+            )
+        except RegistryRequestError as exc:
+            if error_code(exc) != "RESOURCE_DOES_NOT_EXIST":
+                raise

@@ -1,0 +1,137 @@
+"""One plan, several renderings: terminal text (+ ~ -), JSON, GitHub markdown."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from reconciler.plan import Action, Change, Kind, Plan, Target
+
+SYMBOLS = {
+    Action.CREATE: "+",
+    Action.UPDATE: "~",
+    Action.ARCHIVE: "-",
+    Action.DELETE: "-",
+    Action.NOOP: "#",
+}
+FORMAT_VERSION = 1
+
+
+def _value(value: str | None) -> str:
+    if value is None:
+        return "(none)"
+    if value == "":
+        return '""'
+    return value if len(value) <= 80 else value[:77] + "..."
+
+
+def _what(change: Change) -> str:
+    target = change.target
+    text = f"{target.kind.value} {target.label()}"
+    if change.action is Action.CREATE and target.kind in (Kind.MODEL, Kind.VERSION):
+        return text + (f" from {_value(change.after)}" if target.kind is Kind.VERSION else "")
+    if change.action is Action.DELETE:
+        return f"{text} (was {_value(change.before)})"
+    if change.action is Action.CREATE:
+        return f"{text} = {_value(change.after)}"
+    return f"{text}: {_value(change.before)} -> {_value(change.after)}"
+
+
+def text(plan: Plan) -> str:
+    """For terminals: one line per change, grouped by model, then the summary line."""
+    lines: list[str] = []
+    current = None
+    for change in plan.changes:
+        if change.target.model != current:
+            current = change.target.model
+            lines.append(f"{current}:")
+        lines.append(f"  {SYMBOLS[change.action]} {_what(change)}    # {change.reason}")
+    if lines:
+        lines.append("")
+    lines.append(plan.summary())
+    return "\n".join(lines) + "\n"
+
+
+def to_dict(plan: Plan) -> dict[str, Any]:
+    counts = plan.counts()
+    return {
+        "format_version": FORMAT_VERSION,
+        "has_changes": plan.has_changes,
+        "summary": {
+            "add": counts[Action.CREATE],
+            "change": counts[Action.UPDATE],
+            "archive": counts[Action.ARCHIVE],
+            "delete": counts[Action.DELETE],
+        },
+        "changes": [
+            {
+                "action": c.action.value,
+                "kind": c.target.kind.value,
+                "model": c.target.model,
+                "version": c.target.version,
+                "sha256": c.target.sha256,
+                "key": c.target.key,
+                "before": c.before,
+                "after": c.after,
+                "reason": c.reason,
+            }
+            for c in plan.changes
+        ],
+    }
+
+
+def json_text(plan: Plan) -> str:
+    return json.dumps(to_dict(plan), indent=2) + "\n"
+
+
+def from_json(text_: str) -> Plan:
+    """A plan saved with ``plan --format json --out FILE`` (for ``apply --plan FILE``)."""
+    data = json.loads(text_)
+    if data.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"unsupported plan format_version {data.get('format_version')!r}")
+    return Plan(
+        tuple(
+            Change(
+                Action(item["action"]),
+                Target(
+                    Kind(item["kind"]),
+                    item["model"],
+                    item["version"],
+                    item["sha256"],
+                    item["key"],
+                ),
+                item["before"],
+                item["after"],
+                item["reason"],
+            )
+            for item in data["changes"]
+        )
+    )
+
+
+def _cell(value: str) -> str:
+    return value.replace("|", "\\|").replace("\n", " ")
+
+
+def markdown(plan: Plan) -> str:
+    """For a pull-request comment or a CI job summary."""
+    lines = ["### mlgitops plan", "", f"**{plan.summary()}**", ""]
+    if plan.changes:
+        lines += ["| | Change | Before | After | Why |", "|---|---|---|---|---|"]
+        for change in plan.changes:
+            target = change.target
+            lines.append(
+                f"| {SYMBOLS[change.action]} | {_cell(target.kind.value)} "
+                f"`{_cell(target.label())}` | {_cell(_value(change.before))} | "
+                f"{_cell(_value(change.after))} | {_cell(change.reason)} |"
+            )
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+RENDERERS: dict[str, Callable[[Plan], str]] = {
+    "text": text,
+    "json": json_text,
+    "markdown": markdown,
+}

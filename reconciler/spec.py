@@ -1,0 +1,407 @@
+"""models.yaml -> pydantic: the desired registry, with every problem located by file:line:field."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError
+
+from contracts.registry import Stage
+from reconciler.errors import Problem, SpecError
+
+URI_SCHEMES = ("s3://", "runs:/", "models:/", "mlflow-artifacts:")
+"""Sources that are URIs; anything else is a path relative to models.yaml."""
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+ALIAS_PATTERN = r"^(?!latest$)(?![vV]\d+$)[A-Za-z_][A-Za-z0-9_-]{0,254}$"
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+TAG_KEY_PATTERN = r"^(?!mlgitops\.)(?!mlflow\.)[^\s]{1,250}$"
+
+Loc = tuple[str | int, ...]
+
+SampleInput = list[Any] | dict[str, list[Any]]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, coerce_numbers_to_str=True, regex_engine="python-re"
+    )
+
+
+AliasName = Annotated[str, StringConstraints(pattern=ALIAS_PATTERN)]
+TagKey = Annotated[str, StringConstraints(pattern=TAG_KEY_PATTERN)]
+Tags = dict[TagKey, str]
+
+
+class VersionSpec(_Strict):
+    """One model version; its identity is the sha256 of its ONNX file."""
+
+    source: str = Field(
+        min_length=1,
+        description="Path relative to this file (uploaded by the reconciler as a run artifact), "
+        "or an s3://, runs:/, models:/ or mlflow-artifacts: URI.",
+    )
+    sha256: str = Field(pattern=SHA256_PATTERN, description="Hex sha256 of the ONNX file.")
+    stage: Stage = Field(default=Stage.NONE, description="MLflow stage (default None).")
+    aliases: list[AliasName] = Field(
+        default_factory=list, description="Aliases naming this version."
+    )
+    tags: Tags = Field(default_factory=dict, description="Model version tags.")
+    description: str | None = Field(default=None, description="Version description.")
+    sample_input: SampleInput | None = Field(
+        default=None,
+        description="Input for the promotion gate's inference: a nested list for the first "
+        "input, or {input name: nested list}. Default: zeros shaped by the model's inputs.",
+    )
+
+
+class RolloutSpec(_Strict):
+    """Progressive delivery: a candidate beside Production (canary share or shadow copy)."""
+
+    stage: Literal["Staging"] | None = Field(
+        default=None, description="Candidate: the version declared with this stage."
+    )
+    alias: AliasName | None = Field(
+        default=None, description="Candidate: the version with this alias."
+    )
+    mode: Literal["canary", "shadow"] = "canary"
+    weight: int | None = Field(
+        default=None,
+        ge=0,
+        le=100,
+        description="Canary: percent of traffic to the candidate (0 ends the canary). "
+        "Shadow: percent of requests copied to it (default 100).",
+    )
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> RolloutSpec:
+        if (self.stage is None) == (self.alias is None):
+            raise ValueError("give exactly one of 'stage: Staging' or 'alias: NAME'")
+        if self.mode == "canary" and self.weight is None:
+            raise ValueError("canary needs 'weight' (0 to 100)")
+        return self
+
+    def effective_weight(self) -> int:
+        return self.weight if self.weight is not None else 100
+
+
+class ModelSpec(_Strict):
+    """One registered model."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str | None = Field(
+        default=None, description="Registered-model description (absent: left as it is)."
+    )
+    tags: Tags = Field(default_factory=dict, description="Registered-model tags.")
+    prune: bool = Field(
+        default=False,
+        description="Archive managed versions that are no longer listed (never deletes).",
+    )
+    versions: list[VersionSpec] = Field(default_factory=list)
+    rollout: RolloutSpec | None = None
+
+    def production(self) -> VersionSpec | None:
+        return next((v for v in self.versions if v.stage is Stage.PRODUCTION), None)
+
+    def rollout_candidate(self) -> VersionSpec | None:
+        """The version the rollout section selects, if any."""
+        if self.rollout is None:
+            return None
+        if self.rollout.alias is not None:
+            return next((v for v in self.versions if self.rollout.alias in v.aliases), None)
+        return next((v for v in self.versions if v.stage is Stage.STAGING), None)
+
+
+class ModelsFile(_Strict):
+    """models.yaml: the desired MLflow Model Registry."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        coerce_numbers_to_str=True,
+        regex_engine="python-re",
+        title="mlgitops models.yaml",
+        json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema"},
+    )
+
+    models: list[ModelSpec] = Field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Desired:
+    """A validated models.yaml and where it lives (sources are relative to its directory)."""
+
+    path: Path
+    file: ModelsFile
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def local_path(self, source: str) -> Path | None:
+        """The file a repository-path source names; None for a URI."""
+        if is_uri(source):
+            return None
+        return (self.base_dir / source).resolve()
+
+
+def is_uri(source: str) -> bool:
+    return source.startswith(URI_SCHEMES)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def json_schema() -> str:
+    """The JSON Schema of models.yaml, as kept in reconciler/models.schema.json."""
+    return json.dumps(ModelsFile.model_json_schema(), indent=2, sort_keys=False) + "\n"
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def round_trip_yaml() -> YAML:
+    """The YAML used to read and rewrite models.yaml (keeps comments, order, formatting)."""
+    yaml = YAML(typ="rt")
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    yaml.preserve_quotes = True
+    yaml.width = 4096
+    return yaml
+
+
+def load(path: Path, *, check_files: bool = True) -> Desired:
+    """Read and validate models.yaml; raise SpecError listing every problem found.
+
+    Args:
+        path: the models.yaml file.
+        check_files: also check that repository-path sources exist and match their sha256.
+    """
+    name = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError([Problem(name, 0, "", f"cannot read: {exc.strerror or exc}")]) from None
+    try:
+        document = round_trip_yaml().load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 0
+        problem = " ".join(str(part) for part in (exc.context, exc.problem) if part)
+        raise SpecError([Problem(name, line, "", f"not valid YAML: {problem}")]) from None
+    if document is None:
+        document = {}
+    try:
+        models_file = ModelsFile.model_validate(_plain(document))
+    except ValidationError as exc:
+        problems = [
+            Problem(name, line_of(document, err["loc"]), field_path(err["loc"]), _message(err))
+            for err in exc.errors()
+        ]
+        raise SpecError(sorted(problems, key=lambda problem: problem.line)) from None
+    desired = Desired(path=path, file=models_file)
+    located = [
+        Problem(name, line_of(document, loc), field_path(loc), message)
+        for loc, message in rule_problems(desired, check_files=check_files)
+    ]
+    if located:
+        raise SpecError(sorted(located, key=lambda problem: problem.line))
+    return desired
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    message = str(error["msg"])
+    if error["type"] == "extra_forbidden":
+        return "unknown field (check its spelling and indentation)"
+    if error["type"] == "string_pattern_mismatch":
+        loc = [part for part in error["loc"] if isinstance(part, str)]
+        if loc[-1] == "sha256":
+            return "must be 64 lowercase hex digits (the sha256 of the ONNX file)"
+        if loc[-1] in ("aliases", "alias"):
+            return (
+                f"{error['input']!r} is not a valid alias: a letter or _, then letters, digits, "
+                "_ or -; not 'latest' nor v<number> (MLflow reserves them)"
+            )
+        if loc[-1] == "name":
+            return f"{error['input']!r} is not a valid model name: letters, digits, . _ -"
+        if "tags" in loc:
+            return "tag keys have no spaces; mlgitops.* and mlflow.* are reserved"
+    return message.removeprefix("Value error, ")
+
+
+def _plain(node: Any) -> Any:
+    """ruamel's commented containers and scalars -> plain Python values."""
+    if isinstance(node, Mapping):
+        return {str(key): _plain(value) for key, value in node.items()}
+    if isinstance(node, list | tuple):
+        return [_plain(item) for item in node]
+    if isinstance(node, bool) or node is None:
+        return node
+    if isinstance(node, int):
+        return int(node)
+    if isinstance(node, float):
+        return float(node)
+    if isinstance(node, str):
+        return str(node)
+    return str(node)
+
+
+def field_path(loc: Sequence[str | int]) -> str:
+    """("models", 0, "versions", 1, "stage") -> "models[0].versions[1].stage"."""
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def line_of(document: Any, loc: Sequence[str | int]) -> int:
+    """1-based line of the deepest node of ``loc`` present in the round-trip document."""
+    line = 1
+    node = document
+    for part in loc:
+        lc = getattr(node, "lc", None)
+        if lc is None:
+            break
+        if isinstance(node, Mapping) and isinstance(part, str):
+            if part not in node:
+                break
+            line = lc.key(part)[0] + 1
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            line = lc.item(part)[0] + 1
+            node = node[part]
+        else:
+            break
+    return line
+
+
+# --- rules across fields ----------------------------------------------------------------------
+
+
+def rule_problems(desired: Desired, *, check_files: bool) -> Iterator[tuple[Loc, str]]:
+    """The rules pydantic's per-field checks cannot express, each with its location."""
+    seen_names: dict[str, int] = {}
+    for m, model in enumerate(desired.file.models):
+        if model.name in seen_names:
+            yield (
+                ("models", m, "name"),
+                f"model {model.name!r} is declared twice "
+                f"(first at models[{seen_names[model.name]}])",
+            )
+        seen_names.setdefault(model.name, m)
+        yield from _model_rules(desired, m, model, check_files=check_files)
+
+
+def _model_rules(
+    desired: Desired, m: int, model: ModelSpec, *, check_files: bool
+) -> Iterator[tuple[Loc, str]]:
+    base: Loc = ("models", m)
+    production: int | None = None
+    aliases: dict[str, int] = {}
+    digests: dict[str, int] = {}
+    for v, version in enumerate(model.versions):
+        here: Loc = (*base, "versions", v)
+        if version.stage is Stage.PRODUCTION:
+            if production is not None:
+                yield (
+                    (*here, "stage"),
+                    f"a second Production version (versions[{production}] is Production); "
+                    "at most one per model",
+                )
+            else:
+                production = v
+        for a, alias in enumerate(version.aliases):
+            if alias in aliases:
+                yield (
+                    (*here, "aliases", a),
+                    f"alias {alias!r} already names versions[{aliases[alias]}]; "
+                    "an alias names one version",
+                )
+            aliases.setdefault(alias, v)
+        if version.sha256 in digests:
+            yield (
+                (*here, "sha256"),
+                f"same sha256 as versions[{digests[version.sha256]}]; sha256 is unique per model",
+            )
+        digests.setdefault(version.sha256, v)
+        yield from _source_rules(desired, version, here, check_files=check_files)
+    yield from _rollout_rules(model, base)
+
+
+def _source_rules(
+    desired: Desired, version: VersionSpec, here: Loc, *, check_files: bool
+) -> Iterator[tuple[Loc, str]]:
+    source = version.source
+    if is_uri(source):
+        return
+    if "://" in source or source.startswith("file:"):
+        yield (
+            (*here, "source"),
+            f"unsupported URI {source!r}: use a path relative to models.yaml or an "
+            f"{', '.join(URI_SCHEMES)} URI",
+        )
+        return
+    if Path(source).is_absolute():
+        yield ((*here, "source"), "absolute path: give a path relative to models.yaml")
+        return
+    if not check_files:
+        return
+    local = desired.local_path(source)
+    assert local is not None
+    if not local.is_file():
+        yield (
+            (*here, "source"),
+            f"file not found: {local} (paths are relative to the directory of models.yaml)",
+        )
+        return
+    actual = sha256_file(local)
+    if actual != version.sha256:
+        yield (
+            (*here, "sha256"),
+            f"does not match {source} (its sha256 is {actual})",
+        )
+
+
+def _rollout_rules(model: ModelSpec, base: Loc) -> Iterator[tuple[Loc, str]]:
+    rollout = model.rollout
+    if rollout is None:
+        return
+    here: Loc = (*base, "rollout")
+    if rollout.stage is not None:
+        staging = [v for v in model.versions if v.stage is Stage.STAGING]
+        if len(staging) != 1:
+            yield (
+                (*here, "stage"),
+                f"the candidate is the Staging version, but {len(staging)} versions are Staging "
+                "(need exactly one)",
+            )
+            return
+    elif rollout.alias is not None and model.rollout_candidate() is None:
+        yield ((*here, "alias"), f"no version of {model.name!r} has alias {rollout.alias!r}")
+        return
+    candidate = model.rollout_candidate()
+    if candidate is not None and candidate.stage is Stage.PRODUCTION:
+        yield (here, "the candidate is the Production version itself; choose another version")
+    if model.production() is None:
+        yield (here, "a rollout needs a Production version beside the candidate")

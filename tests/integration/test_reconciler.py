@@ -1,0 +1,277 @@
+"""The reconciler against a real ``mlflow server``: create, idempotency, promotion, drift, gate."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from contracts.registry import (
+    APPLIED_BY_TAG,
+    GIT_COMMIT_TAG,
+    MANAGED_TAG,
+    ROLLOUT_TAG,
+    SHA256_TAG,
+    SIZE_TAG,
+    SOURCE_TAG,
+    STAGE_TAG,
+)
+from reconciler.cli import main
+from tests.support.onnx_models import BuiltModel
+from tests.support.processes import MlflowServer
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Cli:
+    """Runs ``python -m reconciler`` in this process (fast) against one MLflow."""
+
+    def __init__(self, capsys: pytest.CaptureFixture[str], models_file: Path) -> None:
+        self.capsys = capsys
+        self.models_file = models_file
+
+    def __call__(self, *args: str) -> tuple[int, str, str]:
+        self.capsys.readouterr()
+        code = main([*args, "-f", str(self.models_file)] if args[0] != "schema" else list(args))
+        out, err = self.capsys.readouterr()
+        return code, out, err
+
+    def write(self, models: list[dict[str, Any]]) -> None:
+        self.models_file.write_text(yaml.safe_dump({"models": models}, sort_keys=False))
+
+
+@pytest.fixture
+def cli(
+    mlflow_server: MlflowServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> Cli:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
+    monkeypatch.setenv("RECONCILER_GIT_COMMIT", "0123abc")
+    monkeypatch.setenv("RECONCILER_APPLIED_BY", "ci-bot")
+    monkeypatch.setenv("RECONCILER_RETRIES", "1")
+    return Cli(capsys, tmp_path / "models.yaml")
+
+
+@pytest.fixture
+def client(mlflow_server: MlflowServer) -> MlflowClient:
+    return MlflowClient(tracking_uri=mlflow_server.url, registry_uri=mlflow_server.url)
+
+
+def version_entry(model: BuiltModel, base: Path, **extra: Any) -> dict[str, Any]:
+    return {"source": os.path.relpath(model.path, base), "sha256": model.sha256, **extra}
+
+
+def transition_by_hand(client: MlflowClient, name: str, version: str, stage: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # stages are deprecated, still served
+        client.transition_model_version_stage(name, version, stage)
+
+
+def stages(client: MlflowClient, name: str) -> dict[str, str]:
+    found = client.search_model_versions(f"name='{name}'")
+    return {v.version: v.current_stage for v in found}
+
+
+def test_create_promote_alias_and_idempotency(
+    cli: Cli, client: MlflowClient, unique_name: str, make_onnx: Callable[..., BuiltModel]
+) -> None:
+    base = cli.models_file.parent
+    v1, v2 = make_onnx("v1.onnx", seed=1), make_onnx("v2.onnx", seed=2)
+    cli.write(
+        [
+            {
+                "name": unique_name,
+                "description": "first",
+                "tags": {"team": "vision"},
+                "versions": [version_entry(v1, base, stage="Production", aliases=["champion"])],
+            }
+        ]
+    )
+    code, out, _ = cli("plan")
+    assert code == 2, out
+    assert f"+ model {unique_name}" in out
+    assert "Plan: " in out
+
+    code, out, err = cli("apply")
+    assert code == 0, out + err
+    assert stages(client, unique_name) == {"1": "Production"}
+    model = client.get_registered_model(unique_name)
+    assert model.aliases == {"champion": "1"}
+    assert model.tags[MANAGED_TAG] == "true"
+    assert model.tags["team"] == "vision"
+    assert model.description == "first"
+    tags = client.get_model_version(unique_name, "1").tags
+    assert tags[SHA256_TAG] == v1.sha256
+    assert tags[SIZE_TAG] == str(v1.size)
+    assert tags[SOURCE_TAG] == "models/v1.onnx"
+    assert tags[GIT_COMMIT_TAG] == "0123abc"
+    assert tags[APPLIED_BY_TAG] == "ci-bot"
+    assert tags[STAGE_TAG] == "Production"
+
+    code, out, _ = cli("plan")
+    assert (code, out.strip()) == (0, "No changes. MLflow matches models.yaml.")
+
+    # Promotion: v2 becomes Production and takes the alias; v1 is archived, never deleted.
+    cli.write(
+        [
+            {
+                "name": unique_name,
+                "description": "second",
+                "tags": {"team": "vision"},
+                "versions": [
+                    version_entry(v1, base, stage="Archived"),
+                    version_entry(v2, base, stage="Production", aliases=["champion"]),
+                ],
+            }
+        ]
+    )
+    code, out, _ = cli("plan", "--format", "json")
+    assert code == 2
+    kinds = {(c["kind"], c["action"]) for c in json.loads(out)["changes"]}
+    assert {("version", "create"), ("alias", "update"), ("stage", "archive")} <= kinds
+    code, out, err = cli("apply")
+    assert code == 0, out + err
+    assert stages(client, unique_name) == {"1": "Archived", "2": "Production"}
+    assert client.get_registered_model(unique_name).aliases == {"champion": "2"}
+    assert client.get_model_version(unique_name, "1").tags[STAGE_TAG] == "Archived"
+    assert client.get_model_version(unique_name, "2").tags[STAGE_TAG] == "Production"
+    assert cli("plan")[0] == 0
+
+    # Drift by hand: a stage moved, an alias re-pointed, a tag edited. Plan shows it; apply undoes.
+    transition_by_hand(client, unique_name, "1", "Production")
+    client.set_registered_model_alias(unique_name, "champion", "1")
+    client.set_registered_model_tag(unique_name, "team", "someone-else")
+    client.set_registered_model_alias(unique_name, "stray", "2")
+    code, out, _ = cli("plan")
+    assert code == 2
+    assert "- stage" in out and "~ alias" in out and "~ model-tag" in out and "- alias" in out
+    code, out, err = cli("apply")
+    assert code == 0, out + err
+    assert stages(client, unique_name) == {"1": "Archived", "2": "Production"}
+    model = client.get_registered_model(unique_name)
+    assert model.aliases == {"champion": "2"}
+    assert model.tags["team"] == "vision"
+    assert cli("plan")[0] == 0
+
+
+def test_broken_onnx_is_refused_at_the_gate(
+    cli: Cli,
+    client: MlflowClient,
+    unique_name: str,
+    make_onnx: Callable[..., BuiltModel],
+    make_corrupt_onnx: Callable[[str], BuiltModel],
+) -> None:
+    base = cli.models_file.parent
+    good, broken = make_onnx("good.onnx", seed=3), make_corrupt_onnx("broken.onnx")
+    cli.write(
+        [{"name": unique_name, "versions": [version_entry(good, base, stage="Production")]}]
+    )
+    assert cli("apply")[0] == 0
+    cli.write(
+        [
+            {
+                "name": unique_name,
+                "versions": [
+                    version_entry(good, base, stage="Archived"),
+                    version_entry(broken, base, stage="Production"),
+                ],
+            }
+        ]
+    )
+    code, out, err = cli("apply")
+    assert code == 1
+    assert "refused at the promotion gate (onnxruntime)" in out
+    # Not promoted, and the old Production stays: a model never loses its Production version.
+    assert stages(client, unique_name) == {"1": "Production", "2": "None"}
+
+
+def test_rollout_section_is_stored_as_a_registered_model_tag(
+    cli: Cli, client: MlflowClient, unique_name: str, make_onnx: Callable[..., BuiltModel]
+) -> None:
+    base = cli.models_file.parent
+    v1, v2 = make_onnx("r1.onnx", seed=4), make_onnx("r2.onnx", seed=5)
+    model: dict[str, Any] = {
+        "name": unique_name,
+        "versions": [
+            version_entry(v1, base, stage="Production"),
+            version_entry(v2, base, aliases=["candidate"]),
+        ],
+        "rollout": {"alias": "candidate", "mode": "canary", "weight": 10},
+    }
+    cli.write([model])
+    code, out, err = cli("apply")
+    assert code == 0, out + err
+    rollout = json.loads(client.get_registered_model(unique_name).tags[ROLLOUT_TAG])
+    assert rollout == {"candidate_version": "2", "mode": "canary", "weight": 10}
+    assert cli("plan")[0] == 0
+
+    model["rollout"]["weight"] = 0
+    cli.write([model])
+    code, out, _ = cli("plan")
+    assert code == 2 and "- rollout" in out
+    assert cli("apply")[0] == 0
+    assert ROLLOUT_TAG not in client.get_registered_model(unique_name).tags
+
+
+def test_saved_plan_goes_stale_when_mlflow_moves(
+    cli: Cli, client: MlflowClient, unique_name: str, make_onnx: Callable[..., BuiltModel]
+) -> None:
+    base = cli.models_file.parent
+    v1 = make_onnx("s1.onnx", seed=6)
+    cli.write([{"name": unique_name, "tags": {"a": "1"}, "versions": [version_entry(v1, base)]}])
+    assert cli("apply")[0] == 0
+    cli.write([{"name": unique_name, "tags": {"a": "2"}, "versions": [version_entry(v1, base)]}])
+    saved = cli.models_file.parent / "plan.json"
+    assert cli("plan", "--out", str(saved))[0] == 2
+    client.set_registered_model_tag(unique_name, "b", "by hand")
+    code, _, err = cli("apply", "--plan", str(saved))
+    assert code == 1 and "stale" in err
+    assert client.get_registered_model(unique_name).tags["a"] == "1"
+
+
+def test_a_second_apply_waits_for_the_lock_or_refuses(
+    cli: Cli, mlflow_server: MlflowServer, unique_name: str, make_onnx: Callable[..., BuiltModel]
+) -> None:
+    from reconciler.registry import MlflowRegistry, RetryPolicy
+
+    base = cli.models_file.parent
+    v1 = make_onnx("l1.onnx", seed=7)
+    cli.write([{"name": unique_name, "versions": [version_entry(v1, base, stage="Staging")]}])
+    registry = MlflowRegistry(mlflow_server.url, RetryPolicy(1), "mlgitops-uploads")
+    lock = f"lock-{unique_name}"
+    os.environ["RECONCILER_LOCK_NAME"] = lock
+    try:
+        assert registry.try_lock(lock, {"holder": "another apply", "expires_at": "9e12"})
+        os.environ["RECONCILER_LOCK_WAIT_SECONDS"] = "0"
+        code, _, err = cli("apply")
+        assert code == 1
+        assert "another apply is running (another apply)" in err
+        registry.unlock(lock)
+        # Two real applies at once: one waits for the other; both succeed, nothing twice.
+        os.environ.pop("RECONCILER_LOCK_WAIT_SECONDS")
+        argv = [sys.executable, "-m", "reconciler", "apply", "-f", str(cli.models_file)]
+        procs = [
+            subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for _ in range(2)
+        ]
+        results = [p.communicate(timeout=180) for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], results
+        found = MlflowClient(mlflow_server.url).search_model_versions(f"name='{unique_name}'")
+        assert [(v.version, v.current_stage) for v in found] == [("1", "Staging")]
+        assert registry.lock_tags(lock) is None
+    finally:
+        os.environ.pop("RECONCILER_LOCK_NAME", None)
+        os.environ.pop("RECONCILER_LOCK_WAIT_SECONDS", None)

@@ -52,3 +52,19 @@ lock: $(STAMP)  ## Refresh constraints.txt from the current venv
 
 clean:  ## Remove the venv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .run
+
+# Static checkers (actionlint, hadolint, kubernetes-validate, checkov, yamllint, python-hcl2) for
+# tests/delivery. A venv of their own: checkov's hcl2 fork would shadow python-hcl2 in .venv.
+.PHONY: tools
+TOOLS_VENV := .venv-tools
+TOOLS_STAMP := $(TOOLS_VENV)/.installed
+
+$(TOOLS_STAMP): requirements-tools.txt requirements-hcl2.txt
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or run 'make PYTHON=/path/to/python3.11 tools'"; exit 1; }
+	test -x $(TOOLS_VENV)/bin/python || $(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(TOOLS_VENV)/bin/python -m pip install --quiet -r requirements-tools.txt
+	$(TOOLS_VENV)/bin/python -m pip install --quiet --upgrade --target $(TOOLS_VENV)/hcl2 -r requirements-hcl2.txt
+	touch $(TOOLS_STAMP)
+
+tools: $(TOOLS_STAMP)  ## Install the static checkers for tests/delivery into .venv-tools/

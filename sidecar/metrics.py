@@ -90,6 +90,11 @@ class Status:
                 return False
             return all(name in self.models and self.models[name].current for name in self.expected)
 
+    def errors(self) -> dict[str, str]:
+        """The models whose last check failed, with the error."""
+        with self._lock:
+            return {n: s.last_error for n, s in self.models.items() if s.last_error}
+
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return {

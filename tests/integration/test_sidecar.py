@@ -1,0 +1,202 @@
+"""The sidecar against a real ``mlflow server`` (SQLite, proxied artifacts): issue 4."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from contracts.registry import STAGE_TAG
+from contracts.volume import versions_dir
+from tests.sidecar.reader import ReaderReport, read_until
+from tests.sidecar.running import WEBHOOK_SECRET, SidecarRunner, leftovers, verified_version
+from tests.support.onnx_models import BuiltModel
+from tests.support.processes import MlflowServer
+from tests.support.registry import promote, register_version
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def client(mlflow_server: MlflowServer) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(mlflow_server.url)
+
+
+@pytest.fixture
+def sidecars(tmp_path: Path, mlflow_server: MlflowServer) -> Iterator[SidecarRunner]:
+    runner = SidecarRunner(tmp_path / "logs", mlflow_server.url)
+    (tmp_path / "logs").mkdir()
+    yield runner
+    runner.stop_all()
+
+
+def create_webhook(mlflow: MlflowServer, url: str) -> str:
+    """A real MLflow webhook on the tag/alias/version events the sidecar listens to."""
+    response = httpx.post(
+        f"{mlflow.url}/api/2.0/mlflow/webhooks",
+        json={
+            "name": f"sidecar-{uuid.uuid4().hex[:6]}",
+            "url": url,
+            "events": [
+                {"entity": "MODEL_VERSION_TAG", "action": "SET"},
+                {"entity": "MODEL_VERSION_ALIAS", "action": "CREATED"},
+            ],
+            "secret": WEBHOOK_SECRET,
+        },
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()["webhook"]["webhook_id"])
+
+
+def delete_webhook(mlflow: MlflowServer, webhook_id: str) -> None:
+    httpx.delete(f"{mlflow.url}/api/2.0/mlflow/webhooks/{webhook_id}", timeout=10)
+
+
+def test_once_publishes_every_source_kind_and_an_alias(
+    tmp_path: Path, client: Any, sidecars: SidecarRunner, unique_name: str,
+    make_onnx: Callable[..., BuiltModel],
+) -> None:  # fmt: skip
+    volume = tmp_path / "volume"
+    models = {}
+    for seed, kind in enumerate(("run", "runs-uri", "mlmodel"), start=1):
+        name = f"{unique_name}-{kind}"
+        build = make_onnx(f"{kind}.onnx", seed=seed)
+        register_version(client, name, build.path, stage="Production", source_kind=kind)
+        models[name] = build
+
+    result = sidecars.once(volume, list(models))
+
+    assert result.returncode == 0, result.stderr
+    for name, build in models.items():
+        assert verified_version(volume, name) == "1"
+        assert (
+            volume / name / "versions" / "1" / "model.onnx"
+        ).read_bytes() == build.path.read_bytes()
+        assert leftovers(volume, name) == []
+    assert '"event": "published"' in result.stderr  # one JSON line per event
+
+    alias_name = f"{unique_name}-alias"
+    register_version(client, alias_name, make_onnx("a1.onnx", seed=7).path, stage="Production")
+    register_version(client, alias_name, make_onnx("a2.onnx", seed=8).path, alias="champion")
+    result = sidecars.once(tmp_path / "alias-volume", [alias_name], "--alias", "champion")
+    assert result.returncode == 0, result.stderr
+    assert verified_version(tmp_path / "alias-volume", alias_name) == "2"
+
+
+def test_once_fails_when_there_is_nothing_to_serve(
+    tmp_path: Path, client: Any, sidecars: SidecarRunner, unique_name: str,
+    make_onnx: Callable[..., BuiltModel],
+) -> None:  # fmt: skip
+    register_version(client, unique_name, make_onnx(seed=1).path)  # no stage
+    result = sidecars.once(tmp_path / "volume", [unique_name])
+    assert result.returncode == 1
+    assert "promote one in MLflow" in result.stderr
+
+
+def test_loop_follows_promotions_and_refuses_a_corrupt_version(
+    tmp_path: Path, client: Any, sidecars: SidecarRunner, unique_name: str,
+    make_onnx: Callable[..., BuiltModel], make_corrupt_onnx: Callable[[str], BuiltModel],
+) -> None:  # fmt: skip
+    volume = tmp_path / "volume"
+    interval = 2.0
+    register_version(client, unique_name, make_onnx("v1.onnx", seed=1).path, stage="Production")
+    sidecar = sidecars.start(volume, [unique_name], interval=interval)
+    sidecar.wait_version(unique_name, "1")
+    assert httpx.get(f"{sidecar.url}/readyz", timeout=5).status_code == 200
+
+    v2 = register_version(client, unique_name, make_onnx("v2.onnx", seed=2).path)
+    promoted = time.monotonic()
+    promote(client, unique_name, v2.version, "Production", set_stage_tag=False)
+    sidecar.wait_version(unique_name, "2", timeout=interval + 60)
+    print(f"promotion picked up after {time.monotonic() - promoted:.2f}s (interval {interval}s)")
+
+    # A release whose bytes do not match the sha256 tag (corrupt upload): never published.
+    good = make_onnx("v3.onnx", seed=3)
+    corrupt = make_corrupt_onnx("v3-corrupt.onnx")
+    register_version(
+        client, unique_name, corrupt.path, stage="Production", sha256=good.sha256, size=corrupt.size
+    )
+    wait_until(
+        lambda: 'result="refused"' in sidecar.metrics(),
+        timeout=60,
+        what="the corrupt version refused",
+    )
+    assert verified_version(volume, unique_name) == "2"
+    assert not (versions_dir(volume, unique_name) / "3").exists()
+    assert "sha256 mismatch" in sidecar.healthz()["models"][unique_name]["last_error"]
+    assert leftovers(volume, unique_name) == []
+
+    register_version(client, unique_name, make_onnx("v4.onnx", seed=4).path, stage="Production")
+    sidecar.wait_version(unique_name, "4")
+    assert sidecar.healthz()["models"][unique_name]["last_error"] is None
+
+
+def test_a_webhook_triggers_a_fetch_long_before_the_next_poll(
+    tmp_path: Path, mlflow_server: MlflowServer, client: Any, sidecars: SidecarRunner,
+    unique_name: str, make_onnx: Callable[..., BuiltModel],
+) -> None:  # fmt: skip
+    volume = tmp_path / "volume"
+    poll = 600.0  # no poll can happen during this test: only the webhook can bring v2
+    register_version(client, unique_name, make_onnx("v1.onnx", seed=1).path, stage="Production")
+    sidecar = sidecars.start(
+        volume, [unique_name], interval=poll, env={"SIDECAR_WEBHOOK_SECRET": WEBHOOK_SECRET}
+    )
+    sidecar.wait_version(unique_name, "1")
+    webhook_id = create_webhook(mlflow_server, f"{sidecar.url}/webhook")
+    try:
+        v2 = register_version(client, unique_name, make_onnx("v2.onnx", seed=2).path)
+        promoted = time.monotonic()
+        # As the reconciler does: transition (no webhook), then the stage tag (a webhook).
+        promote(client, unique_name, v2.version, "Production")
+        sidecar.wait_version(unique_name, "2", timeout=120)
+        print(f"webhook-triggered fetch after {time.monotonic() - promoted:.2f}s (poll {poll}s)")
+    finally:
+        delete_webhook(mlflow_server, webhook_id)
+    log = sidecar.log()
+    assert '"event": "webhook"' in log
+    assert STAGE_TAG in client.get_model_version(unique_name, "2").tags
+
+
+def test_a_reader_never_sees_a_partial_model_across_many_flips(
+    tmp_path: Path, client: Any, sidecars: SidecarRunner, unique_name: str,
+    make_onnx: Callable[..., BuiltModel],
+) -> None:  # fmt: skip
+    volume = tmp_path / "volume"
+    builds = [make_onnx(f"v{s}.onnx", seed=s, n_inputs=64, hidden=2048) for s in (1, 2, 3)]
+    for build in builds:
+        register_version(client, unique_name, build.path)
+    promote(client, unique_name, "1", "Production", set_stage_tag=False)
+    # keep 2 of 3 versions: some flips reuse a kept directory, others download again
+    sidecar = sidecars.start(volume, [unique_name], "--keep-versions", "2", interval=0.1)
+    sidecar.wait_version(unique_name, "1")
+
+    report = ReaderReport()
+    stop = threading.Event()
+    reader = threading.Thread(
+        target=read_until, args=(volume, unique_name, {b.sha256 for b in builds}, stop, report)
+    )
+    reader.start()
+    flips = 18
+    try:
+        for flip in range(1, flips + 1):
+            version = str(flip % 3 + 1)
+            promote(client, unique_name, version, "Production", set_stage_tag=False)
+            sidecar.wait_version(unique_name, version)
+    finally:
+        stop.set()
+        reader.join()
+    assert report.errors == []
+    assert len(report.seen) == 3, "the reader missed versions: it proved nothing"
+    published = sidecar.log().count('"event": "published"')
+    assert published > 3, "every flip reused a directory: no download raced the reader"
+    print(f"{flips} flips, {published} downloads, {report.reads} verified reads")

@@ -1,0 +1,142 @@
+"""The sidecar under faults: MLflow down and back, the sidecar SIGKILLed mid-download."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from contracts.volume import link_path
+from tests.sidecar.reader import ReaderReport, read_until
+from tests.sidecar.running import SidecarRunner, leftovers, verified_version
+from tests.support.onnx_models import BuiltModel
+from tests.support.processes import MlflowServer
+from tests.support.registry import promote, register_version
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+FAST_BACKOFF = {"SIDECAR_BACKOFF_INITIAL": "0.2", "SIDECAR_BACKOFF_MAX": "2"}
+
+
+def test_mlflow_down_and_back_leaves_current_alone_then_recovers(
+    tmp_path: Path, fresh_mlflow_server: MlflowServer, unique_name: str,
+    make_onnx: Callable[..., BuiltModel],
+) -> None:  # fmt: skip
+    from mlflow import MlflowClient
+
+    mlflow = fresh_mlflow_server
+    client = MlflowClient(mlflow.url)
+    volume = tmp_path / "volume"
+    v1 = make_onnx("v1.onnx", seed=1)
+    register_version(client, unique_name, v1.path, stage="Production")
+    runner = SidecarRunner(tmp_path, mlflow.url)
+    try:
+        sidecar = runner.start(volume, [unique_name], interval=0.5, env=FAST_BACKOFF)
+        sidecar.wait_version(unique_name, "1")
+        link_before = os.readlink(link_path(volume, unique_name))
+        report = ReaderReport()
+        stop = threading.Event()
+        reader = threading.Thread(
+            target=read_until, args=(volume, unique_name, {v1.sha256}, stop, report)
+        )
+        reader.start()
+        try:
+            mlflow.stop()
+            wait_until(
+                lambda: "sidecar_consecutive_failed_cycles 3.0" in sidecar.metrics(),
+                timeout=120, what="the sidecar to notice MLflow is down (3 failed cycles)",
+            )  # fmt: skip
+            health = sidecar.healthz()
+            assert health["models"][unique_name]["last_error"]
+            assert health["models"][unique_name]["current"] == "1"
+            assert os.readlink(link_path(volume, unique_name)) == link_before
+            assert verified_version(volume, unique_name) == "1"
+            assert '"event": "backoff"' in sidecar.log()
+
+            mlflow.start()
+        finally:
+            stop.set()
+            reader.join()
+        assert report.errors == []
+        assert report.reads > 0
+        assert os.readlink(link_path(volume, unique_name)) == link_before
+
+        register_version(client, unique_name, make_onnx("v2.onnx", seed=2).path, stage="Production")
+        sidecar.wait_version(unique_name, "2", timeout=120)
+        wait_until(lambda: sidecar.healthz()["models"][unique_name]["last_error"] is None,
+                   timeout=30, what="the error to clear")  # fmt: skip
+    finally:
+        runner.stop_all()
+
+
+@pytest.fixture
+def sidecars(tmp_path: Path, mlflow_server: MlflowServer) -> Iterator[SidecarRunner]:
+    runner = SidecarRunner(tmp_path, mlflow_server.url)
+    yield runner
+    runner.stop_all()
+
+
+def partial_download(volume: Path, model: str, full_size: int) -> int | None:
+    """Size of a file being downloaded into ``<model>/.tmp-*/`` (0 < size < full), if any."""
+    for scratch in (volume / model).glob(".tmp-*"):
+        for path in scratch.rglob("*.onnx"):
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                continue
+            if 0 < size < full_size:
+                return size
+    return None
+
+
+@pytest.mark.slow
+def test_sigkill_mid_download_keeps_a_complete_current_and_cleans_up_at_restart(
+    tmp_path: Path, mlflow_server: MlflowServer, sidecars: SidecarRunner, unique_name: str,
+    make_onnx: Callable[..., BuiltModel],
+) -> None:  # fmt: skip
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow_server.url)
+    volume = tmp_path / "volume"
+    small = make_onnx("small.onnx", seed=1)
+    register_version(client, unique_name, small.path, stage="Production")
+    sidecar = sidecars.start(volume, [unique_name], interval=0.2)
+    sidecar.wait_version(unique_name, "1")
+
+    killed_at: int | None = None
+    big: BuiltModel | None = None
+    for attempt in range(3):  # a download can outrun the watcher; then try a new version
+        big = make_onnx(f"big{attempt}.onnx", seed=10 + attempt, n_inputs=1000, hidden=10_000)
+        mv = register_version(client, unique_name, big.path)
+        promote(client, unique_name, mv.version, "Production", set_stage_tag=False)
+        size = wait_until(
+            lambda b=big, v=mv.version: partial_download(volume, unique_name, b.size)
+            or (verified_version(volume, unique_name) == v and -1),
+            timeout=60, interval=0, what="a download in progress",
+        )  # fmt: skip
+        if size > 0:
+            sidecar.process.kill_process_only(signal.SIGKILL)
+            sidecar.process.popen.wait(timeout=30)  # type: ignore[union-attr]
+            killed_at = size
+            break
+    assert big is not None
+    assert killed_at is not None, "every download finished before the kill: nothing was shown"
+
+    # Killed mid-download: current still the last complete, verified model; scratch left over.
+    previous = verified_version(volume, unique_name)
+    assert previous is not None
+    assert previous != mv.version
+    assert leftovers(volume, unique_name), "a SIGKILL mid-download leaves scratch behind"
+    print(f"killed at {killed_at} of {big.size} bytes; current stayed at version {previous}")
+
+    restarted = sidecars.start(volume, [unique_name], interval=0.2)
+    restarted.wait_version(unique_name, mv.version, timeout=120)
+    assert leftovers(volume, unique_name) == []
+    assert '"event": "cleanup"' in restarted.log()
+    published = volume / unique_name / "versions" / mv.version / "model.onnx"
+    assert published.stat().st_size == big.size

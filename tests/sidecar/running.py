@@ -1,0 +1,141 @@
+"""Run the real sidecar (``python -m sidecar``) for integration tests, and read what it did."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from contracts.volume import TMP_PREFIX, VolumeError, resolve
+from tests.support.processes import Process, free_port
+from tests.support.waiting import wait_until
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+WEBHOOK_SECRET = "sidecar-test-secret"
+
+
+def verified_version(volume: Path, model: str, role: str = "current") -> str | None:
+    """The version ``<model>/<role>`` points at, after checking the file against its manifest."""
+    try:
+        published = resolve(volume, model, role)
+    except (VolumeError, FileNotFoundError):
+        return None
+    if published is None:
+        return None
+    data = published.model_file.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == published.manifest.sha256, (
+        f"{published.directory} holds a model.onnx that does not match its manifest"
+    )
+    return published.manifest.version
+
+
+def leftovers(volume: Path, model: str) -> list[str]:
+    directory = volume / model
+    if not directory.is_dir():
+        return []
+    return sorted(p.name for p in directory.iterdir() if p.name.startswith(TMP_PREFIX))
+
+
+@dataclass
+class RunningSidecar:
+    process: Process
+    volume: Path
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def healthz(self) -> dict[str, Any]:
+        result: dict[str, Any] = httpx.get(f"{self.url}/healthz", timeout=5).json()
+        return result
+
+    def metrics(self) -> str:
+        return httpx.get(f"{self.url}/metrics", timeout=5).text
+
+    def wait_version(
+        self, model: str, version: str, *, timeout: float = 60, role: str = "current"
+    ) -> None:
+        def published() -> bool:
+            if not self.process.is_running():
+                raise AssertionError(f"the sidecar exited:\n{self.process.log_tail()}")
+            return verified_version(self.volume, model, role) == version
+
+        try:
+            wait_until(
+                published, timeout=timeout, interval=0.05, what=f"{model} {role} -> {version}"
+            )
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}\n--- sidecar log ---\n{self.process.log_tail()}") from None
+
+    def log(self) -> str:
+        return self.process.log_path.read_text(errors="replace")
+
+
+@dataclass
+class SidecarRunner:
+    """Starts sidecars against one MLflow; :meth:`stop_all` stops every one it started."""
+
+    workdir: Path
+    tracking_uri: str
+    env: Mapping[str, str] = field(default_factory=dict)
+    started: list[Process] = field(default_factory=list)
+
+    def _env(self, extra: Mapping[str, str] | None) -> dict[str, str]:
+        return {
+            "MLFLOW_TRACKING_URI": self.tracking_uri,
+            "SIDECAR_HTTP_HOST": "127.0.0.1",
+            **self.env,
+            **(extra or {}),
+        }
+
+    def _argv(self, volume: Path, models: Sequence[str], args: Sequence[str]) -> list[str]:
+        model_args = [arg for name in models for arg in ("--model", name)]
+        return [sys.executable, "-m", "sidecar", "--volume", str(volume), *model_args, *args]
+
+    def once(
+        self, volume: Path, models: Sequence[str], *args: str, env: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self._argv(volume, models, ["--once", *args]),
+            env={**_base_env(), **self._env(env)},
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=180, check=False,
+        )  # fmt: skip
+
+    def start(
+        self,
+        volume: Path,
+        models: Sequence[str],
+        *args: str,
+        interval: float,
+        env: Mapping[str, str] | None = None,
+        port: int | None = None,
+    ) -> RunningSidecar:
+        port = port or free_port()
+        process = Process(
+            f"sidecar-{uuid.uuid4().hex[:6]}",
+            self._argv(volume, models, ["--interval", str(interval), *args]),
+            env=self._env({"SIDECAR_HTTP_PORT": str(port), **(env or {})}),
+            cwd=REPO_ROOT,
+            log_dir=self.workdir,
+        ).start()
+        self.started.append(process)
+        process.wait_http(f"http://127.0.0.1:{port}/healthz", timeout=120)
+        return RunningSidecar(process=process, volume=volume, port=port)
+
+    def stop_all(self) -> None:
+        for process in self.started:
+            process.stop()
+
+
+def _base_env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}

@@ -37,6 +37,7 @@ resource "digitalocean_kubernetes_cluster" "main" {
     min_nodes  = var.node_min
     max_nodes  = max(var.node_min, var.node_max)
     tags       = local.tags
+
     labels = {
       "mlgitops/pool" = "default"
     }
@@ -123,6 +124,7 @@ resource "digitalocean_project" "main" {
   description = "mlgitops: GitOps for ML models (MLflow, model server)"
   purpose     = "Machine learning / AI / Data processing"
   environment = "Production"
+
   resources = [
     digitalocean_kubernetes_cluster.main.urn,
     digitalocean_database_cluster.mlflow.urn,

@@ -42,6 +42,8 @@ output "spaces_secret_access_key" {
 
 output "mlflow_database_uri" {
   description = "MLflow's backend store URI over the VPC, TLS required (Secret mlflow-database, key uri)."
+  sensitive   = true
+
   value = format(
     # checkov:skip=CKV_SECRET_4: a format template with %s placeholders, not a credential
     "postgresql+psycopg2://%s:%s@%s:%d/%s?sslmode=require",
@@ -51,5 +53,4 @@ output "mlflow_database_uri" {
     digitalocean_database_cluster.mlflow.port,
     digitalocean_database_db.mlflow.name,
   )
-  sensitive = true
 }

@@ -1,5 +1,5 @@
 terraform {
-  required_version = ">= 1.6.0"
+  required_version = ">= 1.7.0"
 
   required_providers {
     digitalocean = {
@@ -12,6 +12,7 @@ terraform {
   # `terraform init -backend-config=backend.hcl` (see backend.hcl.example) and the
   # AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY variables holding a Spaces key: a backend block
   # cannot read variables, and the state bucket must exist before this configuration does.
+  # No state locking: CI serialises applies with a concurrency group; don't apply by hand then.
   backend "s3" {
     key                         = "mlgitops/terraform.tfstate"
     region                      = "us-east-1"
@@ -20,7 +21,6 @@ terraform {
     skip_metadata_api_check     = true
     skip_region_validation      = true
     skip_s3_checksum            = true
-    use_lockfile                = true
   }
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,8 @@ URI_SCHEMES = ("s3://", "runs:/", "models:/", "mlflow-artifacts:")
 """Sources that are URIs; anything else is a path relative to models.yaml."""
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
-ALIAS_PATTERN = r"^(?!latest$)(?![vV]\d+$)[A-Za-z_][A-Za-z0-9_-]{0,254}$"
+ALIAS_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,254}$"
+RESERVED_ALIAS = re.compile(r"^(latest|[vV]\d+)$")
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 TAG_KEY_PATTERN = r"^(?!mlgitops\.)(?!mlflow\.)[^\s]{1,250}$"
 
@@ -141,6 +143,12 @@ class ModelsFile(_Strict):
     models: list[ModelSpec] = Field(default_factory=list)
 
 
+class _PartialFile(ModelsFile):
+    """Models that are valid on their own; None where one is not (indices kept)."""
+
+    models: list[ModelSpec | None] = Field(default_factory=list)  # type: ignore[assignment]
+
+
 @dataclass(frozen=True, slots=True)
 class Desired:
     """A validated models.yaml and where it lives (sources are relative to its directory)."""
@@ -209,12 +217,19 @@ def load(path: Path, *, check_files: bool = True) -> Desired:
         raise SpecError([Problem(name, line, "", f"not valid YAML: {problem}")]) from None
     if document is None:
         document = {}
+    plain = _plain(document)
     try:
-        models_file = ModelsFile.model_validate(_plain(document))
+        models_file = ModelsFile.model_validate(plain)
     except ValidationError as exc:
         problems = [
             Problem(name, line_of(document, err["loc"]), field_path(err["loc"]), _message(err))
             for err in exc.errors()
+        ]
+        # The rules across fields still run on every model that is valid on its own.
+        partial = Desired(path, _PartialFile.model_construct(models=_valid_models(plain)))
+        problems += [
+            Problem(name, line_of(document, loc), field_path(loc), message)
+            for loc, message in rule_problems(partial, check_files=check_files)
         ]
         raise SpecError(sorted(problems, key=lambda problem: problem.line)) from None
     desired = Desired(path=path, file=models_file)
@@ -225,6 +240,20 @@ def load(path: Path, *, check_files: bool = True) -> Desired:
     if located:
         raise SpecError(sorted(located, key=lambda problem: problem.line))
     return desired
+
+
+def _valid_models(plain: Any) -> list[ModelSpec | None]:
+    """Each raw model validated on its own; None where it is invalid (keeps indices)."""
+    raw = plain.get("models") if isinstance(plain, dict) else None
+    if not isinstance(raw, list):
+        return []
+    valid: list[ModelSpec | None] = []
+    for item in raw:
+        try:
+            valid.append(ModelSpec.model_validate(item))
+        except ValidationError:
+            valid.append(None)
+    return valid
 
 
 def _message(error: Mapping[str, Any]) -> str:
@@ -238,7 +267,7 @@ def _message(error: Mapping[str, Any]) -> str:
         if loc[-1] in ("aliases", "alias"):
             return (
                 f"{error['input']!r} is not a valid alias: a letter or _, then letters, digits, "
-                "_ or -; not 'latest' nor v<number> (MLflow reserves them)"
+                "_ or -"
             )
         if loc[-1] == "name":
             return f"{error['input']!r} is not a valid model name: letters, digits, . _ -"
@@ -302,7 +331,10 @@ def line_of(document: Any, loc: Sequence[str | int]) -> int:
 def rule_problems(desired: Desired, *, check_files: bool) -> Iterator[tuple[Loc, str]]:
     """The rules pydantic's per-field checks cannot express, each with its location."""
     seen_names: dict[str, int] = {}
-    for m, model in enumerate(desired.file.models):
+    models: list[ModelSpec | None] = list(desired.file.models)
+    for m, model in enumerate(models):
+        if model is None:
+            continue  # invalid on its own: pydantic reported it
         if model.name in seen_names:
             yield (
                 ("models", m, "name"),
@@ -332,6 +364,11 @@ def _model_rules(
             else:
                 production = v
         for a, alias in enumerate(version.aliases):
+            if RESERVED_ALIAS.match(alias):
+                yield (
+                    (*here, "aliases", a),
+                    f"{alias!r} is reserved by MLflow (latest, v<number>); choose another alias",
+                )
             if alias in aliases:
                 yield (
                     (*here, "aliases", a),
@@ -388,6 +425,8 @@ def _rollout_rules(model: ModelSpec, base: Loc) -> Iterator[tuple[Loc, str]]:
     if rollout is None:
         return
     here: Loc = (*base, "rollout")
+    if model.production() is None:
+        yield (here, "a rollout needs a Production version beside the candidate")
     if rollout.stage is not None:
         staging = [v for v in model.versions if v.stage is Stage.STAGING]
         if len(staging) != 1:
@@ -403,5 +442,3 @@ def _rollout_rules(model: ModelSpec, base: Loc) -> Iterator[tuple[Loc, str]]:
     candidate = model.rollout_candidate()
     if candidate is not None and candidate.stage is Stage.PRODUCTION:
         yield (here, "the candidate is the Production version itself; choose another version")
-    if model.production() is None:
-        yield (here, "a rollout needs a Production version beside the candidate")

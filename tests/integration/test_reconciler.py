@@ -157,7 +157,10 @@ def test_create_promote_alias_and_idempotency(
     client.set_registered_model_alias(unique_name, "stray", "2")
     code, out, _ = cli("plan")
     assert code == 2
-    assert "- stage" in out and "~ alias" in out and "~ model-tag" in out and "- alias" in out
+    assert "- stage" in out
+    assert "~ alias" in out
+    assert "~ model-tag" in out
+    assert "- alias" in out
     code, out, err = cli("apply")
     assert code == 0, out + err
     assert stages(client, unique_name) == {"1": "Archived", "2": "Production"}
@@ -176,9 +179,7 @@ def test_broken_onnx_is_refused_at_the_gate(
 ) -> None:
     base = cli.models_file.parent
     good, broken = make_onnx("good.onnx", seed=3), make_corrupt_onnx("broken.onnx")
-    cli.write(
-        [{"name": unique_name, "versions": [version_entry(good, base, stage="Production")]}]
-    )
+    cli.write([{"name": unique_name, "versions": [version_entry(good, base, stage="Production")]}])
     assert cli("apply")[0] == 0
     cli.write(
         [
@@ -191,7 +192,7 @@ def test_broken_onnx_is_refused_at_the_gate(
             }
         ]
     )
-    code, out, err = cli("apply")
+    code, out, _ = cli("apply")
     assert code == 1
     assert "refused at the promotion gate (onnxruntime)" in out
     # Not promoted, and the old Production stays: a model never loses its Production version.
@@ -221,7 +222,8 @@ def test_rollout_section_is_stored_as_a_registered_model_tag(
     model["rollout"]["weight"] = 0
     cli.write([model])
     code, out, _ = cli("plan")
-    assert code == 2 and "- rollout" in out
+    assert code == 2
+    assert "- rollout" in out
     assert cli("apply")[0] == 0
     assert ROLLOUT_TAG not in client.get_registered_model(unique_name).tags
 
@@ -238,7 +240,8 @@ def test_saved_plan_goes_stale_when_mlflow_moves(
     assert cli("plan", "--out", str(saved))[0] == 2
     client.set_registered_model_tag(unique_name, "b", "by hand")
     code, _, err = cli("apply", "--plan", str(saved))
-    assert code == 1 and "stale" in err
+    assert code == 1
+    assert "stale" in err
     assert client.get_registered_model(unique_name).tags["a"] == "1"
 
 
@@ -275,3 +278,25 @@ def test_a_second_apply_waits_for_the_lock_or_refuses(
     finally:
         os.environ.pop("RECONCILER_LOCK_NAME", None)
         os.environ.pop("RECONCILER_LOCK_WAIT_SECONDS", None)
+
+
+def test_validate_on_the_command_line(tmp_path: Path) -> None:
+    """As CI runs it: the repository's models.yaml passes; a broken one fails with its lines."""
+    if not (REPO / "examples/models/iris-v2.onnx").exists():
+        subprocess.run([sys.executable, "examples/make_models.py"], cwd=REPO, check=True)
+    argv = [sys.executable, "-m", "reconciler", "validate", "-f"]
+    ok = subprocess.run([*argv, "models.yaml"], cwd=REPO, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "models.yaml is valid: 1 models, 2 versions" in ok.stdout
+    broken = tmp_path / "models.yaml"
+    broken.write_text(
+        (REPO / "models.yaml")
+        .read_text()
+        .replace("    tags:\n", "    tag:\n")
+        .replace("stage: Archived", "stage: Retired")
+    )
+    bad = subprocess.run([*argv, str(broken)], cwd=REPO, capture_output=True, text=True)
+    assert bad.returncode == 1
+    assert f"{broken}:7: models[0].tag: unknown field" in bad.stderr
+    assert f"{broken}:12: models[0].versions[0].stage: Input should be" in bad.stderr
+    assert "Traceback" not in bad.stderr

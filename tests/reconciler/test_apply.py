@@ -1,0 +1,240 @@
+"""apply against an in-memory registry: order, gate, lock, retries, staleness."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, TEMPORARILY_UNAVAILABLE
+
+from contracts.registry import MANAGED_TAG, SHA256_TAG, STAGE_TAG, Stage
+from reconciler.apply import Audit, LockOptions, apply, apply_lock
+from reconciler.errors import (
+    ApplyError,
+    LockedError,
+    RegistryRequestError,
+    RegistryUnavailableError,
+    StalePlanError,
+)
+from reconciler.plan import Plan
+from reconciler.registry import RetryPolicy, call_with_retries
+from reconciler.spec import Desired, ModelsFile
+from tests.reconciler.fakes import FakeRegistry
+from tests.support.onnx_models import BuiltModel
+
+AUDIT = Audit(applied_by="tester", git_commit="abc")
+LOCK = LockOptions(name="lock", wait_seconds=0)
+
+
+def make_desired(tmp_path: Path, versions: list[dict[str, Any]]) -> Desired:
+    file = ModelsFile.model_validate({"models": [{"name": "m", "versions": versions}]})
+    return Desired(tmp_path / "models.yaml", file)
+
+
+@pytest.fixture
+def promoted(
+    tmp_path: Path, make_onnx: Callable[..., BuiltModel]
+) -> tuple[FakeRegistry, BuiltModel, BuiltModel]:
+    """MLflow holds v1 in Production (managed); v2 is a new file in the repository."""
+    v1, v2 = make_onnx("v1.onnx", seed=1), make_onnx("v2.onnx", seed=2)
+    registry = FakeRegistry({"s3://b/1": v1.path})
+    registry.create_model("m", None, {MANAGED_TAG: "true"})
+    registry.register_version(
+        "m", "s3://b/1", None, {SHA256_TAG: v1.sha256, STAGE_TAG: "Production"}, None
+    )
+    registry.set_stage("m", "1", Stage.PRODUCTION)
+    registry.calls.clear()
+    return registry, v1, v2
+
+
+def test_new_production_is_in_place_before_the_old_one_leaves(
+    tmp_path: Path, promoted: tuple[FakeRegistry, BuiltModel, BuiltModel]
+) -> None:
+    registry, v1, v2 = promoted
+    desired = make_desired(
+        tmp_path,
+        [
+            {"source": "s3://b/1", "sha256": v1.sha256, "stage": "Archived"},
+            {"source": "models/v2.onnx", "sha256": v2.sha256, "stage": "Production",
+             "aliases": ["live"]},
+        ],
+    )  # fmt: skip
+    result = apply(registry, desired, AUDIT, LOCK)
+    assert result.ok, result.failures
+    assert not result.final_plan.has_changes
+    calls = registry.calls
+    assert calls[0] == ("lock", "lock")
+    assert calls[-1] == ("unlock", "lock")
+    promote = calls.index(("set_stage", "m", "2", "Production"))
+    archive = calls.index(("set_stage", "m", "1", "Archived"))
+    assert promote < archive
+    # Every transition is followed by the stage tag the sidecar listens for.
+    assert calls[promote + 1] == ("set_version_tag", "m", "2", STAGE_TAG, "Production")
+    assert calls[archive + 1] == ("set_version_tag", "m", "1", STAGE_TAG, "Archived")
+    assert calls.index(("set_alias", "m", "live", "2")) > promote
+    tags = registry.models["m"].versions["2"].tags
+    assert tags["mlgitops.git-commit"] == "abc"
+    assert tags["mlgitops.applied-by"] == "tester"
+    assert tags["mlgitops.size"] == str(v2.size)
+    # Applying again changes nothing.
+    registry.calls.clear()
+    assert apply(registry, desired, AUDIT, LOCK).done == []
+
+
+def test_a_version_failing_the_gate_is_not_promoted_and_production_stays(
+    tmp_path: Path,
+    promoted: tuple[FakeRegistry, BuiltModel, BuiltModel],
+    make_corrupt_onnx: Callable[[str], BuiltModel],
+) -> None:
+    registry, v1, _ = promoted
+    broken = make_corrupt_onnx("broken.onnx")
+    desired = make_desired(
+        tmp_path,
+        [
+            {"source": "s3://b/1", "sha256": v1.sha256, "stage": "Archived"},
+            {"source": "models/broken.onnx", "sha256": broken.sha256, "stage": "Production"},
+        ],
+    )
+    result = apply(registry, desired, AUDIT, LOCK)
+    assert not result.ok
+    assert any("promotion gate (onnxruntime)" in failure for failure in result.failures)
+    assert not [call for call in registry.calls if call[0] == "set_stage"]
+    assert registry.models["m"].versions["1"].stage is Stage.PRODUCTION
+
+
+def test_a_checksum_mismatch_is_not_registered(
+    tmp_path: Path, promoted: tuple[FakeRegistry, BuiltModel, BuiltModel]
+) -> None:
+    registry, v1, _ = promoted
+    desired = make_desired(
+        tmp_path,
+        [
+            {"source": "s3://b/1", "sha256": v1.sha256, "stage": "Archived"},
+            {"source": "models/v2.onnx", "sha256": "f" * 64, "stage": "Production"},
+        ],
+    )
+    result = apply(registry, desired, AUDIT, LOCK)
+    assert any("sha256 mismatch" in failure for failure in result.failures)
+    assert "2" not in registry.models["m"].versions
+    assert registry.models["m"].versions["1"].stage is Stage.PRODUCTION
+
+
+def test_a_stale_saved_plan_is_refused(
+    tmp_path: Path, promoted: tuple[FakeRegistry, BuiltModel, BuiltModel]
+) -> None:
+    registry, v1, _ = promoted
+    desired = make_desired(tmp_path, [{"source": "s3://b/1", "sha256": v1.sha256,
+                                       "stage": "Archived"}])  # fmt: skip
+    with pytest.raises(StalePlanError):
+        apply(registry, desired, AUDIT, LOCK, expected=Plan())
+    assert registry.models["m"].versions["1"].stage is Stage.PRODUCTION
+    assert registry.locks == {}
+
+
+def test_mlflow_going_away_reports_what_was_done(
+    tmp_path: Path, promoted: tuple[FakeRegistry, BuiltModel, BuiltModel]
+) -> None:
+    registry, v1, v2 = promoted
+
+    def unavailable(*_: object) -> None:
+        raise RegistryUnavailableError("setting a stage", 3, ConnectionError("refused"))
+
+    registry.set_stage = unavailable  # type: ignore[method-assign]
+    desired = make_desired(
+        tmp_path,
+        [
+            {"source": "s3://b/1", "sha256": v1.sha256, "stage": "Archived"},
+            {"source": "models/v2.onnx", "sha256": v2.sha256, "stage": "Production"},
+        ],
+    )
+    with pytest.raises(ApplyError) as caught:
+        apply(registry, desired, AUDIT, LOCK)
+    assert any("create version" in item for item in caught.value.done)
+    assert "failed setting a stage 3 time(s)" in str(caught.value)
+    assert registry.locks == {}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_lock_refuses_after_waiting_for_a_live_holder() -> None:
+    registry, clock = FakeRegistry(), Clock()
+    registry.locks["lock"] = {"holder": "ci job 7", "expires_at": "5000"}
+    options = LockOptions(name="lock", wait_seconds=30, poll_seconds=1)
+    with (
+        pytest.raises(LockedError, match=r"another apply is running \(ci job 7\); waited 30s"),
+        apply_lock(registry, options, holder="me", clock=clock, sleep=clock.sleep),
+    ):
+        pass
+    assert registry.locks["lock"]["holder"] == "ci job 7"
+
+
+def test_lock_waits_for_the_holder_to_finish() -> None:
+    registry, clock = FakeRegistry(), Clock()
+    registry.locks["lock"] = {"holder": "other", "expires_at": "5000"}
+
+    def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        if clock.now > 1005:
+            registry.locks.pop("lock", None)  # the other apply finishes
+
+    options = LockOptions(name="lock", wait_seconds=60, poll_seconds=1)
+    with apply_lock(registry, options, holder="me", clock=clock, sleep=sleep):
+        assert registry.locks["lock"]["holder"] == "me"
+    assert registry.locks == {}
+
+
+def test_an_expired_lock_is_taken_over() -> None:
+    registry, clock = FakeRegistry(), Clock()
+    registry.locks["lock"] = {"holder": "dead", "expires_at": "999"}
+    with apply_lock(registry, LOCK, holder="me", clock=clock, sleep=clock.sleep):
+        assert registry.locks["lock"]["holder"] == "me"
+
+
+def test_temporary_failures_are_retried_with_backoff() -> None:
+    attempts: list[int] = []
+    sleeps: list[float] = []
+
+    def flaky() -> str:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise requests.ConnectionError("refused")
+        if len(attempts) == 2:
+            raise MlflowException("bad gateway", error_code=TEMPORARILY_UNAVAILABLE)
+        return "ok"
+
+    policy = RetryPolicy(retries=3, backoff_seconds=1)
+    assert call_with_retries("reading", flaky, policy, sleeps.append) == "ok"
+    assert len(sleeps) == 2
+    assert 0.5 <= sleeps[0] <= 1
+    assert 1 <= sleeps[1] <= 2
+
+
+def test_retries_give_up_and_permanent_errors_are_not_retried() -> None:
+    sleeps: list[float] = []
+
+    def down() -> None:
+        raise MlflowException("API request failed with exception Connection refused")
+
+    with pytest.raises(RegistryUnavailableError, match="failed reading 3 time"):
+        call_with_retries("reading", down, RetryPolicy(retries=2), sleeps.append)
+    assert len(sleeps) == 2
+
+    def missing() -> None:
+        raise MlflowException("no such model", error_code=RESOURCE_DOES_NOT_EXIST)
+
+    with pytest.raises(RegistryRequestError):
+        call_with_retries("reading", missing, RetryPolicy(retries=2), sleeps.append)
+    assert len(sleeps) == 2

@@ -1,0 +1,169 @@
+"""models.yaml validation: every problem, each with file:line:field; the JSON Schema is current."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from reconciler import spec
+from reconciler.errors import SpecError
+from tests.support.onnx_models import BuiltModel
+
+REPO = Path(__file__).resolve().parents[2]
+A, B = "a" * 64, "b" * 64
+
+
+def problems(tmp_path: Path, text: str, *, check_files: bool = False) -> list[str]:
+    path = tmp_path / "models.yaml"
+    path.write_text(textwrap.dedent(text))
+    with pytest.raises(SpecError) as caught:
+        spec.load(path, check_files=check_files)
+    return [str(p).removeprefix(f"{path}:") for p in caught.value.problems]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            f"""\
+            models:
+              - name: m
+                descripton: typo
+                versions:
+                  - source: s3://b/k
+                    sha256: {A}
+                    stage: Prod
+            """,
+            [
+                "3: models[0].descripton: unknown field (check its spelling and indentation)",
+                "7: models[0].versions[0].stage: Input should be 'None', 'Staging', "
+                "'Production' or 'Archived'",
+            ],
+            id="unknown-key-and-bad-stage",
+        ),
+        pytest.param(
+            f"""\
+            models:
+              - name: m
+                versions:
+                  - source: s3://b/1
+                    sha256: {A}
+                    stage: Production
+                    aliases: [live]
+                  - source: s3://b/2
+                    sha256: {A}
+                    stage: Production
+                    aliases: [live]
+            """,
+            [
+                "9: models[0].versions[1].sha256: same sha256 as versions[0]; sha256 is unique per "
+                "model",
+                "10: models[0].versions[1].stage: a second Production version (versions[0] is "
+                "Production); at most one per model",
+                "11: models[0].versions[1].aliases[0]: alias 'live' already names versions[0]; an "
+                "alias names one version",
+            ],
+            id="cross-field-rules",
+        ),
+        pytest.param(
+            f"""\
+            models:
+              - name: m
+                versions:
+                  - source: http://example.com/m.onnx
+                    sha256: {A}
+                  - source: /abs/m.onnx
+                    sha256: {B}
+                    aliases: [latest]
+            """,
+            [
+                "4: models[0].versions[0].source: unsupported URI 'http://example.com/m.onnx': "
+                "use a path relative to models.yaml or an s3://, runs:/, models:/, "
+                "mlflow-artifacts: URI",
+                "6: models[0].versions[1].source: absolute path: give a path relative to "
+                "models.yaml",
+                "8: models[0].versions[1].aliases[0]: 'latest' is reserved by MLflow (latest, "
+                "v<number>); choose another alias",
+            ],
+            id="sources-and-reserved-alias",
+        ),
+        pytest.param(
+            f"""\
+            models:
+              - name: m
+                versions:
+                  - source: s3://b/1
+                    sha256: {A}
+                rollout:
+                  alias: nope
+                  mode: canary
+                  weight: 10
+            """,
+            [
+                "6: models[0].rollout: a rollout needs a Production version beside the candidate",
+                "7: models[0].rollout.alias: no version of 'm' has alias 'nope'",
+            ],
+            id="rollout-candidate-must-exist",
+        ),
+        pytest.param(
+            """\
+            models:
+              - name: m
+                versions: [
+            """,
+            [
+                "4: not valid YAML: while parsing a flow node expected the node content, but found "
+                "'<stream end>'"
+            ],
+            id="not-yaml",
+        ),
+    ],
+)
+def test_every_problem_is_reported_with_its_line(
+    tmp_path: Path, text: str, expected: list[str]
+) -> None:
+    assert problems(tmp_path, text) == expected
+
+
+def test_repository_files_must_exist_and_match(
+    tmp_path: Path, make_onnx: Callable[..., BuiltModel]
+) -> None:
+    built = make_onnx("m.onnx")
+    found = problems(
+        tmp_path,
+        f"""\
+        models:
+          - name: m
+            versions:
+              - source: models/m.onnx
+                sha256: {A}
+              - source: models/missing.onnx
+                sha256: {built.sha256}
+        """,
+        check_files=True,
+    )
+    assert found == [
+        f"5: models[0].versions[0].sha256: does not match models/m.onnx (its sha256 is "
+        f"{built.sha256})",
+        f"6: models[0].versions[1].source: file not found: {tmp_path}/models/missing.onnx "
+        "(paths are relative to the directory of models.yaml)",
+    ]
+
+
+def test_the_repository_models_yaml_is_valid_as_is() -> None:
+    desired = spec.load(REPO / "models.yaml", check_files=False)
+    iris = desired.file.models[0]
+    assert iris.production() is not None
+    assert iris.production().sample_input == [[5.1, 3.5, 1.4, 0.2]]  # type: ignore[union-attr]
+
+
+def test_the_published_json_schema_is_current() -> None:
+    published = (REPO / "reconciler" / "models.schema.json").read_text()
+    assert published == spec.json_schema(), "run `make schema` and commit the result"
+    schema = json.loads(published)
+    assert schema["additionalProperties"] is False
+    assert "sample_input" in schema["$defs"]["VersionSpec"]["properties"]

@@ -1,0 +1,116 @@
+"""The Falcon (ASGI) application: ``create_app`` wires collaborators, ``get_app`` reads settings.
+
+gunicorn calls ``server.app:get_app()`` in each worker, after the fork.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from typing import Any
+
+import falcon
+import falcon.asgi
+import falcon.media
+import orjson
+
+from server.auth import BearerTokenAuth
+from server.errors import add_error_handlers
+from server.holder import Registry
+from server.load import LoadOptions
+from server.metrics import MetricsFlusher
+from server.resources import (
+    InferResource,
+    LiveResource,
+    MetricsResource,
+    ModelMetadataResource,
+    ModelReadyResource,
+    ModelsResource,
+    PredictResource,
+    ReadyResource,
+    Shadows,
+)
+from server.settings import ServerSettings
+from server.sync import SyncOptions, VolumeSync
+from server.watcher import VolumeWatcher
+
+log = logging.getLogger(__name__)
+
+
+def create_app(registry: Registry, settings: ServerSettings) -> falcon.asgi.App[Any, Any]:
+    """The app serving ``registry``; nothing here reads the environment or the volume."""
+    middleware: list[Any] = []
+    if settings.auth_token is not None and settings.auth_token.get_secret_value():
+        middleware.append(BearerTokenAuth(settings.auth_token.get_secret_value()))
+    app = falcon.asgi.App(middleware=middleware)
+    json_handler = falcon.media.JSONHandler(
+        dumps=partial(orjson.dumps, option=orjson.OPT_SERIALIZE_NUMPY), loads=orjson.loads
+    )
+    app.req_options.media_handlers = falcon.media.Handlers({falcon.MEDIA_JSON: json_handler})
+    app.resp_options.media_handlers = falcon.media.Handlers({falcon.MEDIA_JSON: json_handler})
+
+    shadows = Shadows(settings.shadow_tolerance)
+    predict = PredictResource(registry, settings.max_body_bytes, shadows)
+    app.add_route("/predict", predict)
+    app.add_route("/models/{name}/predict", predict)
+    app.add_route("/models", ModelsResource(registry))
+    app.add_route(
+        "/v2/models/{name}/infer", InferResource(registry, settings.max_body_bytes, shadows)
+    )
+    app.add_route("/v2/models/{name}", ModelMetadataResource(registry))
+    app.add_route("/v2/models/{name}/ready", ModelReadyResource(registry))
+    app.add_route("/v2/health/live", LiveResource())
+    app.add_route("/v2/health/ready", ReadyResource(registry, settings.retry_after_seconds))
+    app.add_route("/metrics", MetricsResource())
+    add_error_handlers(app, settings.retry_after_seconds)
+    return app
+
+
+class _Lifespan:
+    """Starts the volume watcher and the metrics flusher with the ASGI lifespan."""
+
+    def __init__(self, watcher: VolumeWatcher, flusher: MetricsFlusher) -> None:
+        self._watcher = watcher
+        self._flusher = flusher
+
+    async def process_startup(self, scope: object, event: object) -> None:
+        self._watcher.start()
+        self._flusher.start()
+
+    async def process_shutdown(self, scope: object, event: object) -> None:
+        self._watcher.stop()
+        self._flusher.stop()
+
+
+def get_app() -> falcon.asgi.App[Any, Any]:
+    """Read ``ServerSettings``, load what the volume holds, watch it, build the app."""
+    settings = ServerSettings()  # type: ignore[call-arg,unused-ignore]
+    registry = Registry(settings.default_model)
+    sync = VolumeSync(
+        settings.volume,
+        registry,
+        SyncOptions(
+            load=LoadOptions(
+                intra_op_threads=settings.intra_op_threads,
+                batch_max_rows=settings.batch_max_rows,
+                batch_window_us=settings.batch_window_us,
+                inline_max_us=settings.inline_max_us,
+            ),
+            allow_schema_change=settings.allow_schema_change,
+        ),
+    )
+    try:
+        sync.sync()  # the watcher reports only changes: load what is there first
+    except Exception:
+        log.exception("first sync of %s failed; the watcher retries", settings.volume)
+    watcher = VolumeWatcher(
+        settings.volume,
+        sync.sync,
+        force_polling=settings.force_polling,
+        poll_delay_ms=settings.poll_delay_ms,
+        rescan_seconds=settings.rescan_seconds,
+    )
+    app = create_app(registry, settings)
+    app.add_middleware(_Lifespan(watcher, MetricsFlusher()))
+    log.info("serving %s: %s", settings.volume, ", ".join(registry.names()) or "nothing yet")
+    return app

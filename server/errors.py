@@ -1,0 +1,111 @@
+"""Domain errors of the server and their one mapping to HTTP ({"title", "description"})."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import falcon
+import falcon.asgi
+
+log = logging.getLogger(__name__)
+
+
+class ServerError(Exception):
+    """Root of the server's errors; ``status`` and ``title`` say how HTTP shows them."""
+
+    status = 500
+    title = "Server error"
+
+
+class ModelNotFoundError(ServerError):
+    status, title = 404, "Model not found"
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        listing = ", ".join(known) if known else "none"
+        super().__init__(f"no model named {name!r} in the volume (models: {listing})")
+
+
+class NoDefaultModelError(ServerError):
+    status, title = 404, "No default model"
+
+    def __init__(self, known: list[str]) -> None:
+        super().__init__(
+            f"several models are served ({', '.join(known)}): use POST /models/{{name}}/predict "
+            "or set SERVER_DEFAULT_MODEL"
+        )
+
+
+class ModelNotReadyError(ServerError):
+    status, title = 503, "Model not ready"
+
+    def __init__(self, name: str | None, reason: str = "") -> None:
+        self.name = name
+        what = f"model {name!r}" if name else "no model"
+        detail = f": {reason}" if reason else ""
+        super().__init__(f"{what} is not loaded yet{detail}; retry shortly")
+
+
+class InvalidInputError(ServerError):
+    """The request does not match the model's inputs (400)."""
+
+    status, title = 400, "Invalid input"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+
+class VersionNotServedError(ServerError):
+    status, title = 404, "Version not served"
+
+    def __init__(self, name: str, version: str, served: list[str]) -> None:
+        super().__init__(
+            f"model {name!r} has no served version {version!r} (served: {', '.join(served)})"
+        )
+
+
+class InferenceError(ServerError):
+    """onnxruntime failed on input that passed the checks (a model bug, not the caller's)."""
+
+    def __init__(self, name: str, version: str, reason: str) -> None:
+        super().__init__(f"model {name!r} version {version!r} failed: {reason}")
+
+
+class ModelLoadError(ServerError):
+    """A published version cannot be served (checksum, ONNX, schema, warm-up); not for HTTP."""
+
+    def __init__(self, name: str, version: str, reason: str) -> None:
+        self.model = name
+        self.version = version
+        self.reason = reason
+        super().__init__(f"cannot load {name} version {version}: {reason}")
+
+
+def status_of(exc: Exception) -> int:
+    """The HTTP status a domain or Falcon error becomes."""
+    if isinstance(exc, ServerError):
+        return exc.status
+    if isinstance(exc, falcon.HTTPError):
+        return int(exc.status_code)
+    return 500
+
+
+def add_error_handlers(app: falcon.asgi.App[Any, Any], retry_after: int) -> None:
+    """Map the domain errors to HTTP statuses on ``app``."""
+
+    async def handle(
+        req: falcon.asgi.Request, resp: falcon.asgi.Response, exc: Exception, params: Any
+    ) -> None:
+        assert isinstance(exc, ServerError)
+        if exc.status >= 500 and exc.status != 503:
+            log.error("%s", exc, exc_info=exc)
+        headers = {"Retry-After": str(retry_after)} if exc.status == 503 else None
+        raise falcon.HTTPError(
+            falcon.code_to_http_status(exc.status),
+            title=exc.title,
+            description=str(exc),
+            headers=headers,
+        )
+
+    app.add_error_handler(ServerError, handle)

@@ -1,0 +1,55 @@
+"""gunicorn configuration shipped with the package (``python -m server`` passes it with -c).
+
+ASGI workers (uvicorn's, uvloop + httptools), no preload (each worker opens its own
+onnxruntime session after the fork), no control socket (gunicorn 26 shares one per user),
+prometheus_client multiprocess directory created here and cleaned on exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from typing import Any
+
+from server.logs import LOGCONFIG
+
+bind = os.environ.get("SERVER_BIND", "0.0.0.0:8000")
+workers = int(os.environ.get("SERVER_WORKERS", "2"))
+worker_class = "uvicorn_worker.UvicornWorker"
+preload_app = False
+control_socket_disable = True
+keepalive = 75  # seconds an idle keep-alive connection stays open (load balancers: 60)
+timeout = 60
+graceful_timeout = 20
+accesslog = None
+logconfig_dict = LOGCONFIG
+
+_CREATED_ENV = "SERVER_METRICS_DIR_CREATED"
+
+
+def on_starting(server: Any) -> None:
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        directory = tempfile.mkdtemp(prefix="mlgitops-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+        os.environ[_CREATED_ENV] = directory
+    else:
+        os.makedirs(directory, exist_ok=True)
+        for entry in os.listdir(directory):  # stale values of an earlier run
+            if entry.endswith(".db"):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(directory, entry))
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+def on_exit(server: Any) -> None:
+    created = os.environ.get(_CREATED_ENV)
+    if created and created == os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        shutil.rmtree(created, ignore_errors=True)

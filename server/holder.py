@@ -1,0 +1,127 @@
+"""The live sessions: per model one immutable ``Serving`` value behind one reference.
+
+Writers (the volume sync, in its thread) build a new value and assign it; readers (requests)
+take the reference once per request. No lock on the read path.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from server.errors import ModelNotFoundError, ModelNotReadyError, NoDefaultModelError
+from server.load import LoadedModel
+
+
+class RolloutMode(enum.StrEnum):
+    CANARY = "canary"
+    SHADOW = "shadow"
+
+
+@dataclass(frozen=True, slots=True)
+class Rollout:
+    """How traffic splits between the current version and the candidate (issue 8)."""
+
+    candidate_version: str
+    mode: RolloutMode
+    weight: float
+    """Percent of requests the candidate answers in canary mode (0 to 100)."""
+
+    @classmethod
+    def from_manifest(cls, data: dict[str, Any] | None) -> Rollout | None:
+        """The manifest's ``rollout`` field; None when absent or unusable."""
+        if not isinstance(data, dict):
+            return None
+        try:
+            mode = RolloutMode(str(data.get("mode", RolloutMode.CANARY)))
+            weight = float(data.get("weight", 0))
+            version = str(data["candidate_version"])
+        except (KeyError, ValueError, TypeError):
+            return None
+        return cls(candidate_version=version, mode=mode, weight=min(max(weight, 0.0), 100.0))
+
+
+@dataclass(frozen=True, slots=True)
+class Serving:
+    """What one model serves right now."""
+
+    current: LoadedModel
+    candidate: LoadedModel | None = None
+    rollout: Rollout | None = None
+
+    def versions(self) -> list[str]:
+        found = [self.current.version]
+        if self.candidate is not None:
+            found.append(self.candidate.version)
+        return found
+
+
+@dataclass(slots=True)
+class ModelStatus:
+    """What happened to the last attempts, for people (metadata endpoints and logs)."""
+
+    last_error: str | None = None
+    failed_directories: dict[str, str] = field(default_factory=dict)
+    """Resolved directory -> reason, so a broken version is not retried on every rescan."""
+
+
+class ModelHolder:
+    """One model: its ``Serving`` reference and its status."""
+
+    __slots__ = ("name", "serving", "status")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.serving: Serving | None = None
+        self.status = ModelStatus()
+
+    def require(self) -> Serving:
+        serving = self.serving
+        if serving is None:
+            raise ModelNotReadyError(self.name, self.status.last_error or "")
+        return serving
+
+
+class Registry:
+    """Every model of the volume by name; the dict is replaced, never mutated, on change."""
+
+    def __init__(self, default_model: str | None = None) -> None:
+        self._default = default_model
+        self.holders: dict[str, ModelHolder] = {}
+
+    def names(self) -> list[str]:
+        return sorted(self.holders)
+
+    def get(self, name: str) -> ModelHolder:
+        holder = self.holders.get(name)
+        if holder is None:
+            raise ModelNotFoundError(name, self.names())
+        return holder
+
+    def default(self) -> ModelHolder:
+        holders = self.holders
+        if self._default is not None:
+            holder = holders.get(self._default)
+            if holder is None:
+                raise ModelNotReadyError(self._default, "not published in the volume yet")
+            return holder
+        if len(holders) == 1:
+            return next(iter(holders.values()))
+        if not holders:
+            raise ModelNotReadyError(None, "nothing is published in the volume yet")
+        raise NoDefaultModelError(sorted(holders))
+
+    def add(self, name: str) -> ModelHolder:
+        holder = self.holders.get(name)
+        if holder is None:
+            holder = ModelHolder(name)
+            self.holders = {**self.holders, name: holder}
+        return holder
+
+    def remove(self, name: str) -> None:
+        self.holders = {key: value for key, value in self.holders.items() if key != name}
+
+    def ready(self) -> bool:
+        holders = list(self.holders.values())
+        return bool(holders) and all(holder.serving is not None for holder in holders)

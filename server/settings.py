@@ -1,0 +1,56 @@
+"""Server settings (environment, prefix ``SERVER_``), read once in ``get_app()`` and passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServerSettings(BaseSettings):
+    """Everything the server can be told; each field is ``SERVER_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="SERVER_", extra="ignore")
+
+    volume: Path = Field(description="The volume the sidecar publishes into (contracts.volume).")
+    default_model: str | None = Field(
+        default=None, description="Model served by POST /predict; default: the only one."
+    )
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    auth_token: SecretStr | None = Field(
+        default=None, description="Bearer token required on the inference routes when set."
+    )
+    force_polling: bool = Field(
+        default=False, description="Poll the volume instead of inotify (network volumes)."
+    )
+    poll_delay_ms: int = Field(default=300, gt=0, description="Polling interval with polling.")
+    rescan_seconds: float = Field(
+        default=5.0, gt=0, description="Full rescan of the volume even without file events."
+    )
+    intra_op_threads: int = Field(default=1, ge=0, description="onnxruntime threads per session.")
+    batch_max_rows: int = Field(
+        default=256, ge=1, description="Most rows the micro-batcher joins into one inference."
+    )
+    batch_window_us: int = Field(
+        default=0,
+        ge=0,
+        description="Extra time to wait for more requests before a batch runs (0: only "
+        "requests that arrived while the previous batch ran are joined).",
+    )
+    inline_max_us: int = Field(
+        default=300,
+        ge=0,
+        description="Models whose warm-up inference is faster run on the event loop; slower "
+        "ones in a thread.",
+    )
+    allow_schema_change: bool = Field(
+        default=False,
+        description="Accept a new version whose inputs/outputs differ from the serving one.",
+    )
+    shadow_tolerance: float = Field(
+        default=1e-4,
+        ge=0,
+        description="Shadow outputs differing more than this count as different.",
+    )
+    retry_after_seconds: int = Field(default=1, ge=1)

@@ -1,0 +1,142 @@
+"""Bring the registry in line with the volume: load what ``current``/``candidate`` point at."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from contracts.volume import CANDIDATE_LINK, PublishedModel, VolumeError, list_models, resolve
+from server.errors import ModelLoadError
+from server.holder import ModelHolder, Registry, Rollout, Serving
+from server.load import LoadedModel, LoadOptions, load_version
+from server.metrics import LOAD_SECONDS, LOADED, SWAPS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SyncOptions:
+    load: LoadOptions
+    allow_schema_change: bool = False
+
+
+class VolumeSync:
+    """Called at start and on every change of the volume; safe to call again and again."""
+
+    def __init__(self, volume: Path, registry: Registry, options: SyncOptions) -> None:
+        self._volume = volume
+        self._registry = registry
+        self._options = options
+        self._lock = threading.Lock()
+
+    def sync(self) -> None:
+        with self._lock:
+            names = list_models(self._volume)
+            for name in names:
+                self._sync_model(self._registry.add(name))
+            for name in self._registry.names():
+                if name not in names:
+                    log.warning("model %s left the volume; no longer served", name)
+                    self._retire(self._registry.get(name).serving, None)
+                    self._registry.remove(name)
+
+    def _resolve(self, holder: ModelHolder, role: str) -> PublishedModel | None:
+        try:
+            return resolve(self._volume, holder.name, role)
+        except VolumeError as exc:
+            reason = str(exc)
+            if holder.status.last_error != reason:
+                log.error("cannot read %s/%s: %s", holder.name, role, reason)
+                SWAPS.labels(holder.name, role, "failed").inc()
+            holder.status.last_error = reason
+            return None
+
+    def _load(
+        self, holder: ModelHolder, published: PublishedModel, role: str, like: LoadedModel | None
+    ) -> LoadedModel | None:
+        directory = str(published.directory)
+        if directory in holder.status.failed_directories:
+            return None
+        expected = None if like is None or self._options.allow_schema_change else like.schema
+        try:
+            model = load_version(published, self._options.load, expected)
+        except ModelLoadError as exc:
+            holder.status.failed_directories[directory] = exc.reason
+            holder.status.last_error = str(exc)
+            SWAPS.labels(holder.name, role, "failed").inc()
+            log.error(
+                "%s; still serving %s",
+                exc,
+                like.version if like is not None else "nothing",
+                extra={"model": holder.name, "version": published.manifest.version, "role": role},
+            )
+            return None
+        SWAPS.labels(holder.name, role, "loaded").inc()
+        LOAD_SECONDS.labels(holder.name).observe(model.load_seconds)
+        LOADED.labels(holder.name, model.version, model.sha256, role).set(1)
+        log.info(
+            "loaded %s version %s as %s in %.3fs (warm-up %.0fus, %s)",
+            holder.name,
+            model.version,
+            role,
+            model.load_seconds,
+            model.warmup_us,
+            "inline" if model.inline else "threaded",
+            extra={"model": holder.name, "version": model.version, "role": role},
+        )
+        return model
+
+    def _sync_model(self, holder: ModelHolder) -> None:
+        old = holder.serving
+        current = old.current if old is not None else None
+        published = self._resolve(holder, "current")
+        if published is not None and (current is None or published.directory != current.directory):
+            promoted = old.candidate if old is not None else None
+            if promoted is not None and promoted.directory == published.directory:
+                current = promoted  # the candidate became current: no second load
+                LOADED.labels(holder.name, current.version, current.sha256, "current").set(1)
+            else:
+                loaded = self._load(holder, published, "current", current)
+                if loaded is not None:
+                    current = loaded
+        if current is None:
+            return
+
+        candidate = old.candidate if old is not None else None
+        rollout: Rollout | None = None
+        published_candidate = self._resolve(holder, CANDIDATE_LINK)
+        if published_candidate is None or published_candidate.directory == current.directory:
+            candidate = None
+        elif candidate is None or published_candidate.directory != candidate.directory:
+            candidate = self._load(holder, published_candidate, CANDIDATE_LINK, current)
+        if candidate is not None and published_candidate is not None:
+            rollout = Rollout.from_manifest(published_candidate.manifest.rollout)
+            if rollout is None and published is not None:
+                rollout = Rollout.from_manifest(published.manifest.rollout)
+            if rollout is not None and rollout.candidate_version != candidate.version:
+                log.warning(
+                    "rollout of %s names candidate %s but %s is published; not routing to it",
+                    holder.name,
+                    rollout.candidate_version,
+                    candidate.version,
+                )
+                rollout = None
+
+        new = Serving(current=current, candidate=candidate, rollout=rollout)
+        if new != old:
+            holder.serving = new
+            if current is not (old.current if old else None):
+                holder.status.last_error = None
+            self._retire(old, new)
+
+    @staticmethod
+    def _retire(old: Serving | None, new: Serving | None) -> None:
+        """Mark versions no longer served as such (the sessions go with their last request)."""
+        if old is None:
+            return
+        kept = {id(new.current), id(new.candidate)} if new is not None else set()
+        for role, model in (("current", old.current), (CANDIDATE_LINK, old.candidate)):
+            if model is not None and id(model) not in kept:
+                LOADED.labels(model.name, model.version, model.sha256, role).set(0)

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from tests.support.processes import free_port
-from tests.support.waiting import wait_until
+from tests.support.waiting import GiveUp, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -52,7 +52,7 @@ def test_make_up_serves_the_production_version_and_stops_cleanly(tmp_path: Path)
         while not output.empty():
             seen.append(output.get())
         if up.poll() is not None:
-            raise AssertionError("up.py exited early:\n" + "".join(seen))
+            raise GiveUp("up.py exited early:\n" + "".join(seen))
         return next((line for line in seen if line.startswith("curl ")), None)
 
     try:

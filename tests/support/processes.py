@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.waiting import wait_until
+from tests.support.waiting import GiveUp, wait_until
 
 
 def free_port() -> int:
@@ -100,7 +100,7 @@ class Process:
     def wait_http(self, url: str, *, timeout: float = 120.0) -> None:
         def ready() -> bool:
             if not self.is_running():
-                raise RuntimeError(f"{self.name} exited:\n{self.log_tail()}")
+                raise GiveUp(f"{self.name} exited:\n{self.log_tail()}")
             return httpx.get(url, timeout=2.0).status_code == 200
 
         try:

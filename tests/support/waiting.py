@@ -8,6 +8,10 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
+
+class GiveUp(Exception):  # noqa: N818 (it is an instruction, not an error state)
+    """Raised by a condition that can never become true (the process under test exited)."""
+
 DEFAULT_TIMEOUT = 60.0
 
 
@@ -21,7 +25,7 @@ def wait_until(
     """Call ``condition`` until it returns something truthy; return it, or fail after timeout.
 
     Exceptions from ``condition`` count as "not yet" (a server still starting refuses
-    connections); the last one is reported on timeout.
+    connections); the last one is reported on timeout. :class:`GiveUp` stops the wait at once.
     """
     deadline = time.monotonic() + timeout
     last_error: BaseException | None = None

@@ -46,6 +46,12 @@ fmt: $(STAMP)  ## Format and autofix
 schema: $(STAMP)  ## Regenerate reconciler/models.schema.json from the pydantic models
 	$(PY) -m reconciler schema > reconciler/models.schema.json
 
+bench: $(STAMP)  ## Server vs the Node.js gateway under wrk (keep-alive); writes docs/benchmarks.md
+	@command -v wrk >/dev/null || { echo "installing wrk (Debian package)"; apt-get update -qq && apt-get install -y -qq wrk; }
+	@command -v node >/dev/null || { echo "Node.js 20 and npm are needed for the competitor (bench/node)"; exit 1; }
+	cd bench/node && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund --loglevel=error
+	$(PY) bench/serve_bench.py
+
 lock: $(STAMP)  ## Refresh constraints.txt from the current venv
 	{ echo "# Exact versions for reproducible installs (make install uses them as pip constraints)."; \
 	  echo "# Refresh: make lock"; $(PY) -m pip freeze --exclude-editable; } > constraints.txt

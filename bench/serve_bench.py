@@ -1,0 +1,309 @@
+"""Benchmark the server against the Node.js gateway (Fastify + onnxruntime-node) with wrk.
+
+``make bench`` runs it. For a tiny (16->64->4) and a medium MLP, batch 1 and 32, concurrency
+1 and 32, it drives both servers with wrk (keep-alive) on loopback, interleaved round by round in
+the same session, beside in-process onnxruntime on the same model, prints req/s, p50 and p99,
+checks the bar of issue 5 and writes docs/benchmarks.md.
+
+Environment: BENCH_DURATION (seconds per wrk run, default 5), BENCH_ROUNDS (default 3),
+BENCH_WORKERS (processes per server, default 2), BENCH_OUTPUT (default docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.server.volume import publish_version  # noqa: E402
+from tests.support.onnx_models import mlp_model  # noqa: E402
+from tests.support.processes import Process, free_port, python_module  # noqa: E402
+
+NODE_DIR = ROOT / "bench" / "node"
+LUA = ROOT / "bench" / "post.lua"
+DURATION = int(os.environ.get("BENCH_DURATION", "5"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
+OUTPUT = Path(os.environ.get("BENCH_OUTPUT", ROOT / "docs" / "benchmarks.md"))
+
+MODELS = {
+    "tiny": {"n_inputs": 16, "hidden": 64, "n_outputs": 4},
+    "medium": {"n_inputs": 256, "hidden": 1024, "n_outputs": 16},
+}
+BATCHES = (1, 32)
+CONCURRENCIES = (1, 32)
+
+
+@dataclass(frozen=True)
+class Result:
+    rps: float
+    p50_us: float
+    p99_us: float
+    errors: int = 0
+
+
+def body_for(n_inputs: int, batch: int, seed: int = 0) -> bytes:
+    rng = np.random.default_rng(seed)
+    rows = np.round(rng.standard_normal((batch, n_inputs)), 4).tolist()
+    return json.dumps({"data": rows[0] if batch == 1 else rows}).encode()
+
+
+def wrk(url: str, path: str, body_file: Path, concurrency: int) -> Result:
+    threads = 1 if concurrency == 1 else 2
+    env = {**os.environ, "WRK_PATH": path, "WRK_BODY_FILE": str(body_file)}
+    completed = subprocess.run(
+        ["wrk", "-t", str(threads), "-c", str(concurrency), "-d", f"{DURATION}s",
+         "--latency", "-s", str(LUA), url],
+        env=env, capture_output=True, text=True, check=True, timeout=DURATION + 60,
+    )  # fmt: skip
+    line = next(x for x in completed.stdout.splitlines() if x.startswith("JSON "))
+    data = json.loads(line[5:])
+    errors = sum(data[k] for k in data if k.startswith("errors_"))
+    return Result(
+        rps=data["requests"] / (data["duration_us"] / 1e6),
+        p50_us=data["p50_us"],
+        p99_us=data["p99_us"],
+        errors=errors,
+    )
+
+
+def in_process(model_file: Path, n_inputs: int, batch: int) -> Result:
+    """onnxruntime alone, one thread, the same options as the server (no HTTP, no JSON)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+    feeds = {"input": np.random.default_rng(0).standard_normal((batch, n_inputs), np.float32)}
+    for _ in range(200):
+        session.run(None, feeds)
+    timings = []
+    deadline = time.perf_counter() + min(DURATION, 3.0)
+    while time.perf_counter() < deadline:
+        tick = time.perf_counter()
+        session.run(None, feeds)
+        timings.append(time.perf_counter() - tick)
+    timings.sort()
+    return Result(
+        rps=len(timings) / sum(timings),
+        p50_us=timings[len(timings) // 2] * 1e6,
+        p99_us=timings[int(len(timings) * 0.99)] * 1e6,
+    )
+
+
+def start_python(volume: Path, logs: Path) -> tuple[Process, str]:
+    port = free_port()
+    process = Process(
+        f"python-server-{port}",
+        python_module("server", "--volume", str(volume), "--host", "127.0.0.1",
+                      "--port", str(port), "--workers", str(WORKERS)),
+        log_dir=logs,
+    ).start()  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    process.wait_http(f"{url}/v2/health/ready", timeout=120)
+    return process, url
+
+
+def start_node(model_file: Path, name: str, logs: Path) -> tuple[Process, str]:
+    port = free_port()
+    process = Process(
+        f"node-gateway-{port}",
+        ["node", str(NODE_DIR / "server.js")],
+        env={"MODEL_PATH": str(model_file), "MODEL_NAME": name, "MODEL_VERSION": "1",
+             "PORT": str(port), "HOST": "127.0.0.1", "NODE_WORKERS": str(WORKERS)},
+        cwd=NODE_DIR,
+        log_dir=logs,
+    ).start()  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    process.wait_http(f"{url}/health", timeout=60)
+    return process, url
+
+
+def check_same_answer(python_url: str, node_url: str, body: bytes) -> None:
+    headers = {"Content-Type": "application/json"}
+    ours = httpx.post(f"{python_url}/predict", content=body, headers=headers).json()
+    theirs = httpx.post(f"{node_url}/predict", content=body, headers=headers).json()
+    np.testing.assert_allclose(ours["prediction"], theirs["prediction"], rtol=1e-4, atol=1e-4)
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for package in ("onnxruntime", "falcon", "gunicorn", "uvicorn", "uvicorn-worker", "uvloop",
+                    "httptools", "orjson", "numpy"):  # fmt: skip
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "missing"
+    found["node"] = subprocess.run(
+        ["node", "--version"], check=False, capture_output=True, text=True
+    ).stdout
+    for package in ("fastify", "onnxruntime-node"):
+        manifest = NODE_DIR / "node_modules" / package / "package.json"
+        found[package] = json.loads(manifest.read_text())["version"] if manifest.exists() else "?"
+    wrk_version = subprocess.run(["wrk", "-v"], check=False, capture_output=True, text=True)
+    found["wrk"] = (wrk_version.stdout or wrk_version.stderr).split("\n")[0]
+    return {key: value.strip() for key, value in found.items()}
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    with open("/proc/cpuinfo") as handle:
+        for line in handle:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} CPUs ({cpu}), {memory:.0f} GiB RAM, Linux {platform.release()}"
+
+
+def median(results: list[Result]) -> Result:
+    return Result(
+        rps=statistics.median(r.rps for r in results),
+        p50_us=statistics.median(r.p50_us for r in results),
+        p99_us=statistics.median(r.p99_us for r in results),
+        errors=sum(r.errors for r in results),
+    )
+
+
+def main() -> int:
+    if shutil.which("wrk") is None:
+        print("wrk not found: `apt-get install wrk` (make bench does it)", file=sys.stderr)
+        return 1
+    if not (NODE_DIR / "node_modules").is_dir():
+        print("bench/node/node_modules missing: run `make bench` (npm ci)", file=sys.stderr)
+        return 1
+    work = Path(tempfile.mkdtemp(prefix="mlgitops-bench-"))
+    rows: list[tuple[str, int, int, Result, Result, Result]] = []
+    started = time.time()
+    load_before = os.getloadavg()
+    try:
+        for name, shape in MODELS.items():
+            model_file = work / f"{name}.onnx"
+            onnx.save(mlp_model(seed=1, **shape), model_file)
+            volume = work / f"volume-{name}"
+            publish_version(volume, name, "1", model_file)
+            python, python_url = start_python(volume, work)
+            node, node_url = start_node(model_file, name, work)
+            try:
+                for batch in BATCHES:
+                    body_file = work / f"{name}-{batch}.json"
+                    body_file.write_bytes(body_for(shape["n_inputs"], batch))
+                    check_same_answer(python_url, node_url, body_file.read_bytes())
+                    local = in_process(model_file, shape["n_inputs"], batch)
+                    for concurrency in CONCURRENCIES:
+                        ours: list[Result] = []
+                        theirs: list[Result] = []
+                        wrk(python_url, "/predict", body_file, concurrency)  # warm-up
+                        wrk(node_url, "/predict", body_file, concurrency)
+                        for round_ in range(ROUNDS):  # interleaved, order alternating
+                            pair = [("py", python_url), ("node", node_url)]
+                            for who, url in pair if round_ % 2 == 0 else pair[::-1]:
+                                result = wrk(url, "/predict", body_file, concurrency)
+                                (ours if who == "py" else theirs).append(result)
+                        row = (name, batch, concurrency, median(ours), median(theirs), local)
+                        rows.append(row)
+                        print_row(row)
+            finally:
+                python.stop()
+                node.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    verdict = bar(rows)
+    print("\n" + verdict)
+    write_report(rows, verdict, started, load_before)
+    print(f"\nwrote {OUTPUT}")
+    return 0
+
+
+def print_row(row: tuple[str, int, int, Result, Result, Result]) -> None:
+    name, batch, concurrency, ours, theirs, local = row
+    print(
+        f"{name:6} batch {batch:2} c{concurrency:<2} | python {ours.rps:8.0f} req/s "
+        f"p50 {ours.p50_us:6.0f}us p99 {ours.p99_us:6.0f}us | node {theirs.rps:8.0f} req/s "
+        f"p50 {theirs.p50_us:6.0f}us p99 {theirs.p99_us:6.0f}us | in-process "
+        f"{local.rps:8.0f}/s p50 {local.p50_us:5.0f}us | ratio {ours.rps / theirs.rps:4.2f}x"
+        + (
+            f" | ERRORS py={ours.errors} node={theirs.errors}"
+            if ours.errors or theirs.errors
+            else ""
+        ),
+        flush=True,
+    )
+
+
+def bar(rows: list[tuple[str, int, int, Result, Result, Result]]) -> str:
+    by_key = {(r[0], r[1], r[2]): r for r in rows}
+    c32 = by_key[("tiny", 1, 32)]
+    c1 = by_key[("tiny", 1, 1)]
+    ratio = c32[3].rps / c32[4].rps
+    throughput_ok = ratio >= 1.25
+    latency_ok = c1[3].p50_us <= c1[4].p50_us
+    return (
+        f"Bar (tiny model, batch 1): req/s at c32 = {ratio:.2f}x Node (need >= 1.25x): "
+        f"{'MET' if throughput_ok else 'NOT MET'}; p50 at c1 = {c1[3].p50_us:.0f}us vs Node "
+        f"{c1[4].p50_us:.0f}us (need <=): {'MET' if latency_ok else 'NOT MET'}"
+    )
+
+
+def write_report(
+    rows: list[tuple[str, int, int, Result, Result, Result]],
+    verdict: str,
+    started: float,
+    load_before: tuple[float, float, float],
+) -> None:
+    found = versions()
+    lines = [
+        "# Benchmarks: the server against the Node.js gateway",
+        "",
+        "Written by `make bench` (bench/serve_bench.py); do not edit by hand.",
+        "",
+        f"- Run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, "
+        f"{ROUNDS} interleaved rounds of {DURATION:g} s per cell (median shown), "
+        f"load average before: {load_before[0]:.2f}, after: {os.getloadavg()[0]:.2f}.",
+        f"- Machine: {machine()}. wrk, both servers and in-process runs share these cores.",
+        f"- Both servers: {WORKERS} processes, onnxruntime with 1 intra-op thread each; "
+        'wrk with keep-alive (1 thread at c1, 2 at c32), POST `{"data": ...}` on loopback.',
+        "- Python: `python -m server` (gunicorn + uvicorn worker with uvloop/httptools, "
+        "Falcon ASGI, orjson, micro-batching). Node: bench/node/server.js (Fastify + "
+        "onnxruntime-node, node:cluster).",
+        "- In-process: onnxruntime `session.run` alone in one thread on the same model and batch"
+        " (no HTTP, no JSON): the floor.",
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in found.items()) + ".",
+        "",
+        "| model | batch | conc. | python req/s | p50 us | p99 us | node req/s | p50 us "
+        "| p99 us | python/node | in-process calls/s | in-process p50 us |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, batch, concurrency, ours, theirs, local in rows:
+        lines.append(
+            f"| {name} | {batch} | {concurrency} | {ours.rps:.0f} | {ours.p50_us:.0f} | "
+            f"{ours.p99_us:.0f} | {theirs.rps:.0f} | {theirs.p50_us:.0f} | {theirs.p99_us:.0f} "
+            f"| {ours.rps / theirs.rps:.2f}x | {local.rps:.0f} | {local.p50_us:.0f} |"
+        )
+    errors = sum(r[3].errors + r[4].errors for r in rows)
+    lines += ["", f"**{verdict}**", "", f"Non-200 answers or socket errors in all runs: {errors}."]
+    OUTPUT.parent.mkdir(parents=True, exist_ok=True)
+    notes = OUTPUT.with_name("benchmarks-notes.md")
+    if notes.exists():
+        lines += ["", notes.read_text().strip()]
+    OUTPUT.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

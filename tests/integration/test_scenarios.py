@@ -1,0 +1,416 @@
+"""The whole pipeline proven on the production topology (issue 6).
+
+MLflow with a PostgreSQL backend store and an S3 artifact store (moto's server on loopback, as
+DigitalOcean Spaces would be), the reconciler run as CI runs it, a sidecar and a server sharing a
+volume, clients calling all the while. PostgreSQL and S3 sit behind TCP proxies that a test can
+cut: an outage as the components see it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import POSTGRES_URL, require
+from tests.support.load import LoadGenerator
+from tests.support.onnx_models import BuiltModel, write_corrupt, write_mlp
+from tests.support.pipeline import DeclaredVersion, Pipeline
+from tests.support.processes import MlflowServer, MotoS3Server
+from tests.support.tcp_proxy import TcpProxy
+from tests.support.waiting import wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.slow]
+
+ROW = [0.5] * 16
+WEBHOOK_SECRET = "scenario-webhook-secret"  # noqa: S105
+
+
+class Topology:
+    """MLflow on PostgreSQL + S3, each dependency behind a proxy that can be cut."""
+
+    def __init__(self, mlflow: MlflowServer, postgres: TcpProxy, s3: TcpProxy, s3_env: dict[str, str]):
+        self.mlflow = mlflow
+        self.postgres = postgres
+        self.s3 = s3
+        self.s3_env = s3_env
+
+
+@pytest.fixture(scope="module")
+def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
+    import psycopg2
+
+    try:
+        psycopg2.connect(POSTGRES_URL, connect_timeout=3).close()
+        reachable = True
+    except Exception:
+        reachable = False
+    require(reachable, f"PostgreSQL not reachable at {POSTGRES_URL}")
+    workdir = tmp_path_factory.mktemp("topology")
+    database = f"mlgitops_scenarios_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(POSTGRES_URL)
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{database}"')
+
+    moto = MotoS3Server(workdir / "moto").start()
+    moto.create_bucket("artifacts")
+    moto.create_bucket("models")
+    pg_proxy = TcpProxy("127.0.0.1", 5432).restore()
+    s3_proxy = TcpProxy("127.0.0.1", moto.port).restore()
+    s3_env = {**moto.client_env}
+    s3_env["MLFLOW_S3_ENDPOINT_URL"] = s3_env["AWS_ENDPOINT_URL_S3"] = f"http://{s3_proxy.address}"
+    mlflow = MlflowServer(
+        workdir / "mlflow",
+        backend_store_uri=f"postgresql+psycopg2://postgres@{pg_proxy.address}/{database}",
+        artifacts_destination="s3://artifacts/mlflow",
+        env=s3_env,
+    ).start()
+    try:
+        yield Topology(mlflow, pg_proxy, s3_proxy, s3_env)
+    finally:
+        mlflow.stop()
+        pg_proxy.cut()
+        s3_proxy.cut()
+        moto.stop()
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture
+def pipeline(topology: Topology, tmp_path: Path) -> Iterator[Pipeline]:
+    pipe = Pipeline(topology.mlflow, tmp_path, env=topology.s3_env, interval=2.0)
+    yield pipe
+    pipe.stop()
+
+
+@pytest.fixture
+def models(tmp_path: Path) -> Callable[[int], BuiltModel]:
+    """Distinct real MLPs (16 -> 4) by seed."""
+
+    def build(seed: int) -> BuiltModel:
+        return write_mlp(tmp_path / "built" / f"seed{seed}.onnx", seed=seed)
+
+    return build
+
+
+def register_webhook(mlflow: MlflowServer, url: str) -> None:
+    """Subscribe the sidecar's receiver to the registry events that mean "look again"."""
+    response = httpx.post(
+        f"{mlflow.url}/api/2.0/mlflow/webhooks",
+        json={
+            "name": f"sidecar-{uuid.uuid4().hex[:6]}",
+            "url": url,
+            "events": [
+                {"entity": "MODEL_VERSION_TAG", "action": "SET"},
+                {"entity": "MODEL_VERSION_ALIAS", "action": "CREATED"},
+                {"entity": "MODEL_VERSION", "action": "CREATED"},
+            ],
+            "secret": WEBHOOK_SECRET,
+        },
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+
+
+def declare_production(
+    pipe: Pipeline, name: str, builds: list[BuiltModel], production: int, *, via_s3: bool = False,
+    topology: Topology | None = None,
+) -> None:
+    """models.yaml with ``builds`` as versions 1..n, ``builds[production]`` in Production."""
+    versions = []
+    for index, build in enumerate(builds):
+        if via_s3 and topology is not None:
+            source = _put_s3(topology, f"{name}/{build.sha256[:12]}/model.onnx", build.path)
+        else:
+            source = pipe.add_file(build.path, f"{name}-{build.sha256[:12]}.onnx")
+        stage = "Production" if index == production else "Archived"
+        versions.append(DeclaredVersion(source=source, sha256=build.sha256, stage=stage))
+    pipe.declare({name: versions})
+
+
+def _put_s3(topology: Topology, key: str, path: Path) -> str:
+    import boto3
+
+    env = topology.s3_env
+    s3 = boto3.client(
+        "s3", endpoint_url=env["AWS_ENDPOINT_URL_S3"], region_name=env["AWS_DEFAULT_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )  # fmt: skip
+    s3.put_object(Bucket="models", Key=key, Body=path.read_bytes())
+    return f"s3://models/{key}"
+
+
+def mlflow_version_of(topology: Topology, name: str, sha256: str) -> str:
+    listing = httpx.get(
+        f"{topology.mlflow.url}/api/2.0/mlflow/model-versions/search",
+        params={"filter": f"name='{name}'"}, timeout=10,
+    ).json()["model_versions"]  # fmt: skip
+    for version in listing:
+        tags = {t["key"]: t["value"] for t in version.get("tags", [])}
+        if tags.get("mlgitops.sha256") == sha256:
+            return str(version["version"])
+    raise AssertionError(f"no version of {name} with sha256 {sha256}: {listing}")
+
+
+def assert_no_failures(load: LoadGenerator, pipe: Pipeline) -> None:
+    failures = load.failures()
+    assert not failures, f"{len(failures)} failed requests, first: {failures[:3]}\n{pipe.logs_tail()}"
+
+
+@pytest.mark.parametrize("mode", ["webhook", "poll"])
+def test_promote_then_roll_back_under_load(
+    topology: Topology, pipeline: Pipeline, models: Callable[[int], BuiltModel],
+    unique_name: str, mode: str, record_property: Callable[[str, object], None],
+) -> None:
+    """Scenarios 1 and 2: v1 -> v2 with zero failed requests, then `git revert` -> v1."""
+    name = unique_name
+    v1, v2 = models(1), models(2)
+    declare_production(pipeline, name, [v1], production=0, via_s3=True, topology=topology)
+    pipeline.apply()
+    version_1 = mlflow_version_of(topology, name, v1.sha256)
+
+    sidecar_env = {}
+    if mode == "webhook":
+        pipeline.interval = 60.0  # the original design's poll: the webhook must beat it
+        sidecar_env = {"SIDECAR_WEBHOOK_SECRET": WEBHOOK_SECRET}
+    pipeline.start_sidecar("--model", name, env=sidecar_env)
+    pipeline.start_server()
+    pipeline.wait_served(name, version_1)
+    if mode == "webhook":
+        pipeline.sidecar.wait_http(f"{pipeline.sidecar_url}/healthz")  # type: ignore[union-attr]
+        register_webhook(topology.mlflow, f"{pipeline.sidecar_url}/webhook")
+
+    with LoadGenerator(f"{pipeline.server_url}/models/{name}/predict", {"data": ROW}) as load:
+        wait_until(lambda: load.versions()[version_1] > 20, what="steady traffic on v1")
+        declare_production(pipeline, name, [v1, v2], production=1, via_s3=True, topology=topology)
+        pipeline.apply()
+        applied_at = time.monotonic()
+        version_2 = mlflow_version_of(topology, name, v2.sha256)
+        first = wait_until(
+            lambda: load.first_answer_from(version_2, applied_at),
+            timeout=120, what=f"the first answer from v{version_2}",
+        )
+        latency = first.finished - applied_at
+        record_property(f"apply_to_first_v2_answer_seconds_{mode}", round(latency, 2))
+        print(f"\n[{mode}] end of apply -> first v2 answer: {latency:.2f}s")
+
+        # Scenario 2: revert the edit, apply, v1 is served again.
+        declare_production(pipeline, name, [v1], production=0, via_s3=True, topology=topology)
+        # A revert drops v2 from the file; without prune it stays as it is in MLflow, so the
+        # revert must say what v2 becomes: keep it declared, archived.
+        declare_production(pipeline, name, [v1, v2], production=0, via_s3=True, topology=topology)
+        pipeline.apply()
+        reverted_at = time.monotonic()
+        wait_until(lambda: load.first_answer_from(version_1, reverted_at), timeout=120,
+                   what="v1 served again after the revert")  # fmt: skip
+        settle = time.monotonic()
+        wait_until(lambda: len([o for o in load.snapshot() if o.started > settle]) > 50,
+                   what="traffic after the rollback")  # fmt: skip
+
+    assert_no_failures(load, pipeline)
+    served = load.versions()
+    assert set(served) <= {version_1, version_2}, served
+    # After the rollback settled, every answer comes from v1.
+    late = {o.version for o in load.snapshot() if o.started > settle + 1.0}
+    assert late <= {version_1}, late
+    assert pipeline.reconciler("plan", check=False).returncode == 0
+
+
+def test_broken_release_is_stopped_and_v2_keeps_serving(
+    topology: Topology, pipeline: Pipeline, models: Callable[[int], BuiltModel],
+    unique_name: str, tmp_path: Path,
+) -> None:
+    """Scenario 3: a corrupt v3 is refused by the gate; forced into MLflow by hand, it is
+    refused by the sidecar's checksum or the server's check. v2 serves throughout."""
+    name = unique_name
+    v1, v2 = models(11), models(12)
+    declare_production(pipeline, name, [v1, v2], production=1)
+    pipeline.apply()
+    version_2 = mlflow_version_of(topology, name, v2.sha256)
+    pipeline.start_sidecar("--model", name)
+    pipeline.start_server()
+    pipeline.wait_served(name, version_2)
+
+    corrupt = write_corrupt(tmp_path / "built" / "v3.onnx")
+    with LoadGenerator(f"{pipeline.server_url}/models/{name}/predict", {"data": ROW}, threads=4) as load:
+        # 1. The gate: apply refuses to promote it, and says why.
+        declare_production(pipeline, name, [v1, v2, corrupt], production=2)
+        refused = pipeline.apply(check=False)
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert "gate" in (refused.stdout + refused.stderr).lower()
+
+        # 2. Forced by hand: register the corrupt file as a version with a *wrong* sha256 tag
+        # and one with the right tag, promote each to Production straight in MLflow.
+        from mlflow import MlflowClient
+
+        os.environ.update(topology.s3_env)
+        client = MlflowClient(tracking_uri=topology.mlflow.url)
+        for label, tag_sha in (("mismatch", v2.sha256), ("corrupt", corrupt.sha256)):
+            source = _put_s3(topology, f"{name}/forced-{label}/model.onnx", corrupt.path)
+            forced = client.create_model_version(
+                name, source, tags={"mlgitops.sha256": tag_sha, "mlgitops.size": str(corrupt.size)}
+            )
+            client.transition_model_version_stage(name, forced.version, "Production",
+                                                  archive_existing_versions=True)  # fmt: skip
+            client.set_model_version_tag(name, forced.version, "mlgitops.stage", "Production")
+            # The sidecar sees it (it polls every 2 s) and refuses it, or the server refuses it.
+            sidecar_seen = time.monotonic()
+            wait_until(lambda: time.monotonic() - sidecar_seen > 3 * pipeline.interval
+                       and pipeline.served_version(name) is not None,
+                       timeout=60, what="a few sidecar polls")  # fmt: skip
+            assert pipeline.served_version(name) == version_2
+        snapshot = load.snapshot()
+
+    assert_no_failures(load, pipeline)
+    assert {o.version for o in snapshot} == {version_2}
+
+
+def test_outages_leave_serving_unchanged_and_a_pending_promotion_completes(
+    topology: Topology, pipeline: Pipeline, models: Callable[[int], BuiltModel], unique_name: str,
+) -> None:
+    """Scenario 4: MLflow, PostgreSQL and S3 go away while clients call; serving continues;
+    when they come back, a promotion declared before the outage completes by itself."""
+    name = unique_name
+    v1, v2 = models(21), models(22)
+    declare_production(pipeline, name, [v1], production=0, via_s3=True, topology=topology)
+    pipeline.apply()
+    version_1 = mlflow_version_of(topology, name, v1.sha256)
+    pipeline.start_sidecar("--model", name)
+    pipeline.start_server()
+    pipeline.wait_served(name, version_1)
+
+    with LoadGenerator(f"{pipeline.server_url}/models/{name}/predict", {"data": ROW}, threads=4) as load:
+        # S3 goes first, then the promotion lands in MLflow: the sidecar cannot fetch it.
+        topology.s3.cut()
+        try:
+            declare_production(pipeline, name, [v1], production=0, via_s3=True, topology=None)
+            declare_production(pipeline, name, [v1, v2], production=1)
+            # The repository-path source needs S3 to upload: apply fails now, cleanly.
+            assert pipeline.apply(check=False).returncode == 1
+        finally:
+            topology.s3.restore()
+        pipeline.apply()  # promotion recorded in MLflow
+        version_2 = mlflow_version_of(topology, name, v2.sha256)
+        # Now everything goes down before the sidecar's next poll lands the new version...
+        topology.s3.cut()
+        topology.postgres.cut()
+        topology.mlflow.stop()
+        try:
+            outage_started = time.monotonic()
+            wait_until(lambda: time.monotonic() - outage_started > 3 * pipeline.interval,
+                       timeout=60, what="several sidecar polls into the outage")  # fmt: skip
+            during = [o for o in load.snapshot() if o.started > outage_started]
+            assert during, "no traffic during the outage"
+            assert {o.status for o in during} == {200}
+        finally:
+            topology.postgres.restore()
+            topology.s3.restore()
+            topology.mlflow.start()
+        # ...and when they come back the pending promotion completes by itself.
+        pipeline.wait_served(name, version_2, timeout=120)
+
+    assert_no_failures(load, pipeline)
+
+
+def test_restarts_at_random_moments_converge_and_never_serve_a_partial_file(
+    topology: Topology, pipeline: Pipeline, models: Callable[[int], BuiltModel], unique_name: str,
+) -> None:
+    """Scenario 5: SIGKILL server workers, the gunicorn master and the sidecar during a
+    promotion; after restart the system converges and no partial file is ever served."""
+    name = unique_name
+    rng = random.Random(5)
+    builds = [models(31), models(32)]
+    declare_production(pipeline, name, builds, production=0)
+    pipeline.apply()
+    versions = [mlflow_version_of(topology, name, b.sha256) for b in builds]
+    pipeline.start_sidecar("--model", name)
+    pipeline.start_server()
+    pipeline.wait_served(name, versions[0])
+
+    for round_ in range(2):
+        target = (round_ + 1) % 2
+        declare_production(pipeline, name, builds, production=target)
+        pipeline.apply()
+        time.sleep(rng.uniform(0.0, 1.5))  # a random moment during the promotion
+        # Kill a worker, then the sidecar, then the whole server (master first).
+        workers = _children(pipeline.server.pid)  # type: ignore[union-attr]
+        if workers:
+            os.kill(rng.choice(workers), signal.SIGKILL)
+        pipeline.sidecar.kill_process_only()  # type: ignore[union-attr]
+        pipeline.server.kill_process_only()  # type: ignore[union-attr]
+        for pid in workers:  # orphans of a SIGKILLed master are reaped by their own watchdog
+            _kill_quietly(pid)
+        pipeline.start_sidecar("--model", name)
+        pipeline.start_server()
+        pipeline.wait_served(name, versions[target], timeout=120)
+        response = pipeline.predict(name, ROW)
+        assert response.status_code == 200, response.text
+        assert response.json()["modelVersion"] == versions[target]
+        # Every version directory the volume holds is whole: its files match its manifest.
+        _assert_volume_whole(pipeline.volume / name)
+
+
+def test_two_models_promoted_independently(
+    topology: Topology, pipeline: Pipeline, models: Callable[[int], BuiltModel], unique_name: str,
+) -> None:
+    """Scenario 6: one server serves two models; promoting one leaves the other alone."""
+    first, second = f"{unique_name}-a", f"{unique_name}-b"
+    a1, a2, b1 = models(41), models(42), models(43)
+    pipeline.declare({
+        first: [DeclaredVersion(pipeline.add_file(a1.path), a1.sha256, "Production")],
+        second: [DeclaredVersion(pipeline.add_file(b1.path), b1.sha256, "Production")],
+    })  # fmt: skip
+    pipeline.apply()
+    pipeline.start_sidecar("--model", first, "--model", second)
+    pipeline.start_server()
+    version_a1 = mlflow_version_of(topology, first, a1.sha256)
+    version_b1 = mlflow_version_of(topology, second, b1.sha256)
+    pipeline.wait_served(first, version_a1)
+    pipeline.wait_served(second, version_b1)
+
+    with LoadGenerator(f"{pipeline.server_url}/models/{second}/predict", {"data": ROW}, threads=4) as load:
+        pipeline.declare({
+            first: [DeclaredVersion(pipeline.add_file(a1.path), a1.sha256, "Archived"),
+                    DeclaredVersion(pipeline.add_file(a2.path), a2.sha256, "Production")],
+            second: [DeclaredVersion(pipeline.add_file(b1.path), b1.sha256, "Production")],
+        })  # fmt: skip
+        pipeline.apply()
+        pipeline.wait_served(first, mlflow_version_of(topology, first, a2.sha256))
+    assert_no_failures(load, pipeline)
+    assert set(load.versions()) == {version_b1}
+    assert pipeline.served_version(second) == version_b1
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def _kill_quietly(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _assert_volume_whole(model_dir: Path) -> None:
+    import hashlib
+
+    from contracts.volume import MANIFEST_FILE, Manifest
+
+    for version_dir in (model_dir / "versions").iterdir():
+        manifest = Manifest.from_json((version_dir / MANIFEST_FILE).read_text())
+        data = (version_dir / "model.onnx").read_bytes()
+        assert hashlib.sha256(data).hexdigest() == manifest.sha256, version_dir

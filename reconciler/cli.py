@@ -152,6 +152,8 @@ def _apply(
         _print("".join(f"FAILED: {item}\n" for item in result.failures))
         _print(f"After apply: {result.final_plan.summary()}\n")
     if result.failures:
+        if args.format != "text":
+            sys.stderr.write("".join(f"FAILED: {item}\n" for item in result.failures))
         sys.stderr.write(
             f"apply: {len(result.failures)} failure(s); {len(result.done)} change(s) done\n"
         )

@@ -62,6 +62,8 @@ def cli(
     monkeypatch.setenv("RECONCILER_GIT_COMMIT", "0123abc")
     monkeypatch.setenv("RECONCILER_APPLIED_BY", "ci-bot")
     monkeypatch.setenv("RECONCILER_RETRIES", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     return Cli(capsys, tmp_path / "models.yaml")
 
 
@@ -285,7 +287,9 @@ def test_validate_on_the_command_line(tmp_path: Path) -> None:
     if not (REPO / "examples/models/iris-v2.onnx").exists():
         subprocess.run([sys.executable, "examples/make_models.py"], cwd=REPO, check=True)
     argv = [sys.executable, "-m", "reconciler", "validate", "-f"]
-    ok = subprocess.run([*argv, "models.yaml"], cwd=REPO, capture_output=True, text=True)
+    ok = subprocess.run(
+        [*argv, "models.yaml"], cwd=REPO, capture_output=True, text=True, check=False
+    )
     assert ok.returncode == 0, ok.stderr
     assert "models.yaml is valid: 1 models, 2 versions" in ok.stdout
     broken = tmp_path / "models.yaml"
@@ -295,8 +299,84 @@ def test_validate_on_the_command_line(tmp_path: Path) -> None:
         .replace("    tags:\n", "    tag:\n")
         .replace("stage: Archived", "stage: Retired")
     )
-    bad = subprocess.run([*argv, str(broken)], cwd=REPO, capture_output=True, text=True)
+    bad = subprocess.run(
+        [*argv, str(broken)], cwd=REPO, capture_output=True, text=True, check=False
+    )
     assert bad.returncode == 1
     assert f"{broken}:7: models[0].tag: unknown field" in bad.stderr
     assert f"{broken}:12: models[0].versions[0].stage: Input should be" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+class KServeMetadata:
+    """A stand-in model server on loopback: answers GET /v2/models/{name} (KServe V2)."""
+
+    def __init__(self, served: dict[str, list[str]]) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.served = served
+        self.requests = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.requests += 1
+                name = self.path.removeprefix("/v2/models/")
+                versions = outer.served.get(name)
+                body = json.dumps(
+                    {"name": name, "versions": versions, "platform": "onnxruntime"}
+                    if versions
+                    else {"error": "unknown model"}
+                ).encode()
+                self.send_response(200 if versions else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_status_waits_until_servers_serve_the_declared_version(
+    cli: Cli, unique_name: str, make_onnx: Callable[..., BuiltModel]
+) -> None:
+    base = cli.models_file.parent
+    v1, v2 = make_onnx("st1.onnx", seed=8), make_onnx("st2.onnx", seed=9)
+    cli.write(
+        [
+            {
+                "name": unique_name,
+                "versions": [
+                    version_entry(v1, base, stage="Archived"),
+                    version_entry(v2, base, stage="Production"),
+                ],
+            }
+        ]
+    )
+    assert cli("apply")[0] == 0
+    current, stale = KServeMetadata({unique_name: ["2"]}), KServeMetadata({unique_name: ["1"]})
+    try:
+        code, out, _ = cli("status", "--server", current.url, "--timeout", "30")
+        assert code == 0
+        assert f"ok {current.url} {unique_name} v2" in out
+        code, _, err = cli(
+            "status", "--server", current.url, "--server", stale.url,
+            "--timeout", "1", "--interval", "0.2",
+        )  # fmt: skip
+        assert code == 1
+        assert f"{stale.url} {unique_name}: expected version 2, serves version 1" in err
+        assert stale.requests >= 2
+    finally:
+        current.close()
+        stale.close()

@@ -31,6 +31,8 @@ def test_create_and_promote_with_s3_and_repository_sources(
 ) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_pg_s3.url)
     monkeypatch.setenv("RECONCILER_RETRIES", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     for key, value in moto_s3.client_env.items():
         monkeypatch.setenv(key, value)
     v1, v2 = make_onnx("p1.onnx", seed=11), make_onnx("p2.onnx", seed=12)

@@ -14,11 +14,12 @@ import falcon.asgi
 import falcon.media
 import orjson
 
-from server.auth import BearerTokenAuth
+from server.auth import BearerToken, BearerTokenAuth
 from server.errors import add_error_handlers
 from server.holder import Registry
 from server.load import LoadOptions
 from server.metrics import MetricsFlusher
+from server.predict import Predictor, Shadows
 from server.resources import (
     InferResource,
     LiveResource,
@@ -28,7 +29,6 @@ from server.resources import (
     ModelsResource,
     PredictResource,
     ReadyResource,
-    Shadows,
 )
 from server.settings import ServerSettings
 from server.sync import SyncOptions, VolumeSync
@@ -41,7 +41,7 @@ def create_app(registry: Registry, settings: ServerSettings) -> falcon.asgi.App[
     """The app serving ``registry``; nothing here reads the environment or the volume."""
     middleware: list[Any] = []
     if settings.auth_token is not None and settings.auth_token.get_secret_value():
-        middleware.append(BearerTokenAuth(settings.auth_token.get_secret_value()))
+        middleware.append(BearerTokenAuth(BearerToken(settings.auth_token.get_secret_value())))
     app = falcon.asgi.App(middleware=middleware)
     json_handler = falcon.media.JSONHandler(
         dumps=partial(orjson.dumps, option=orjson.OPT_SERIALIZE_NUMPY), loads=orjson.loads
@@ -50,7 +50,7 @@ def create_app(registry: Registry, settings: ServerSettings) -> falcon.asgi.App[
     app.resp_options.media_handlers = falcon.media.Handlers({falcon.MEDIA_JSON: json_handler})
 
     shadows = Shadows(settings.shadow_tolerance)
-    predict = PredictResource(registry, settings.max_body_bytes, shadows)
+    predict = PredictResource(Predictor(registry, settings.max_body_bytes, shadows))
     app.add_route("/predict", predict)
     app.add_route("/models/{name}/predict", predict)
     app.add_route("/models", ModelsResource(registry))

@@ -4,28 +4,35 @@ from __future__ import annotations
 
 import hmac
 
-import falcon
 import falcon.asgi
 
+from server.errors import UnauthorizedError
 from server.metrics import record_failure
 
 OPEN_PREFIXES = ("/v2/health/", "/metrics")
 
 
-class BearerTokenAuth:
-    """Falcon middleware, installed only when a token is configured."""
+class BearerToken:
+    """The check itself, shared by the Falcon middleware and the fast worker."""
 
     def __init__(self, token: str) -> None:
         self._expected = f"Bearer {token}".encode()
 
-    async def process_request(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        if req.path.startswith(OPEN_PREFIXES):
+    def check(self, path: str, authorization: str | None) -> None:
+        """Raise UnauthorizedError unless ``path`` is open or the header carries the token."""
+        if path.startswith(OPEN_PREFIXES):
             return
-        given = (req.get_header("Authorization") or "").encode()
+        given = (authorization or "").encode()
         if not hmac.compare_digest(given, self._expected):
             record_failure("", 401)
-            raise falcon.HTTPUnauthorized(
-                title="Authentication required",
-                description="send the configured token as 'Authorization: Bearer <token>'",
-                challenges=["Bearer"],
-            )
+            raise UnauthorizedError
+
+
+class BearerTokenAuth:
+    """Falcon middleware, installed only when a token is configured."""
+
+    def __init__(self, token: BearerToken) -> None:
+        self._token = token
+
+    async def process_request(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        self._token.check(req.path, req.get_header("Authorization"))

@@ -65,6 +65,41 @@ class VersionNotServedError(ServerError):
         )
 
 
+class UnsupportedMediaTypeError(ServerError):
+    status, title = 415, "Unsupported media type"
+
+    def __init__(self, content_type: str | None) -> None:
+        super().__init__(
+            "send the body as JSON with 'Content-Type: application/json' "
+            f"(got {content_type or 'no content type'})"
+        )
+
+
+class BodyTooLargeError(ServerError):
+    status, title = 413, "Content too large"
+
+    def __init__(self, length: int | None, limit: int) -> None:
+        size = f"has {length} bytes" if length is not None else "is larger"
+        super().__init__(
+            f"the body {size}; the limit is {limit} bytes (SERVER_MAX_BODY_BYTES): "
+            "send fewer rows per request"
+        )
+
+
+class InvalidJsonError(ServerError):
+    status, title = 400, "Invalid JSON"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the body is not valid JSON: {reason}")
+
+
+class UnauthorizedError(ServerError):
+    status, title = 401, "Authentication required"
+
+    def __init__(self) -> None:
+        super().__init__("send the configured token as 'Authorization: Bearer <token>'")
+
+
 class InferenceError(ServerError):
     """onnxruntime failed on input that passed the checks (a model bug, not the caller's)."""
 
@@ -91,6 +126,15 @@ def status_of(exc: Exception) -> int:
     return 500
 
 
+def error_headers(exc: ServerError, retry_after: int) -> dict[str, str] | None:
+    """Headers an error answer carries (Retry-After on 503, the challenge on 401)."""
+    if exc.status == 503:
+        return {"Retry-After": str(retry_after)}
+    if exc.status == 401:
+        return {"WWW-Authenticate": "Bearer"}
+    return None
+
+
 def add_error_handlers(app: falcon.asgi.App[Any, Any], retry_after: int) -> None:
     """Map the domain errors to HTTP statuses on ``app``."""
 
@@ -100,7 +144,7 @@ def add_error_handlers(app: falcon.asgi.App[Any, Any], retry_after: int) -> None
         assert isinstance(exc, ServerError)
         if exc.status >= 500 and exc.status != 503:
             log.error("%s", exc, exc_info=exc)
-        headers = {"Retry-After": str(retry_after)} if exc.status == 503 else None
+        headers = error_headers(exc, retry_after)
         raise falcon.HTTPError(
             falcon.code_to_http_status(exc.status),
             title=exc.title,

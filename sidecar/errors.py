@@ -76,3 +76,13 @@ class RolloutTagError(SidecarError):
             f"model {model!r}: rollout tag {value!r} is invalid ({detail}); expected "
             f'{{"candidate_version": "7", "mode": "canary"|"shadow", "weight": 10}}'
         )
+
+
+_REMOTE_ERROR_MODULES = ("mlflow.", "requests.", "urllib3.", "botocore.", "boto3.", "s3transfer.")
+
+
+def is_expected(exc: BaseException) -> bool:
+    """An error the sidecar expects in operation (MLflow or S3 down, disk full): no traceback."""
+    if isinstance(exc, SidecarError | OSError | TimeoutError):
+        return True
+    return any(cls.__module__.startswith(_REMOTE_ERROR_MODULES) for cls in type(exc).__mro__)

@@ -6,6 +6,7 @@ on as the fallback. A failure never touches ``current``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -24,7 +25,7 @@ from contracts.volume import (
     versions_dir,
 )
 from sidecar.download import Fetcher, arrange, copy_tree
-from sidecar.errors import ChecksumMissingError, SidecarError
+from sidecar.errors import ChecksumMissingError, SidecarError, is_expected
 from sidecar.metrics import Metrics, Status
 from sidecar.publish import CANDIDATE_MARK, Publisher
 from sidecar.resolve import Registry, Rollout, VersionRef
@@ -148,7 +149,7 @@ class Sidecar:
             status.last_error = f"{type(exc).__name__}: {exc}"
             status.last_error_at = time.time()
             self.metrics.checks.labels(name, "failed").inc()
-            if isinstance(exc, SidecarError):
+            if is_expected(exc):
                 log.warning("%s", exc, extra={"event": "check_failed", "model": name})
             else:
                 log.exception(
@@ -169,7 +170,8 @@ class Sidecar:
                 log.info(
                     "rollout ended: candidate removed", extra={"event": "unlink", "model": name}
                 )
-                self.metrics.current_version.remove(name, CANDIDATE_LINK)
+                with contextlib.suppress(KeyError):  # not set since this process started
+                    self.metrics.current_version.remove(name, CANDIDATE_LINK)
             status.candidate = None
             return
         ref = self.registry.version(name, rollout.candidate_version)

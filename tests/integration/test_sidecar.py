@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,10 +12,17 @@ from typing import Any
 import httpx
 import pytest
 
-from contracts.registry import STAGE_TAG
-from contracts.volume import versions_dir
+from contracts.registry import ROLLOUT_TAG, STAGE_TAG
+from contracts.volume import CANDIDATE_LINK, link_path, resolve, versions_dir
 from tests.sidecar.reader import ReaderReport, read_until
-from tests.sidecar.running import WEBHOOK_SECRET, SidecarRunner, leftovers, verified_version
+from tests.sidecar.running import (
+    WEBHOOK_SECRET,
+    SidecarRunner,
+    create_webhook,
+    delete_webhook,
+    leftovers,
+    verified_version,
+)
 from tests.support.onnx_models import BuiltModel
 from tests.support.processes import MlflowServer
 from tests.support.registry import promote, register_version
@@ -37,29 +44,6 @@ def sidecars(tmp_path: Path, mlflow_server: MlflowServer) -> Iterator[SidecarRun
     (tmp_path / "logs").mkdir()
     yield runner
     runner.stop_all()
-
-
-def create_webhook(mlflow: MlflowServer, url: str) -> str:
-    """A real MLflow webhook on the tag/alias/version events the sidecar listens to."""
-    response = httpx.post(
-        f"{mlflow.url}/api/2.0/mlflow/webhooks",
-        json={
-            "name": f"sidecar-{uuid.uuid4().hex[:6]}",
-            "url": url,
-            "events": [
-                {"entity": "MODEL_VERSION_TAG", "action": "SET"},
-                {"entity": "MODEL_VERSION_ALIAS", "action": "CREATED"},
-            ],
-            "secret": WEBHOOK_SECRET,
-        },
-        timeout=10,
-    )
-    assert response.status_code == 200, response.text
-    return str(response.json()["webhook"]["webhook_id"])
-
-
-def delete_webhook(mlflow: MlflowServer, webhook_id: str) -> None:
-    httpx.delete(f"{mlflow.url}/api/2.0/mlflow/webhooks/{webhook_id}", timeout=10)
 
 
 def test_once_publishes_every_source_kind_and_an_alias(
@@ -200,3 +184,42 @@ def test_a_reader_never_sees_a_partial_model_across_many_flips(
     published = sidecar.log().count('"event": "published"')
     assert published > 3, "every flip reused a directory: no download raced the reader"
     print(f"{flips} flips, {published} downloads, {report.reads} verified reads")
+
+
+def test_a_rollout_tag_publishes_the_candidate_and_its_removal_unlinks_it(
+    tmp_path: Path, client: Any, sidecars: SidecarRunner, unique_name: str,
+    make_onnx: Callable[..., BuiltModel],
+) -> None:  # fmt: skip
+    volume = tmp_path / "volume"
+    register_version(client, unique_name, make_onnx("v1.onnx", seed=1).path, stage="Production")
+    register_version(client, unique_name, make_onnx("v2.onnx", seed=2).path, stage="Staging")
+    sidecar = sidecars.start(volume, [unique_name], interval=0.3)
+    sidecar.wait_version(unique_name, "1")
+
+    rollout = {"candidate_version": "2", "mode": "canary", "weight": 10}
+    client.set_registered_model_tag(unique_name, ROLLOUT_TAG, json.dumps(rollout))
+    sidecar.wait_version(unique_name, "2", role=CANDIDATE_LINK)
+    candidate = resolve(volume, unique_name, CANDIDATE_LINK)
+    assert candidate is not None
+    assert candidate.manifest.role == "candidate"
+    assert candidate.manifest.rollout == rollout
+    assert verified_version(volume, unique_name) == "1"
+
+    rollout = {**rollout, "mode": "shadow", "weight": 0}
+    client.set_registered_model_tag(unique_name, ROLLOUT_TAG, json.dumps(rollout))
+    wait_until(
+        lambda: (found := resolve(volume, unique_name, CANDIDATE_LINK))
+        and found.manifest.rollout == rollout,
+        timeout=60, what="the candidate manifest to carry the new rollout",
+    )  # fmt: skip
+
+    candidate_metric = f'sidecar_current_version{{model="{unique_name}",role="candidate"}} 2.0'
+    assert candidate_metric in sidecar.metrics()
+
+    client.delete_registered_model_tag(unique_name, ROLLOUT_TAG)
+    wait_until(
+        lambda: not link_path(volume, unique_name, CANDIDATE_LINK).is_symlink(),
+        timeout=60, what="the candidate link to go",
+    )  # fmt: skip
+    assert verified_version(volume, unique_name) == "1"
+    assert candidate_metric not in sidecar.metrics()

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from contracts.volume import TMP_PREFIX, VolumeError, resolve
-from tests.support.processes import Process, free_port
+from tests.support.processes import MlflowServer, Process, free_port
 from tests.support.waiting import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -139,3 +139,26 @@ def _base_env() -> dict[str, str]:
     import os
 
     return {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
+
+
+def create_webhook(mlflow: MlflowServer, url: str) -> str:
+    """A real MLflow webhook on the tag/alias/version events the sidecar listens to."""
+    response = httpx.post(
+        f"{mlflow.url}/api/2.0/mlflow/webhooks",
+        json={
+            "name": f"sidecar-{uuid.uuid4().hex[:6]}",
+            "url": url,
+            "events": [
+                {"entity": "MODEL_VERSION_TAG", "action": "SET"},
+                {"entity": "MODEL_VERSION_ALIAS", "action": "CREATED"},
+            ],
+            "secret": WEBHOOK_SECRET,
+        },
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()["webhook"]["webhook_id"])
+
+
+def delete_webhook(mlflow: MlflowServer, webhook_id: str) -> None:
+    httpx.delete(f"{mlflow.url}/api/2.0/mlflow/webhooks/{webhook_id}", timeout=10)

@@ -189,6 +189,26 @@ def register(
     return registry.register_version(model.name, source, run_id, tags, spec.description)
 
 
+def adopt(registry: Registry, model: ModelSpec, version: str, sha256: str, audit: Audit) -> None:
+    """Take over an unmanaged version models.yaml names: check its bytes, then tag it."""
+    spec = next(v for v in model.versions if v.sha256 == sha256)
+    uri = registry.download_uri(model.name, version)
+    with tempfile.TemporaryDirectory(prefix="mlgitops-adopt-") as scratch:
+        fetched = fetch(registry, uri, Path(scratch))
+    if fetched.sha256 != sha256:
+        raise ChecksumMismatchError(f"{model.name} version {version}", sha256, fetched.sha256)
+    tags = {
+        SIZE_TAG: str(fetched.size),
+        SOURCE_TAG: spec.source,
+        MANAGED_TAG: "true",
+        GIT_COMMIT_TAG: audit.git_commit or "unknown",
+        APPLIED_BY_TAG: audit.applied_by,
+        SHA256_TAG: sha256,  # last: the version counts as managed once this is set
+    }
+    for key, value in tags.items():
+        registry.set_version_tag(model.name, version, key, value)
+
+
 # --- executing one change -------------------------------------------------------------------------
 
 
@@ -328,9 +348,20 @@ def _register_missing(
 ) -> None:
     for change in plan.actionable:
         target = change.target
+        model = specs[target.model]
+        if target.kind is Kind.VERSION and change.action is Action.UPDATE:
+            try:
+                adopt(registry, model, target.version or "", target.sha256 or "", audit)
+            except RegistryUnavailableError:
+                raise
+            except ReconcilerError as exc:
+                blocked.add(model.name)
+                result.failures.append(f"{model.name}: not adopted: {exc}")
+                continue
+            result.done.append(describe(change))
+            continue
         if change.action is not Action.CREATE:
             continue
-        model = specs[target.model]
         if target.kind is Kind.MODEL:
             registry.create_model(
                 model.name, model.description, {**model.tags, MANAGED_TAG: "true"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -216,6 +216,10 @@ def _version_changes(model: ModelSpec, actual: ActualModel) -> Iterator[Change]:
     production = model.production()
     for spec in model.versions:
         found = by_sha.get(spec.sha256)
+        if found is None and spec.version is not None:
+            found = yield from _adoption(model, spec.version, spec.sha256, actual)
+            if found is None:
+                continue
         if found is None:
             yield Change(
                 Action.CREATE,
@@ -278,10 +282,37 @@ def _version_changes(model: ModelSpec, actual: ActualModel) -> Iterator[Change]:
             wanted=spec.tags,
             present=found.user_tags,
         )
+    adopted = {v.version for v in model.versions if v.version is not None}
     for other in actual.versions:
         if other.sha256 is not None and other.sha256 in declared and by_sha[other.sha256] is other:
             continue
+        if other.sha256 is None and other.version in adopted:
+            continue
         yield from _undeclared_version(model, other, production is not None)
+
+
+def _adoption(
+    model: ModelSpec, number: str, sha256: str, actual: ActualModel
+) -> Generator[Change, None, ActualVersion | None]:
+    """An unmanaged version models.yaml names explicitly: the reconciler takes it over."""
+    existing = actual.version(number)
+    target = Target(Kind.VERSION, model.name, number, sha256)
+    if existing is None or existing.sha256 is not None:
+        yield Change(
+            Action.NOOP,
+            target,
+            reason=f"cannot adopt version {number}: "
+            + ("it does not exist" if existing is None else "it is managed with another sha256"),
+        )
+        return None
+    yield Change(
+        Action.UPDATE,
+        target,
+        before="unmanaged",
+        after="managed",
+        reason="adopt: models.yaml names this version (its sha256 is checked first)",
+    )
+    return existing
 
 
 def _undeclared_version(

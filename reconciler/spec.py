@@ -64,6 +64,12 @@ class VersionSpec(_Strict):
     )
     tags: Tags = Field(default_factory=dict, description="Model version tags.")
     description: str | None = Field(default=None, description="Version description.")
+    version: str | None = Field(
+        default=None,
+        pattern=r"^[1-9][0-9]*$",
+        description="Adopt this existing MLflow version (registered outside the reconciler, "
+        "so unmanaged) instead of registering a new one: apply checks its sha256, then tags it.",
+    )
     sample_input: SampleInput | None = Field(
         default=None,
         description="Input for the promotion gate's inference: a nested list for the first "
@@ -352,6 +358,7 @@ def _model_rules(
     production: int | None = None
     aliases: dict[str, int] = {}
     digests: dict[str, int] = {}
+    adopted: dict[str, int] = {}
     for v, version in enumerate(model.versions):
         here: Loc = (*base, "versions", v)
         if version.stage is Stage.PRODUCTION:
@@ -382,6 +389,14 @@ def _model_rules(
                 f"same sha256 as versions[{digests[version.sha256]}]; sha256 is unique per model",
             )
         digests.setdefault(version.sha256, v)
+        if version.version is not None:
+            if version.version in adopted:
+                yield (
+                    (*here, "version"),
+                    f"version {version.version} is adopted by versions[{adopted[version.version]}]"
+                    " already",
+                )
+            adopted.setdefault(version.version, v)
         yield from _source_rules(desired, version, here, check_files=check_files)
     yield from _rollout_rules(model, base)
 

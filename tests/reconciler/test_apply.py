@@ -238,3 +238,26 @@ def test_retries_give_up_and_permanent_errors_are_not_retried() -> None:
     with pytest.raises(RegistryRequestError):
         call_with_retries("reading", missing, RetryPolicy(retries=2), sleeps.append)
     assert len(sleeps) == 2
+
+
+def test_an_unmanaged_version_named_in_the_file_is_adopted_after_its_bytes_are_checked(
+    tmp_path: Path, make_onnx: Callable[..., BuiltModel]
+) -> None:
+    built = make_onnx("theirs.onnx", seed=5)
+    registry = FakeRegistry({"s3://x/1": built.path})
+    registry.add_version("m", stage=Stage.PRODUCTION)  # registered by hand: no sha256 tag
+    registry.models["m"].tags[MANAGED_TAG] = "true"
+    entry = {"source": "s3://x/1", "sha256": built.sha256, "stage": "Production", "version": "1"}
+    result = apply(registry, make_desired(tmp_path, [entry]), AUDIT, LOCK)
+    assert result.ok, result.failures
+    tags = registry.models["m"].versions["1"].tags
+    assert tags[SHA256_TAG] == built.sha256
+    assert tags[STAGE_TAG] == "Production"
+    assert len(registry.models["m"].versions) == 1  # adopted, not registered again
+
+    wrong = {**entry, "sha256": "e" * 64, "version": "2"}
+    registry.add_version("m")
+    registry.files["s3://x/2"] = built.path
+    result = apply(registry, make_desired(tmp_path, [entry, wrong]), AUDIT, LOCK)
+    assert any("not adopted: sha256 mismatch" in failure for failure in result.failures)
+    assert SHA256_TAG not in registry.models["m"].versions["2"].tags

@@ -212,6 +212,21 @@ CASES = [
         id="rollout-shadow-in-sync",
     ),
     pytest.param(
+        desired(
+            [
+                {"source": "s3://b/2", "sha256": B, "stage": "Production", "version": "2"},
+                {"source": "s3://b/9", "sha256": C, "version": "9"},
+            ]
+        ),
+        actual(ActualVersion("2", "s3://b/2", Stage.PRODUCTION)),
+        {
+            ("update", "version", "2", None, "unmanaged", "managed"),
+            ("create", "version-tag", "2", STAGE_TAG, None, "Production"),
+            ("no-op", "version", "9", None, None, None),
+        },
+        id="unmanaged-version-adopted-when-the-file-names-it",
+    ),
+    pytest.param(
         desired([{"source": "s3://b/1", "sha256": A}]),
         RegistryState({"m": ActualModel("m", versions=(managed("1", A, Stage.NONE),))}),
         {("create", "model-tag", None, MANAGED_TAG, None, "true")},

@@ -15,36 +15,39 @@ COPY contracts/ contracts/
 COPY reconciler/ reconciler/
 COPY sidecar/ sidecar/
 COPY server/ server/
-RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
-    && mv /wheels/mlgitops-*.whl /wheels/mlgitops-0-py3-none-any.whl
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 # ---- build: one virtualenv per component (pip is removed before it is copied) ------------------
 FROM ${PYTHON_IMAGE} AS venv-server
 COPY constraints.txt /tmp/constraints.txt
 COPY --from=wheel /wheels /wheels
-RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir -c /tmp/constraints.txt "/wheels/mlgitops-0-py3-none-any.whl[server]" \
+RUN set -- /wheels/mlgitops-*.whl \
+    && python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir -c /tmp/constraints.txt "$1[server]" \
     && /opt/venv/bin/pip uninstall --yes pip
 
 FROM ${PYTHON_IMAGE} AS venv-sidecar
 COPY constraints.txt /tmp/constraints.txt
 COPY --from=wheel /wheels /wheels
-RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir -c /tmp/constraints.txt "/wheels/mlgitops-0-py3-none-any.whl[sidecar]" \
+RUN set -- /wheels/mlgitops-*.whl \
+    && python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir -c /tmp/constraints.txt "$1[sidecar]" \
     && /opt/venv/bin/pip uninstall --yes pip
 
 FROM ${PYTHON_IMAGE} AS venv-reconciler
 COPY constraints.txt /tmp/constraints.txt
 COPY --from=wheel /wheels /wheels
-RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir -c /tmp/constraints.txt "/wheels/mlgitops-0-py3-none-any.whl[reconciler]" \
+RUN set -- /wheels/mlgitops-*.whl \
+    && python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir -c /tmp/constraints.txt "$1[reconciler]" \
     && /opt/venv/bin/pip uninstall --yes pip
 
 FROM ${PYTHON_IMAGE} AS venv-mlflow
 COPY constraints.txt /tmp/constraints.txt
 COPY --from=wheel /wheels /wheels
-RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir -c /tmp/constraints.txt "/wheels/mlgitops-0-py3-none-any.whl[mlflow-server]" \
+RUN set -- /wheels/mlgitops-*.whl \
+    && python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir -c /tmp/constraints.txt "$1[mlflow-server]" \
     && /opt/venv/bin/pip uninstall --yes pip
 
 # ---- run time: the slim base without pip, a fixed non-root user, the shared volume mount point --

@@ -300,6 +300,7 @@ def test_server_pod_shares_an_empty_dir_with_its_sidecars() -> None:
         (server,) = [
             d for d in documents if d["kind"] == "Deployment" and d["metadata"]["name"] == "server"
         ]
+        assert "replicas" not in server["spec"], "the HorizontalPodAutoscaler owns replicas"
         pod = server["spec"]["template"]["spec"]
         volumes = {v["name"]: v for v in pod["volumes"]}
         (init,) = pod["initContainers"]

@@ -25,7 +25,7 @@ from contracts.volume import (
     versions_dir,
 )
 from sidecar.download import Fetcher, arrange, copy_tree
-from sidecar.errors import ChecksumMissingError, SidecarError, is_expected
+from sidecar.errors import ChecksumMissingError, NothingToServeError, SidecarError, is_expected
 from sidecar.metrics import Metrics, Status
 from sidecar.publish import CANDIDATE_MARK, Publisher
 from sidecar.resolve import Registry, Rollout, VersionRef
@@ -130,7 +130,17 @@ class Sidecar:
         """Check one model; never raises (errors are logged, counted, kept for /healthz)."""
         status = self.status.model(name)
         try:
-            ref = self.registry.target(name, stage=self.settings.stage, alias=self.settings.alias)
+            try:
+                ref = self.registry.target(
+                    name, stage=self.settings.stage, alias=self.settings.alias
+                )
+            except NothingToServeError:
+                if self.settings.models:  # named on purpose: nothing to serve is an error
+                    raise
+                # Following every registered model: one without a version to serve is skipped.
+                self.status.expected = [n for n in self.status.expected if n != name]
+                log.debug("nothing to serve for %s", name, extra={"event": "skip", "model": name})
+                return True
             self._publish(name, CURRENT_LINK, ref, None)
             status.current = ref.version
             self.metrics.current_version.labels(name, CURRENT_LINK).set(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 
 from contracts.registry import ROLLOUT_TAG, STAGE_TAG
 from contracts.volume import CANDIDATE_LINK, link_path, resolve, versions_dir
-from tests.sidecar.reader import ReaderReport, read_until
+from tests.sidecar.reader import reading
 from tests.sidecar.running import (
     WEBHOOK_SECRET,
     SidecarRunner,
@@ -164,21 +163,12 @@ def test_a_reader_never_sees_a_partial_model_across_many_flips(
     sidecar = sidecars.start(volume, [unique_name], "--keep-versions", "2", interval=0.1)
     sidecar.wait_version(unique_name, "1")
 
-    report = ReaderReport()
-    stop = threading.Event()
-    reader = threading.Thread(
-        target=read_until, args=(volume, unique_name, {b.sha256 for b in builds}, stop, report)
-    )
-    reader.start()
     flips = 18
-    try:
+    with reading(volume, unique_name, {b.sha256 for b in builds}) as report:
         for flip in range(1, flips + 1):
             version = str(flip % 3 + 1)
             promote(client, unique_name, version, "Production", set_stage_tag=False)
             sidecar.wait_version(unique_name, version)
-    finally:
-        stop.set()
-        reader.join()
     assert report.errors == []
     assert len(report.seen) == 3, "the reader missed versions: it proved nothing"
     published = sidecar.log().count('"event": "published"')

@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import re
 import signal
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from contracts.volume import link_path
-from tests.sidecar.reader import ReaderReport, read_until
+from tests.sidecar.reader import reading
 from tests.sidecar.running import SidecarRunner, leftovers, verified_version
 from tests.support.onnx_models import BuiltModel
 from tests.support.processes import MlflowServer
@@ -40,13 +39,7 @@ def test_mlflow_down_and_back_leaves_current_alone_then_recovers(
         sidecar = runner.start(volume, [unique_name], interval=0.5, env=FAST_BACKOFF)
         sidecar.wait_version(unique_name, "1")
         link_before = os.readlink(link_path(volume, unique_name))
-        report = ReaderReport()
-        stop = threading.Event()
-        reader = threading.Thread(
-            target=read_until, args=(volume, unique_name, {v1.sha256}, stop, report)
-        )
-        reader.start()
-        try:
+        with reading(volume, unique_name, {v1.sha256}) as report:
             mlflow.stop()
             wait_until(
                 lambda: failed_cycles(sidecar.metrics()) >= 3,
@@ -60,9 +53,6 @@ def test_mlflow_down_and_back_leaves_current_alone_then_recovers(
             assert '"event": "backoff"' in sidecar.log()
 
             mlflow.start()
-        finally:
-            stop.set()
-            reader.join()
         assert report.errors == []
         assert report.reads > 0
         assert os.readlink(link_path(volume, unique_name)) == link_before

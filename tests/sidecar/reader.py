@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,3 +54,19 @@ def read_until(
     """Tight loop until ``stop``; a thread target."""
     while not stop.is_set():
         check_once(volume, name, known, report)
+
+
+@contextlib.contextmanager
+def reading(volume: Path, name: str, known: set[str]) -> Iterator[ReaderReport]:
+    """A reader thread checking ``<name>/current`` for as long as the block runs."""
+    report = ReaderReport()
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=read_until, args=(volume, name, known, stop, report), daemon=True
+    )
+    thread.start()
+    try:
+        yield report
+    finally:
+        stop.set()
+        thread.join()

@@ -274,3 +274,24 @@ def test_backoff_grows_exponentially_with_jitter_and_is_capped() -> None:
     assert low == [0.5, 1, 2, 4, 8, 15, 15]
     assert high == [1, 2, 4, 8, 16, 30, 30]
     assert backoff_delay(0, initial=1, maximum=30) == 0
+
+
+def test_following_every_model_skips_those_without_a_version_to_serve(volume: Path, build) -> None:
+    registry = FakeRegistry()
+    registry.add(MODEL, "1", build(1).path, production=True)
+    registry.add("staging-only", "1", build(2).path)
+    settings = SidecarSettings(volume=volume, http_port=0)
+    sidecar = Sidecar(settings, registry, FakeFetcher())
+    assert sidecar.run_once()
+    assert sidecar.status.ready()
+    assert sidecar.status.errors() == {}
+    assert resolve(volume, "staging-only") is None
+
+
+def test_a_named_model_without_a_version_to_serve_is_an_error(volume: Path, build) -> None:
+    registry = FakeRegistry()
+    registry.add(MODEL, "1", build(1).path)
+    sidecar = make_sidecar(volume, registry, FakeFetcher())
+    sidecar.run_once()
+    assert not sidecar.status.ready()
+    assert "promote one in MLflow" in sidecar.status.errors()[MODEL]

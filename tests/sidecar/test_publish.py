@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from sidecar.loop import Sidecar
 from sidecar.publish import Publisher
 from sidecar.settings import SidecarSettings
 from tests.sidecar.fakes import FakeFetcher, FakeRegistry
-from tests.sidecar.reader import ReaderReport, check_once, read_until
+from tests.sidecar.reader import ReaderReport, check_once, reading
 from tests.support.onnx_models import write_mlp
 from tests.support.waiting import wait_until
 
@@ -56,21 +55,12 @@ def test_a_reader_never_sees_a_partial_or_mismatched_model_across_many_flips(
     sidecar = Sidecar(settings, registry, FakeFetcher())
     assert sidecar.sync_all()
 
-    report = ReaderReport()
-    stop = threading.Event()
-    reader = threading.Thread(
-        target=read_until, args=(volume, MODEL, {b.sha256 for b in builds}, stop, report)
-    )
-    reader.start()
-    try:
+    with reading(volume, MODEL, {b.sha256 for b in builds}) as report:
         flips = 0
         for flips in range(1, 151):  # keep_versions=2 of 3: some flips download, some reuse
             registry.production[MODEL] = str(flips % 3 + 1)
             assert sidecar.sync_all()
         wait_until(lambda: report.reads > 50, timeout=30, what="the reader to read")
-    finally:
-        stop.set()
-        reader.join()
     assert report.errors == []
     assert len(report.seen) == 3, "the reader never saw some versions: the test proves nothing"
     assert flips == 150
@@ -99,13 +89,7 @@ def test_the_reader_catches_a_writer_that_rewrites_in_place(tmp_path: Path) -> N
                 time.sleep(0)  # let the reader run (releases the GIL)
 
     naive_publish(0)
-    report = ReaderReport()
-    stop = threading.Event()
-    reader = threading.Thread(
-        target=read_until, args=(volume, MODEL, {b.sha256 for b in builds}, stop, report)
-    )
-    reader.start()
-    try:
+    with reading(volume, MODEL, {b.sha256 for b in builds}) as report:
         index = 0
 
         def caught() -> bool:
@@ -115,9 +99,6 @@ def test_the_reader_catches_a_writer_that_rewrites_in_place(tmp_path: Path) -> N
             return bool(report.errors)
 
         wait_until(caught, timeout=60, interval=0, what="the reader to catch a torn read")
-    finally:
-        stop.set()
-        reader.join()
     assert report.errors
 
 

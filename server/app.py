@@ -37,11 +37,32 @@ from server.watcher import VolumeWatcher
 log = logging.getLogger(__name__)
 
 
-def create_app(registry: Registry, settings: ServerSettings) -> falcon.asgi.App[Any, Any]:
+class ServerApp:
+    """The ASGI app gunicorn serves: the Falcon app, plus the parts the fast worker calls."""
+
+    def __init__(
+        self,
+        falcon_app: falcon.asgi.App[Any, Any],
+        predictor: Predictor,
+        token: BearerToken | None,
+        retry_after: int,
+    ) -> None:
+        self.falcon = falcon_app
+        self.predictor = predictor
+        self.token = token
+        self.retry_after = retry_after
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.falcon(scope, receive, send)
+
+
+def create_app(registry: Registry, settings: ServerSettings) -> ServerApp:
     """The app serving ``registry``; nothing here reads the environment or the volume."""
     middleware: list[Any] = []
+    token = None
     if settings.auth_token is not None and settings.auth_token.get_secret_value():
-        middleware.append(BearerTokenAuth(BearerToken(settings.auth_token.get_secret_value())))
+        token = BearerToken(settings.auth_token.get_secret_value())
+        middleware.append(BearerTokenAuth(token))
     app = falcon.asgi.App(middleware=middleware)
     json_handler = falcon.media.JSONHandler(
         dumps=partial(orjson.dumps, option=orjson.OPT_SERIALIZE_NUMPY), loads=orjson.loads
@@ -50,7 +71,8 @@ def create_app(registry: Registry, settings: ServerSettings) -> falcon.asgi.App[
     app.resp_options.media_handlers = falcon.media.Handlers({falcon.MEDIA_JSON: json_handler})
 
     shadows = Shadows(settings.shadow_tolerance)
-    predict = PredictResource(Predictor(registry, settings.max_body_bytes, shadows))
+    predictor = Predictor(registry, settings.max_body_bytes, shadows)
+    predict = PredictResource(predictor)
     app.add_route("/predict", predict)
     app.add_route("/models/{name}/predict", predict)
     app.add_route("/models", ModelsResource(registry))
@@ -63,7 +85,7 @@ def create_app(registry: Registry, settings: ServerSettings) -> falcon.asgi.App[
     app.add_route("/v2/health/ready", ReadyResource(registry, settings.retry_after_seconds))
     app.add_route("/metrics", MetricsResource())
     add_error_handlers(app, settings.retry_after_seconds)
-    return app
+    return ServerApp(app, predictor, token, settings.retry_after_seconds)
 
 
 class _Lifespan:
@@ -82,7 +104,7 @@ class _Lifespan:
         self._flusher.stop()
 
 
-def get_app() -> falcon.asgi.App[Any, Any]:
+def get_app() -> ServerApp:
     """Read ``ServerSettings``, load what the volume holds, watch it, build the app."""
     settings = ServerSettings()  # type: ignore[call-arg,unused-ignore]
     registry = Registry(settings.default_model)
@@ -111,6 +133,6 @@ def get_app() -> falcon.asgi.App[Any, Any]:
         rescan_seconds=settings.rescan_seconds,
     )
     app = create_app(registry, settings)
-    app.add_middleware(_Lifespan(watcher, MetricsFlusher()))
+    app.falcon.add_middleware(_Lifespan(watcher, MetricsFlusher()))
     log.info("serving %s: %s", settings.volume, ", ".join(registry.names()) or "nothing yet")
     return app

@@ -117,20 +117,24 @@ class Batcher:
     def _compute(
         self, batch: list[tuple[Array, asyncio.Future[list[Array]]]]
     ) -> list[BaseException | list[Array]]:
-        """One call for the whole batch; if that fails, each request alone (one bad apple)."""
-        if len(batch) == 1:
-            return [self._run_one(batch[0][0])]
-        sizes = [len(array) for array, _ in batch]
+        return self.run_many([array for array, _ in batch])
+
+    def run_many(self, arrays: list[Array]) -> list[BaseException | list[Array]]:
+        """One call for all ``arrays`` (joined on axis 0), on this thread; each its own rows
+        back, or its own error (if the joined call fails, each runs alone: one bad apple)."""
+        if len(arrays) == 1:
+            return [self._run_one(arrays[0])]
+        sizes = [len(array) for array in arrays]
         total = sum(sizes)
         try:
-            outputs = self._run(np.concatenate([array for array, _ in batch]))
+            outputs = self._run(np.concatenate(arrays))
         except Exception:
-            return [self._run_one(array) for array, _ in batch]
+            return [self._run_one(array) for array in arrays]
         if self._on_batch is not None:
             self._on_batch(total)
         if any(out.ndim == 0 or out.shape[0] != total for out in outputs):
             # Outputs without a batch axis cannot be split back: run each request alone.
-            return [self._run_one(array) for array, _ in batch]
+            return [self._run_one(array) for array in arrays]
         results: list[BaseException | list[Array]] = []
         start = 0
         for size in sizes:

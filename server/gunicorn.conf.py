@@ -1,6 +1,6 @@
 """gunicorn configuration shipped with the package (``python -m server`` passes it with -c).
 
-ASGI workers (uvicorn's, uvloop + httptools), no preload (each worker opens its own
+ASGI workers (server.worker.HttpWorker, or uvicorn's), no preload (each worker opens its own
 onnxruntime session after the fork), no control socket (gunicorn 26 shares one per user),
 prometheus_client multiprocess directory created here and cleaned on exit.
 """
@@ -17,7 +17,9 @@ from server.logs import LOGCONFIG
 
 bind = os.environ.get("SERVER_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("SERVER_WORKERS", "2"))
-worker_class = "uvicorn_worker.UvicornWorker"
+# The lean worker of this package (uvloop + httptools, fast /predict path); uvicorn's
+# ("uvicorn_worker.UvicornWorker") serves the same app with Falcon answering every route.
+worker_class = os.environ.get("SERVER_WORKER_CLASS", "server.worker.HttpWorker")
 preload_app = False
 control_socket_disable = True
 keepalive = 75  # seconds an idle keep-alive connection stays open (load balancers: 60)
@@ -29,18 +31,23 @@ logconfig_dict = LOGCONFIG
 _CREATED_ENV = "SERVER_METRICS_DIR_CREATED"
 
 
-def on_starting(server: Any) -> None:
+def _metrics_directory() -> None:
+    """Set PROMETHEUS_MULTIPROC_DIR now, before anything imports prometheus_client (gunicorn
+    imports the worker class in the master, and the client picks its mode at import)."""
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not directory:
         directory = tempfile.mkdtemp(prefix="mlgitops-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
         os.environ[_CREATED_ENV] = directory
-    else:
-        os.makedirs(directory, exist_ok=True)
-        for entry in os.listdir(directory):  # stale values of an earlier run
-            if entry.endswith(".db"):
-                with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(directory, entry))
+        return
+    os.makedirs(directory, exist_ok=True)
+    for entry in os.listdir(directory):  # stale values of an earlier run
+        if entry.endswith(".db"):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(directory, entry))
+
+
+_metrics_directory()
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -47,6 +47,8 @@ class LoadedModel:
     v2_metadata: dict[str, Any] = field(repr=False)
     _output_names: list[str] = field(repr=False)
     _run_fast: Any = field(repr=False, default=None)
+    encoded_version: bytes = field(repr=False, default=b"")
+    """The version as an HTTP header value, encoded once."""
     """The session's C++ ``run``, skipping the Python wrapper's per-call checks (inputs are
     checked by ``validation`` already); the public ``run`` if that is not there."""
 
@@ -61,6 +63,12 @@ class LoadedModel:
             if "INVALID_ARGUMENT" in str(exc):
                 raise InvalidInputError(f"the model rejected the input: {exc}") from None
             raise InferenceError(self.name, self.version, str(exc)) from exc
+        return outputs
+
+    def run_rows(self, rows: Array) -> list[Array]:
+        """One call for checked rows of the only input, on this thread (no batching)."""
+        outputs = self.run({self.inputs[0].name: rows})
+        self.metrics.batch_rows.observe(len(rows))
         return outputs
 
     def _run_rows(self, rows: Array) -> list[Array]:
@@ -254,6 +262,7 @@ def load_version(
         },
         _output_names=output_names,
         _run_fast=_fast_run(session),
+        encoded_version=version.encode("latin-1", errors="replace"),
     )
     if batchable:
         batcher = Batcher(

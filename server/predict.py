@@ -124,14 +124,19 @@ class Predictor:
             record_failure(name or "", exc.status)
             raise
 
-    async def predict(self, name: str | None, raw: bytes, header: Header) -> Answer:
-        """Answer one request whose headers passed :func:`check_body`."""
+    def prepare(
+        self, name: str | None, raw: bytes, header: Header, *, sync_only: bool = False
+    ) -> Prepared | None:
+        """Everything before inference; None when ``sync_only`` and the model cannot run on the
+        event loop (a slow model runs in a thread; a canary or shadow takes the async path)."""
         started = time.perf_counter()
         model: LoadedModel | None = None
         try:
             holder = self.registry.default() if name is None else self.registry.get(name)
             name = holder.name
             serving = holder.require()
+            if sync_only and (serving.candidate is not None or not serving.current.inline):
+                return None
             body = parse_json(raw, self.max_body_bytes)
             if not isinstance(body, dict) or "data" not in body:
                 raise InvalidInputError(
@@ -139,15 +144,43 @@ class Predictor:
                 )
             model, shadow = route(serving, header)
             rows, single = model.rows(body["data"])
-            outputs = await model.infer_rows(rows)
         except ServerError as exc:
             if model is not None:
                 model.metrics.request(exc.status, None)
             else:
                 record_failure(name or "", exc.status)
             raise
-        answer = Answer(model, model.answer(outputs, single))
-        model.metrics.request(200, time.perf_counter() - started)
-        if shadow is not None:
-            self.shadows.submit(shadow, rows, outputs)
+        return Prepared(model, shadow, rows, single, started)
+
+    def failed(self, prepared: Prepared, exc: ServerError) -> None:
+        prepared.model.metrics.request(exc.status, None)
+
+    def finish(self, prepared: Prepared, outputs: list[Array]) -> Answer:
+        model = prepared.model
+        answer = Answer(model, model.answer(outputs, prepared.single))
+        model.metrics.request(200, time.perf_counter() - prepared.started)
+        if prepared.shadow is not None:
+            self.shadows.submit(prepared.shadow, prepared.rows, outputs)
         return answer
+
+    async def predict(self, name: str | None, raw: bytes, header: Header) -> Answer:
+        """Answer one request whose headers passed :func:`check_body` (batched with others)."""
+        prepared = self.prepare(name, raw, header)
+        assert prepared is not None
+        try:
+            outputs = await prepared.model.infer_rows(prepared.rows)
+        except ServerError as exc:
+            prepared.model.metrics.request(exc.status, None)
+            raise
+        return self.finish(prepared, outputs)
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A request checked and routed, ready for inference."""
+
+    model: LoadedModel
+    shadow: LoadedModel | None
+    rows: Array
+    single: bool
+    started: float

@@ -37,14 +37,26 @@ class Shared:
     models: Path
 
 
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shared]:
-    """One server for the read-only checks: ``tiny`` (float MLP), ``clf`` (with int64 label)."""
+@pytest.fixture(
+    scope="module",
+    params=["server.worker.HttpWorker", "uvicorn_worker.UvicornWorker"],
+    ids=["fast-worker", "uvicorn-worker"],
+)
+def shared(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Shared]:
+    """One server for the read-only checks: ``tiny`` (float MLP), ``clf`` (with int64 label).
+
+    Both worker classes serve the same contract: the package's fast one and uvicorn's.
+    """
     root = tmp_path_factory.mktemp("server-shared")
     volume, models = root / "volume", root / "models"
     publish_version(volume, "tiny", "1", write_mlp(models / "tiny.onnx", seed=1).path)
-    publish_version(volume, "clf", "7", write_mlp(models / "clf.onnx", seed=2, with_label=True).path)
-    with running_server(volume, root, env={"SERVER_MAX_BODY_BYTES": "20000"}) as server:
+    publish_version(
+        volume, "clf", "7", write_mlp(models / "clf.onnx", seed=2, with_label=True).path
+    )
+    env = {"SERVER_MAX_BODY_BYTES": "20000", "SERVER_WORKER_CLASS": request.param}
+    with running_server(volume, root, env=env) as server:
         wait_until(
             lambda: httpx.get(f"{server.url}/v2/health/ready").status_code == 200,
             what="both models ready",
@@ -119,11 +131,15 @@ def test_metrics_cover_every_worker(shared: Shared) -> None:
     server = shared.server
     before = server.metric("server_requests_total", model="tiny", version="1", status="200")
     for _ in range(20):
-        assert httpx.post(f"{server.url}/models/tiny/predict", json={"data": ROW}).status_code == 200
+        assert (
+            httpx.post(f"{server.url}/models/tiny/predict", json={"data": ROW}).status_code == 200
+        )
     # Local counts are flushed about once a second; one scrape sums every worker.
     wait_until(
-        lambda: server.metric("server_requests_total", model="tiny", version="1", status="200")
-        >= before + 20,
+        lambda: (
+            server.metric("server_requests_total", model="tiny", version="1", status="200")
+            >= before + 20
+        ),
         timeout=30,
         what="20 more requests counted",
     )
@@ -251,10 +267,12 @@ def test_corrupt_or_partial_version_leaves_the_old_one_serving(
 
     publish_version(volume, "fragile", "4", write_mlp(tmp_path / "v4.onnx", seed=4).path)
     wait_until(
-        lambda: httpx.post(f"{server.url}/models/fragile/predict", json={"data": ROW}).headers.get(
-            "X-Model-Version"
-        )
-        == "4",
+        lambda: (
+            httpx.post(f"{server.url}/models/fragile/predict", json={"data": ROW}).headers.get(
+                "X-Model-Version"
+            )
+            == "4"
+        ),
         what="a good version after the broken ones",
     )
 
@@ -274,9 +292,10 @@ def test_503_until_a_model_is_published_then_served_with_polling(tmp_path: Path)
 
         publish_version(volume, "only", "1", write_mlp(tmp_path / "m.onnx", seed=5).path)
         answer = wait_until(
-            lambda: (r := httpx.post(f"{server.url}/predict", json={"data": ROW})).status_code
-            == 200
-            and r,
+            lambda: (
+                (r := httpx.post(f"{server.url}/predict", json={"data": ROW})).status_code == 200
+                and r
+            ),
             timeout=30,
             what="the default model served after polling saw it",
         )
@@ -351,7 +370,7 @@ def test_swaps_under_concurrent_load_fail_no_request(tmp_path: Path) -> None:
         try:
             for version in ("2", "3", "4"):
                 wait_until(
-                    lambda: sum(len(o) for o in observations) > 200 * int(version),
+                    lambda v=version: sum(len(o) for o in observations) > 200 * int(v),
                     what="traffic before the next swap",
                 )
                 publish_version(volume, "live", version, files[version])

@@ -1,0 +1,488 @@
+"""A lean HTTP/1.1 gunicorn worker (uvloop + httptools) with a fast path for ``/predict``.
+
+uvicorn's worker spends more per request than the whole inference of a small model. This
+worker parses with httptools on uvloop, answers ``POST /predict`` and ``POST /models/{name}/
+predict`` through :class:`server.predict.Predictor` directly, and hands every other request to
+the Falcon ASGI app (one buffered ASGI call). Keep-alive, pipelining (answers in order),
+idle timeout, graceful stop and gunicorn's heartbeat are handled here.
+
+Select it with ``SERVER_WORKER_CLASS=server.worker.HttpWorker`` (the default of the gunicorn
+config); ``uvicorn_worker.UvicornWorker`` still works with the same app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+import httptools
+import orjson
+import uvloop
+from gunicorn.workers.base import Worker
+
+from server.errors import BodyTooLargeError, ServerError, error_headers
+
+if TYPE_CHECKING:  # gunicorn imports this module in the master: keep onnxruntime out of it
+    from server.app import ServerApp
+    from server.batcher import Array
+    from server.predict import Answer, Prepared
+
+log = logging.getLogger(__name__)
+
+_REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
+_JSON = b"application/json"
+_PREDICT = b"/predict"
+_MODELS = b"/models/"
+
+
+@dataclass(slots=True)
+class _Request:
+    method: bytes
+    path: bytes
+    query: bytes
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    keep_alive: bool
+    too_large: bool
+
+    def header(self, name: str) -> str | None:
+        wanted = name.lower().encode("latin-1")
+        for key, value in self.headers:
+            if key == wanted:
+                return value.decode("latin-1")
+        return None
+
+
+@dataclass(slots=True)
+class _Shared:
+    """Per-worker state every connection sees."""
+
+    app: Any
+    server_app: ServerApp | None
+    max_body_bytes: int
+    retry_after: int
+    keepalive: float
+    connections: set[HttpProtocol] = field(default_factory=set)
+    stopping: bool = False
+    ready: list[tuple[HttpProtocol, _Request, str | None]] = field(default_factory=list)
+    drain_scheduled: bool = False
+
+
+def _response(
+    status: int, body: bytes, headers: list[tuple[bytes, bytes]], keep_alive: bool
+) -> bytes:
+    lines = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b""))]
+    has_length = False
+    for name, value in headers:
+        if name.lower() == b"content-length":
+            has_length = True
+        lines.append(b"%s: %s\r\n" % (name, value))
+    if not has_length:
+        lines.append(b"content-length: %d\r\n" % len(body))
+    if not keep_alive:
+        lines.append(b"connection: close\r\n")
+    lines.append(b"\r\n")
+    lines.append(body)
+    return b"".join(lines)
+
+
+def _error(exc: ServerError, retry_after: int) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    body = orjson.dumps({"title": exc.title, "description": str(exc)})
+    headers = [(b"content-type", _JSON)]
+    for name, value in (error_headers(exc, retry_after) or {}).items():
+        headers.append((name.lower().encode(), value.encode("latin-1")))
+    return exc.status, body, headers
+
+
+class HttpProtocol(asyncio.Protocol):
+    """One client connection: parse, queue, answer in order."""
+
+    def __init__(self, shared: _Shared) -> None:
+        self._shared = shared
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpRequestParser(self)
+        self._queue: collections.deque[_Request] = collections.deque()
+        self._busy = False
+        self._paused = False
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._peer: tuple[str, int] | None = None
+        self._local: tuple[str, int] | None = None
+        self.last_active = time.monotonic()
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer = transport.get_extra_info("peername")
+        local = transport.get_extra_info("sockname")
+        self._peer = tuple(peer[:2]) if isinstance(peer, tuple) else None
+        self._local = tuple(local[:2]) if isinstance(local, tuple) else None
+        self._shared.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._shared.connections.discard(self)
+        self._transport = None
+
+    def data_received(self, data: bytes) -> None:
+        self.last_active = time.monotonic()
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(b"upgrades are not supported")
+        except httptools.HttpParserError as exc:
+            self._fail(f"malformed HTTP request: {exc}".encode())
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._body = []
+        self._body_size = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.lower(), value))
+
+    def on_body(self, body: bytes) -> None:
+        self._body_size += len(body)
+        if self._body_size <= self._shared.max_body_bytes + 1:
+            self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        path, _, query = self._url.partition(b"?")
+        request = _Request(
+            method=self._parser.get_method(),
+            path=path,
+            query=query,
+            headers=self._headers,
+            body=b"".join(self._body) if len(self._body) != 1 else self._body[0],
+            keep_alive=self._parser.should_keep_alive() and not self._shared.stopping,
+            too_large=self._body_size > self._shared.max_body_bytes,
+        )
+        self._queue.append(request)
+        if len(self._queue) > 16 and self._transport is not None and not self._paused:
+            self._paused = True
+            self._transport.pause_reading()
+        if not self._busy:
+            self._next()
+
+    # answering
+    @property
+    def idle(self) -> bool:
+        return not self._busy and not self._queue
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def _fail(self, message: bytes) -> None:
+        if self._transport is not None:
+            body = orjson.dumps({"title": "Bad request", "description": message.decode()})
+            headers = [(b"content-type", _JSON)]
+            self._transport.write(_response(400, body, headers, keep_alive=False))
+            self._transport.close()
+
+    def _next(self) -> None:
+        if not self._queue:
+            self._busy = False
+            if self._paused and self._transport is not None:
+                self._paused = False
+                self._transport.resume_reading()
+            return
+        self._busy = True
+        request = self._queue.popleft()
+        shared = self._shared
+        if shared.server_app is not None and request.method == b"POST":
+            fast, name = _predict_route(request.path)
+            if fast:
+                # Joined with the other predictions of this loop turn (see _drain).
+                shared.ready.append((self, request, name))
+                if not shared.drain_scheduled:
+                    shared.drain_scheduled = True
+                    self._loop.call_soon(_drain, shared)
+                return
+        self._loop.create_task(self._answer(request))
+
+    def respond(
+        self, request: _Request, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        """Write one answer, then go on with the next queued request of this connection."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if request.method == b"HEAD":
+            body = b""
+        transport.write(_response(status, body, headers, request.keep_alive))
+        self.last_active = time.monotonic()
+        if not request.keep_alive:
+            transport.close()
+            return
+        self._next()
+
+    async def _answer(self, request: _Request) -> None:
+        try:
+            status, body, headers = await self._asgi(request)
+        except Exception:
+            log.exception("unexpected error answering %s", request.path.decode("latin-1"))
+            status, body, headers = _internal_error()
+        self.respond(request, status, body, headers)
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        self._loop.create_task(coroutine)
+
+    async def predict_async(self, name: str | None, request: _Request) -> None:
+        """The awaiting path: threaded models, canary and shadow."""
+        server_app = self._shared.server_app
+        assert server_app is not None
+        try:
+            answer = await server_app.predictor.predict(name, request.body, request.header)
+        except ServerError as exc:
+            self.respond(request, *_error(exc, self._shared.retry_after))
+            return
+        except Exception:
+            log.exception("unexpected error answering %s", request.path.decode("latin-1"))
+            self.respond(request, *_internal_error())
+            return
+        self.respond(request, *_ok(answer))
+
+    async def _asgi(self, request: _Request) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "method": request.method.decode("latin-1"),
+            "scheme": "http",
+            "path": unquote(request.path.decode("latin-1")),
+            "raw_path": request.path,
+            "query_string": request.query,
+            "root_path": "",
+            "headers": request.headers,
+            "client": self._peer,
+            "server": self._local,
+        }
+        sent_body = False
+        disconnected = asyncio.Event()
+
+        async def receive() -> dict[str, Any]:
+            nonlocal sent_body
+            if not sent_body:
+                sent_body = True
+                return {"type": "http.request", "body": request.body, "more_body": False}
+            await disconnected.wait()
+            return {"type": "http.disconnect"}
+
+        status = 500
+        headers: list[tuple[bytes, bytes]] = []
+        chunks: list[bytes] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal status, headers
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                headers = [(bytes(k), bytes(v)) for k, v in message.get("headers", [])]
+            elif message["type"] == "http.response.body":
+                chunks.append(bytes(message.get("body", b"")))
+
+        await self._shared.app(scope, receive, send)
+        disconnected.set()
+        return status, b"".join(chunks), headers
+
+
+def _predict_route(path: bytes) -> tuple[bool, str | None]:
+    """(is it ``/predict`` or ``/models/{name}/predict``, the name)."""
+    if path == _PREDICT:
+        return True, None
+    if path.startswith(_MODELS) and path.endswith(_PREDICT):
+        middle = path[len(_MODELS) : -len(_PREDICT)]
+        if middle and b"/" not in middle and b"%" not in middle:
+            return True, middle.decode("latin-1")
+    return False, None
+
+
+def _ok(answer: Answer) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    body = orjson.dumps(answer.body, option=orjson.OPT_SERIALIZE_NUMPY)
+    return 200, body, [(b"content-type", _JSON), (b"x-model-version", answer.model.encoded_version)]
+
+
+def _internal_error() -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    body = orjson.dumps({"title": "Server error", "description": "see the server log"})
+    return 500, body, [(b"content-type", _JSON)]
+
+
+def _drain(shared: _Shared) -> None:
+    """Answer every prediction that arrived in this loop turn: checks, then one onnxruntime
+    call per model for all of them (dynamic batching without timers), then the answers."""
+    shared.drain_scheduled = False
+    ready, shared.ready = shared.ready, []
+    server_app = shared.server_app
+    assert server_app is not None
+    predictor = server_app.predictor
+    groups: dict[int, list[tuple[HttpProtocol, _Request, Prepared]]] = {}
+    for protocol, request, name in ready:
+        try:
+            if server_app.token is not None:
+                path = request.path.decode("latin-1")
+                server_app.token.check(path, request.header("authorization"))
+            length = request.header("content-length")
+            predictor.check(name, request.header("content-type"), int(length) if length else None)
+            if request.too_large:
+                raise BodyTooLargeError(None, predictor.max_body_bytes)
+            prepared = predictor.prepare(name, request.body, request.header, sync_only=True)
+        except ServerError as exc:
+            protocol.respond(request, *_error(exc, shared.retry_after))
+            continue
+        except Exception:
+            log.exception("unexpected error answering %s", request.path.decode("latin-1"))
+            protocol.respond(request, *_internal_error())
+            continue
+        if prepared is None:
+            protocol.spawn(protocol.predict_async(name, request))
+            continue
+        groups.setdefault(id(prepared.model), []).append((protocol, request, prepared))
+    for group in groups.values():
+        model = group[0][2].model
+        if len(group) == 1 or model.batcher is None:
+            results: list[BaseException | list[Array]] = []
+            for _, _, prepared in group:
+                try:
+                    results.append(model.run_rows(prepared.rows))
+                except Exception as exc:
+                    results.append(exc)
+        else:
+            results = model.batcher.run_many([prepared.rows for _, _, prepared in group])
+        for (protocol, request, prepared), result in zip(group, results, strict=True):
+            if isinstance(result, ServerError):
+                predictor.failed(prepared, result)
+                protocol.respond(request, *_error(result, shared.retry_after))
+            elif isinstance(result, BaseException):
+                log.error("inference failed", exc_info=result)
+                protocol.respond(request, *_internal_error())
+            else:
+                protocol.respond(request, *_ok(predictor.finish(prepared, result)))
+
+
+class _Lifespan:
+    """Runs the ASGI lifespan protocol (startup/shutdown) of the app."""
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+        self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        try:
+            await self._app(
+                {"type": "lifespan", "asgi": {"version": "3.0"}}, self._inbox.get, self._outbox.put
+            )
+        except Exception:
+            log.exception("the app's lifespan failed")
+            await self._outbox.put({"type": "lifespan.startup.failed"})
+
+    async def startup(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        await self._inbox.put({"type": "lifespan.startup"})
+        message = await self._outbox.get()
+        if message["type"] != "lifespan.startup.complete":
+            raise RuntimeError(f"app startup failed: {message.get('message', message['type'])}")
+
+    async def shutdown(self) -> None:
+        if self._task is None or self._task.done():
+            return
+        await self._inbox.put({"type": "lifespan.shutdown"})
+        try:
+            await asyncio.wait_for(self._outbox.get(), timeout=10)
+        except TimeoutError:
+            log.warning("the app's lifespan shutdown did not finish in 10s")
+
+
+class HttpWorker(Worker):  # type: ignore[misc]
+    """gunicorn worker class: ``server.worker.HttpWorker``."""
+
+    def init_signals(self) -> None:
+        for signum in self.SIGNALS:
+            signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signal.SIGUSR1, self.handle_usr1)
+        signal.siginterrupt(signal.SIGUSR1, False)
+
+    def run(self) -> None:
+        uvloop.run(self._serve())
+
+    def _stop(self) -> None:
+        self.alive = False
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            loop.add_signal_handler(signum, self._stop)
+        from server.app import ServerApp
+
+        app = self.wsgi
+        server_app = app if isinstance(app, ServerApp) else None
+        shared = _Shared(
+            app=app,
+            server_app=server_app,
+            max_body_bytes=server_app.predictor.max_body_bytes if server_app else 8 << 20,
+            retry_after=server_app.retry_after if server_app else 1,
+            keepalive=float(self.cfg.keepalive),
+        )
+        lifespan = _Lifespan(app)
+        try:
+            await lifespan.startup()
+        except Exception:
+            log.exception("worker %s could not start the app", os.getpid())
+            sys.exit(3)  # gunicorn's WORKER_BOOT_ERROR
+        servers = []
+        for listener in self.sockets:
+            sock = socket.fromfd(listener.fileno(), listener.FAMILY, socket.SOCK_STREAM)
+            servers.append(
+                await loop.create_server(
+                    lambda: HttpProtocol(shared), sock=sock, backlog=self.cfg.backlog
+                )
+            )
+        log.info("worker %s serving (fast HTTP worker)", os.getpid())
+        ppid = self.ppid
+        while self.alive:
+            self.notify()
+            if os.getppid() != ppid:
+                log.warning("gunicorn master %s went away; stopping", ppid)
+                break
+            now = time.monotonic()
+            for connection in list(shared.connections):
+                if connection.idle and now - connection.last_active > shared.keepalive:
+                    connection.close()
+            await asyncio.sleep(0.5)
+
+        shared.stopping = True
+        for server in servers:
+            server.close()
+        deadline = time.monotonic() + float(self.cfg.graceful_timeout)
+        while time.monotonic() < deadline:
+            for connection in list(shared.connections):
+                if connection.idle:
+                    connection.close()
+            if not shared.connections:
+                break
+            await asyncio.sleep(0.05)
+        for connection in list(shared.connections):
+            connection.close()
+        await lifespan.shutdown()

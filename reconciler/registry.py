@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import random
 import shutil
@@ -221,7 +223,9 @@ class MlflowRegistry:
                 f"uploading {local_file.name} for {model}",
                 lambda: self.client.log_artifacts(run_id, scratch, "model"),
             )
-        self._call("closing the upload run", lambda: self.client.set_terminated(run_id))
+        # MLflow prints "View run ... at: URL" on stdout, where the plan goes: keep it out.
+        with contextlib.redirect_stdout(io.StringIO()):
+            self._call("closing the upload run", lambda: self.client.set_terminated(run_id))
         return f"{run.info.artifact_uri}/model", run_id
 
     def register_version(

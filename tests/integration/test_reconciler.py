@@ -107,8 +107,9 @@ def test_create_promote_alias_and_idempotency(
     assert f"+ model {unique_name}" in out
     assert "Plan: " in out
 
-    code, out, err = cli("apply")
+    code, out, err = cli("apply", "--format", "json")
     assert code == 0, out + err
+    assert json.loads(out)["summary"]["add"] == 4  # stdout holds the plan and nothing else
     assert stages(client, unique_name) == {"1": "Production"}
     model = client.get_registered_model(unique_name)
     assert model.aliases == {"champion": "1"}

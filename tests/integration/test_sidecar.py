@@ -163,7 +163,7 @@ def test_a_reader_never_sees_a_partial_model_across_many_flips(
     sidecar = sidecars.start(volume, [unique_name], "--keep-versions", "2", interval=0.1)
     sidecar.wait_version(unique_name, "1")
 
-    flips = 18
+    flips = 12
     with reading(volume, unique_name, {b.sha256 for b in builds}) as report:
         for flip in range(1, flips + 1):
             version = str(flip % 3 + 1)

@@ -20,6 +20,7 @@ from tests.sidecar.running import (
 from tests.support.onnx_models import BuiltModel
 from tests.support.processes import MlflowServer, MotoS3Server
 from tests.support.registry import promote, register_version
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
@@ -77,6 +78,32 @@ def test_s3_and_proxied_sources_first_fetch_then_a_webhook_promotion(
         promote(client, name, v2.version, "Production")  # + the stage tag: a webhook
         sidecar.wait_version(name, "2", timeout=120)
         print(f"PG+S3: webhook-triggered fetch after {time.monotonic() - promoted:.2f}s")
+        assert '"event": "webhook"' in sidecar.log()
+
+        # S3 fails (the object is gone): current stays, the loop backs off, then recovers.
+        build = make_onnx("v3.onnx", seed=10)
+        v3 = register_version(client, name, build.path, source_kind="s3", s3=moto_s3)
+        bucket, key = v3.source.removeprefix("s3://").split("/", 1)
+        s3 = s3_client(moto_s3)
+        s3.delete_object(Bucket=bucket, Key=key)
+        promote(client, name, v3.version, "Production")
+        wait_until(
+            lambda: sidecar.healthz()["models"][name]["last_error"],
+            timeout=60, what="the S3 failure to show in /healthz",
+        )  # fmt: skip
+        assert verified_version(volume, name) == "2"
+        assert leftovers(volume, name) == []
+        s3.put_object(Bucket=bucket, Key=key, Body=build.path.read_bytes())
+        sidecar.wait_version(name, "3", timeout=120)  # the backoff retry, not a poll (600 s)
     finally:
         delete_webhook(mlflow_pg_s3, webhook_id)
-    assert '"event": "webhook"' in sidecar.log()
+    assert '"event": "backoff"' in sidecar.log()
+
+
+def s3_client(moto_s3: MotoS3Server) -> Any:
+    import boto3
+
+    return boto3.client(
+        "s3", endpoint_url=moto_s3.url, aws_access_key_id=moto_s3.ACCESS_KEY,
+        aws_secret_access_key=moto_s3.SECRET_KEY, region_name=moto_s3.REGION,
+    )  # fmt: skip

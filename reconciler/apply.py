@@ -302,6 +302,10 @@ def apply(
     """
     names = [model.name for model in desired.file.models]
     specs = _specs(desired)
+    unlocked = make_plan(desired.file, registry.read(names))
+    if not unlocked.has_changes and expected is None:
+        # Nothing to do: not even the lock is taken, so a converged apply writes nothing.
+        return ApplyResult(first_plan=unlocked, final_plan=unlocked)
     with apply_lock(registry, lock, holder=holder or default_holder()):
         plan = make_plan(desired.file, registry.read(names))
         result = ApplyResult(first_plan=plan)

@@ -80,9 +80,10 @@ def test_new_production_is_in_place_before_the_old_one_leaves(
     assert tags["mlgitops.git-commit"] == "abc"
     assert tags["mlgitops.applied-by"] == "tester"
     assert tags["mlgitops.size"] == str(v2.size)
-    # Applying again changes nothing.
+    # Applying again writes nothing at all, not even the lock.
     registry.calls.clear()
     assert apply(registry, desired, AUDIT, LOCK).done == []
+    assert registry.calls == []
 
 
 def test_a_version_failing_the_gate_is_not_promoted_and_production_stays(

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
+import onnxruntime
 import pytest
 
 from contracts.registry import ROLLOUT_TAG, STAGE_TAG
@@ -51,7 +53,7 @@ def test_once_publishes_every_source_kind_and_an_alias(
 ) -> None:  # fmt: skip
     volume = tmp_path / "volume"
     models = {}
-    for seed, kind in enumerate(("run", "runs-uri", "mlmodel"), start=1):
+    for seed, kind in enumerate(("run", "runs-uri", "mlmodel", "logged-model"), start=1):
         name = f"{unique_name}-{kind}"
         build = make_onnx(f"{kind}.onnx", seed=seed)
         register_version(client, name, build.path, stage="Production", source_kind=kind)
@@ -62,10 +64,18 @@ def test_once_publishes_every_source_kind_and_an_alias(
     assert result.returncode == 0, result.stderr
     for name, build in models.items():
         assert verified_version(volume, name) == "1"
-        assert (
-            volume / name / "versions" / "1" / "model.onnx"
-        ).read_bytes() == build.path.read_bytes()
         assert leftovers(volume, name) == []
+        served = onnxruntime.InferenceSession(  # loads external data from beside model.onnx
+            str(volume / name / "current" / "model.onnx"), providers=["CPUExecutionProvider"]
+        )
+        built = onnxruntime.InferenceSession(str(build.path), providers=["CPUExecutionProvider"])
+        x = np.ones((2, build.n_inputs), dtype=np.float32)
+        np.testing.assert_allclose(
+            served.run(None, {"input": x})[0], built.run(None, {"input": x})[0], rtol=1e-6
+        )
+    logged = resolve(volume, f"{unique_name}-logged-model")
+    assert logged is not None
+    assert any(f.endswith(".data") for f in logged.manifest.files), "external data is published"
     assert '"event": "published"' in result.stderr  # one JSON line per event
 
     alias_name = f"{unique_name}-alias"
@@ -213,3 +223,7 @@ def test_a_rollout_tag_publishes_the_candidate_and_its_removal_unlinks_it(
     )  # fmt: skip
     assert verified_version(volume, unique_name) == "1"
     assert candidate_metric not in sidecar.metrics()
+
+    sidecar.process.stop()  # SIGTERM: finishes the cycle, exits cleanly
+    assert sidecar.process.popen is not None
+    assert sidecar.process.popen.returncode == 0

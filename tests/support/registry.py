@@ -19,7 +19,7 @@ from contracts.registry import SHA256_TAG, SIZE_TAG, STAGE_TAG
 from tests.support.onnx_models import sha256_of
 from tests.support.processes import MotoS3Server
 
-SourceKind = Literal["run", "runs-uri", "mlmodel", "s3", "s3-dir"]
+SourceKind = Literal["run", "runs-uri", "mlmodel", "logged-model", "s3", "s3-dir"]
 MODELS_BUCKET = "models"
 
 
@@ -42,6 +42,33 @@ def _run_with_model_dir(client: Any, name: str, onnx_path: Path, *, mlmodel: boo
         shutil.rmtree(staging, ignore_errors=True)
     client.set_terminated(run.info.run_id)
     return run
+
+
+def _logged_model(client: Any, onnx_path: Path) -> tuple[str, str, str, int]:
+    """``mlflow.onnx.log_model`` (weights as external data): (model id, uri, sha256, size)."""
+    import mlflow
+    import mlflow.onnx
+    import onnx
+
+    tracking_uri = client._tracking_client.tracking_uri
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        with warnings.catch_warnings():  # MLflow's own notes on signatures and type hints
+            warnings.simplefilter("ignore", UserWarning)
+            info = mlflow.onnx.log_model(onnx.load(str(onnx_path)), name="model")
+        staging = Path(tempfile.mkdtemp(prefix="mlgitops-logged-"))
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"{client.get_logged_model(info.model_id).artifact_location}/model.onnx",
+                dst_path=str(staging),
+                tracking_uri=tracking_uri,
+            )  # fmt: skip
+            return info.model_id, info.model_uri, sha256_of(Path(local)), Path(local).stat().st_size
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    finally:
+        mlflow.set_tracking_uri(previous)
 
 
 def register_version(
@@ -67,7 +94,10 @@ def register_version(
         alias: point this alias at the new version.
         source_kind: ``run`` (``mlflow-artifacts:`` run directory), ``runs-uri``
             (``runs:/<id>/model``), ``mlmodel`` (run directory with MLmodel naming the file),
-            ``s3`` (an ``s3://`` .onnx file, needs ``s3``), ``s3-dir`` (an ``s3://`` directory).
+            ``logged-model`` (``models:/m-<id>`` from ``mlflow.onnx.log_model``, weights saved
+            as external data files beside model.onnx; the sha256 tag covers model.onnx as
+            logged), ``s3`` (an ``s3://`` .onnx file, needs ``s3``), ``s3-dir`` (an ``s3://``
+            directory).
         sha256, size: override the checksum tags (to register a lying version).
     """
     from mlflow.exceptions import MlflowException
@@ -78,7 +108,12 @@ def register_version(
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
     run_id: str | None = None
-    if source_kind in ("run", "runs-uri", "mlmodel"):
+    model_id: str | None = None
+    if source_kind == "logged-model":
+        model_id, source, logged_sha256, logged_size = _logged_model(client, onnx_path)
+        sha256 = sha256 or logged_sha256
+        size = size if size is not None else logged_size
+    elif source_kind in ("run", "runs-uri", "mlmodel"):
         run = _run_with_model_dir(client, name, onnx_path, mlmodel=source_kind == "mlmodel")
         run_id = run.info.run_id
         source = (
@@ -97,7 +132,9 @@ def register_version(
         SIZE_TAG: str(size if size is not None else onnx_path.stat().st_size),
         **(tags or {}),
     }
-    mv = client.create_model_version(name, source=source, run_id=run_id, tags=version_tags)
+    mv = client.create_model_version(
+        name, source=source, run_id=run_id, tags=version_tags, model_id=model_id
+    )
     if stage is not None:
         promote(client, name, mv.version, stage, set_stage_tag=set_stage_tag)
     if alias is not None:

@@ -92,6 +92,8 @@ def http(method: str, url: str, body: Any = None, timeout: float = 5.0) -> tuple
             return response.status, json.loads(response.read() or b"null")
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode(errors="replace")
+    except (OSError, TimeoutError) as exc:  # refused, reset, timed out
+        return 0, repr(exc)
 
 
 def wait_for(what: str, check: Callable[[], bool], child: Child, timeout: float) -> None:
@@ -209,7 +211,7 @@ def bring_up(args: argparse.Namespace, children: list[Child]) -> None:
     wait_for("the server to load a model", lambda: http("GET", f"{base}/v2/health/ready")[0] == 200, server, 120)
 
     name, row = production_sample(args.file)
-    status, answer = http("POST", f"{base}/predict", {"data": row})
+    status, answer = http("POST", f"{base}/predict", {"data": row}, timeout=30)
     if status != 200:
         raise UpError(f"/predict answered {status}: {answer}; see {server.log}")
     say(f"/predict answered with {answer['model']} version {answer['modelVersion']}")

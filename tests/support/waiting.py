@@ -34,6 +34,8 @@ def wait_until(
             result = condition()
             if result:
                 return result
+        except GiveUp:
+            raise
         except Exception as exc:  # a condition that is not met yet
             last_error = exc
         if time.monotonic() > deadline:

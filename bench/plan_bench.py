@@ -15,64 +15,15 @@ import argparse
 import hashlib
 import sys
 import tempfile
-import threading
 import time
-from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import httpx  # noqa: E402
-
 from contracts.registry import MANAGED_TAG, SHA256_TAG, STAGE_TAG  # noqa: E402
-
-HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
-
-
-class CountingProxy:
-    """A loopback HTTP proxy in front of MLflow that counts the requests passing through."""
-
-    def __init__(self, upstream: str) -> None:
-        self.counts: Counter[str] = Counter()
-        self.lock = threading.Lock()
-        client = httpx.Client(base_url=upstream, timeout=120.0)
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _forward(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
-                with proxy.lock:
-                    proxy.counts[f"{self.command} {self.path.split('?')[0]}"] += 1
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
-                answer = client.request(self.command, self.path, content=body, headers=headers)
-                self.send_response(answer.status_code)
-                for key, value in answer.headers.items():
-                    if key.lower() not in HOP_BY_HOP | {"content-encoding"}:
-                        self.send_header(key, value)
-                self.send_header("Content-Length", str(len(answer.content)))
-                self.end_headers()
-                self.wfile.write(answer.content)
-
-            do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _forward
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def take(self) -> Counter[str]:
-        with self.lock:
-            counts, self.counts = self.counts, Counter()
-        return counts
-
-    def close(self) -> None:
-        self.server.shutdown()
+from tests.support.http_proxy import CountingProxy  # noqa: E402
 
 
 def digest(model: str, version: int) -> str:

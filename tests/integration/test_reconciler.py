@@ -26,6 +26,7 @@ from contracts.registry import (
     STAGE_TAG,
 )
 from reconciler.cli import main
+from tests.reconciler.logging_fixture import restore_logging  # noqa: F401 (autouse)
 from tests.support.onnx_models import BuiltModel
 from tests.support.processes import MlflowServer
 
@@ -381,3 +382,39 @@ def test_status_waits_until_servers_serve_the_declared_version(
     finally:
         current.close()
         stale.close()
+
+
+def test_mlflow_5xx_are_retried_then_reported(
+    cli: Cli,
+    mlflow_server: MlflowServer,
+    client: MlflowClient,
+    unique_name: str,
+    make_onnx: Callable[..., BuiltModel],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every third request through a proxy gets a 503: apply still converges, by retrying."""
+    from tests.support.http_proxy import CountingProxy
+
+    base = cli.models_file.parent
+    v1 = make_onnx("f1.onnx", seed=10)
+    cli.write([{"name": unique_name, "versions": [version_entry(v1, base, stage="Production")]}])
+    flaky = CountingProxy(mlflow_server.url, fault=lambda n, *_: 503 if n % 3 == 0 else None)
+    down = CountingProxy(mlflow_server.url, fault=lambda *_: 503)
+    monkeypatch.setenv("RECONCILER_RETRIES", "3")
+    monkeypatch.setenv("RECONCILER_BACKOFF_SECONDS", "0.05")
+    try:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", flaky.url)
+        code, out, err = cli("apply")
+        assert code == 0, out + err
+        assert flaky.faults >= 3
+        assert "retrying in" in err
+        assert stages(client, unique_name) == {"1": "Production"}
+
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", down.url)
+        code, _, err = cli("plan")
+        assert code == 1
+        assert "MLflow failed searching registered models 4 time(s), giving up" in err
+        assert down.faults == 4
+    finally:
+        flaky.close()
+        down.close()

@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from contracts.registry import SHA256_TAG, SOURCE_TAG, STAGE_TAG
 from reconciler.cli import main
+from tests.reconciler.logging_fixture import restore_logging  # noqa: F401 (autouse)
 from tests.support.onnx_models import BuiltModel
 from tests.support.processes import MlflowServer, MotoS3Server
 

@@ -8,6 +8,7 @@ import pytest
 
 from reconciler import spec
 from reconciler.cli import main
+from tests.reconciler.logging_fixture import restore_logging  # noqa: F401 (autouse)
 from tests.support.processes import free_port
 
 

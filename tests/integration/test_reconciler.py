@@ -85,7 +85,7 @@ def transition_by_hand(client: MlflowClient, name: str, version: str, stage: str
 
 def stages(client: MlflowClient, name: str) -> dict[str, str]:
     found = client.search_model_versions(f"name='{name}'")
-    return {v.version: v.current_stage for v in found}
+    return {str(v.version): str(v.current_stage) for v in found}
 
 
 def test_create_promote_alias_and_idempotency(

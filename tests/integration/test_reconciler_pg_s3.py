@@ -69,8 +69,8 @@ def test_create_and_promote_with_s3_and_repository_sources(
     assert second.tags[SOURCE_TAG] == repository_path
     assert second.tags[STAGE_TAG] == "Production"
     # The repository file was uploaded as a run artifact directory holding model.onnx (in S3).
-    assert second.source.startswith("mlflow-artifacts:")
-    assert second.source.endswith("/model")
+    assert str(second.source).startswith("mlflow-artifacts:")
+    assert str(second.source).endswith("/model")
     uploaded = moto_s3_keys(moto_s3, "mlflow-artifacts")
     assert any(key.endswith("/model/model.onnx") for key in uploaded)
     assert client.get_model_version(unique_name, "1").current_stage == "Archived"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -77,13 +78,10 @@ class FakeRegistry:
         return number
 
     def _replace(self, name: str, version: str, **changes: object) -> None:
-        old = self.models[name].versions[version]
-        values = {
-            "version": old.version, "source": old.source, "stage": old.stage,
-            "tags": dict(old.tags), "description": old.description, "run_id": old.run_id,
-        }  # fmt: skip
-        values.update(changes)
-        self.models[name].versions[version] = ActualVersion(**values)  # type: ignore[arg-type]
+        self.models[name].versions[version] = dataclasses.replace(
+            self.models[name].versions[version],
+            **changes,  # type: ignore[arg-type]
+        )
 
     def set_stage(self, name: str, version: str, stage: Stage) -> None:
         self.calls.append(("set_stage", name, version, stage.value))

@@ -144,7 +144,7 @@ def test_mlflow_going_away_reports_what_was_done(
     def unavailable(*_: object) -> None:
         raise RegistryUnavailableError("setting a stage", 3, ConnectionError("refused"))
 
-    registry.set_stage = unavailable  # type: ignore[method-assign]
+    registry.set_stage = unavailable  # type: ignore[method-assign,assignment]
     desired = make_desired(
         tmp_path,
         [

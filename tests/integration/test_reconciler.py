@@ -418,3 +418,26 @@ def test_mlflow_5xx_are_retried_then_reported(
     finally:
         flaky.close()
         down.close()
+
+
+def test_unmanaged_versions_are_shown_and_left_alone_prune_archives_managed_ones(
+    cli: Cli, client: MlflowClient, unique_name: str, make_onnx: Callable[..., BuiltModel]
+) -> None:
+    base = cli.models_file.parent
+    v1, v2 = make_onnx("u1.onnx", seed=12), make_onnx("u2.onnx", seed=13)
+    cli.write([{"name": unique_name, "versions": [version_entry(v1, base, stage="Staging")]}])
+    assert cli("apply")[0] == 0
+    # Registered by hand, outside the file: no sha256 tag, so unmanaged.
+    client.create_model_version(unique_name, "s3://elsewhere/model.onnx", tags={"by": "hand"})
+    transition_by_hand(client, unique_name, "2", "Staging")
+    code, out, _ = cli("plan")
+    assert code == 0
+    assert f"# version {unique_name} v2: Staging -> Staging    # unmanaged" in out
+    # v1 leaves the file: kept as is without prune, archived (never deleted) with prune.
+    cli.write([{"name": unique_name, "versions": [version_entry(v2, base)]}])
+    assert cli("apply")[0] == 0
+    assert stages(client, unique_name) == {"1": "Staging", "2": "Staging", "3": "None"}
+    cli.write([{"name": unique_name, "prune": True, "versions": [version_entry(v2, base)]}])
+    assert cli("apply")[0] == 0
+    assert stages(client, unique_name) == {"1": "Archived", "2": "Staging", "3": "None"}
+    assert client.get_model_version(unique_name, "2").tags == {"by": "hand"}

@@ -90,8 +90,12 @@ def apply_lock(
     holder: str,
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], None] = time.sleep,
-) -> Iterator[None]:
-    """Hold the registry-wide apply lock: wait for another apply, take over an expired one."""
+) -> Iterator[Callable[[], None]]:
+    """Hold the registry-wide apply lock: wait for another apply, take over an expired one.
+
+    Yields ``keep_alive()``: call it between steps; it extends the lease once half of it has
+    passed, so a long apply is not taken over while it still runs.
+    """
     token = uuid.uuid4().hex
     started = clock()
     announced = False
@@ -126,8 +130,16 @@ def apply_lock(
             )  # fmt: skip
         sleep(options.poll_seconds)
     log.info("apply lock taken", extra={"lock": options.name, "holder": holder})
+    renewed = [clock()]
+
+    def keep_alive() -> None:
+        now = clock()
+        if now - renewed[0] >= options.lease_seconds / 2:
+            registry.set_model_tag(options.name, "expires_at", f"{now + options.lease_seconds:.3f}")
+            renewed[0] = now
+
     try:
-        yield
+        yield keep_alive
     finally:
         current = registry.lock_tags(options.name)
         if current is not None and current.get("token") == token:
@@ -306,7 +318,7 @@ def apply(
     if not unlocked.has_changes and expected is None:
         # Nothing to do: not even the lock is taken, so a converged apply writes nothing.
         return ApplyResult(first_plan=unlocked, final_plan=unlocked)
-    with apply_lock(registry, lock, holder=holder or default_holder()):
+    with apply_lock(registry, lock, holder=holder or default_holder()) as keep_alive:
         plan = make_plan(desired.file, registry.read(names))
         result = ApplyResult(first_plan=plan)
         if expected is not None:
@@ -321,9 +333,17 @@ def apply(
                 audit=audit,
                 result=result,
                 blocked=blocked,
+                keep_alive=keep_alive,
             )
             second = make_plan(desired.file, registry.read(names))
-            _gate_and_apply(registry, specs, second, result, blocked)
+            _gate_and_apply(
+                registry,
+                specs=specs,
+                plan=second,
+                result=result,
+                blocked=blocked,
+                keep_alive=keep_alive,
+            )
         except RegistryUnavailableError as exc:
             raise ApplyError(result.done, [*result.failures, str(exc)]) from exc
         result.final_plan = make_plan(desired.file, registry.read(names))
@@ -349,8 +369,10 @@ def _register_missing(
     audit: Audit,
     result: ApplyResult,
     blocked: set[str],
+    keep_alive: Callable[[], None],
 ) -> None:
     for change in plan.actionable:
+        keep_alive()
         target = change.target
         model = specs[target.model]
         if target.kind is Kind.VERSION and change.action is Action.UPDATE:
@@ -388,12 +410,15 @@ def _register_missing(
 
 def _gate_and_apply(
     registry: Registry,
+    *,
     specs: Mapping[str, ModelSpec],
     plan: Plan,
     result: ApplyResult,
     blocked: set[str],
+    keep_alive: Callable[[], None],
 ) -> None:
     for change in _gate_targets(plan.actionable):
+        keep_alive()
         target = change.target
         if target.model in blocked or target.version is None or target.sha256 is None:
             continue
@@ -416,6 +441,7 @@ def _gate_and_apply(
     guarded = (Kind.STAGE, Kind.ALIAS, Kind.ROLLOUT)
     model_level = (Kind.MODEL_TAG, Kind.MODEL_DESCRIPTION, Kind.ROLLOUT)
     for change in sorted(plan.actionable, key=_order):
+        keep_alive()
         target = change.target
         if target.kind in (Kind.MODEL, Kind.VERSION):
             continue  # registration happened before; a version still missing is reported

@@ -101,7 +101,10 @@ class FakeRegistry:
 
     def set_model_tag(self, name: str, key: str, value: str) -> None:
         self.calls.append(("set_model_tag", name, key, value))
-        self.models[name].tags[key] = value
+        if name in self.locks:
+            self.locks[name][key] = value  # the lock is a registered model too
+        else:
+            self.models[name].tags[key] = value
 
     def delete_model_tag(self, name: str, key: str) -> None:
         self.calls.append(("delete_model_tag", name, key))

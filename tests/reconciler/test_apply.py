@@ -262,3 +262,15 @@ def test_an_unmanaged_version_named_in_the_file_is_adopted_after_its_bytes_are_c
     result = apply(registry, make_desired(tmp_path, [entry, wrong]), AUDIT, LOCK)
     assert any("not adopted: sha256 mismatch" in failure for failure in result.failures)
     assert SHA256_TAG not in registry.models["m"].versions["2"].tags
+
+
+def test_a_long_apply_extends_its_lease() -> None:
+    registry, clock = FakeRegistry(), Clock()
+    options = LockOptions(name="lock", lease_seconds=100)
+    with apply_lock(registry, options, holder="me", clock=clock, sleep=clock.sleep) as keep_alive:
+        clock.now += 10
+        keep_alive()
+        assert registry.locks["lock"]["expires_at"] == "1100.000"  # under half the lease
+        clock.now += 50
+        keep_alive()
+        assert registry.locks["lock"]["expires_at"] == "1160.000"

@@ -344,7 +344,7 @@ def apply(
                 blocked=blocked,
                 keep_alive=keep_alive,
             )
-        except RegistryUnavailableError as exc:
+        except ReconcilerError as exc:  # MLflow gone, or a request it refused: stop here
             raise ApplyError(result.done, [*result.failures, str(exc)]) from exc
         result.final_plan = make_plan(desired.file, registry.read(names))
     leftover = [c for c in result.final_plan.actionable if c.target.model not in blocked]

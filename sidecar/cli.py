@@ -72,6 +72,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("invalid settings: %s (see python -m sidecar --help)", problems,
                   extra={"event": "invalid_settings"})  # fmt: skip
         return 2
+    if not settings.tracking_uri:
+        log.error(
+            "no MLflow to follow: set MLFLOW_TRACKING_URI (or --tracking-uri), "
+            "e.g. http://mlflow:5000", extra={"event": "invalid_settings"},
+        )  # fmt: skip
+        return 2
     for key, value in MLFLOW_DEFAULTS.items():
         os.environ.setdefault(key, value)
     started = time.monotonic()

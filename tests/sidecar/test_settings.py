@@ -65,3 +65,13 @@ def test_main_reports_invalid_settings_without_a_traceback(
     err = capsys.readouterr().err
     assert "stage" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_main_refuses_to_run_without_a_tracking_uri(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("SIDECAR_TRACKING_URI", raising=False)
+    assert main(["--volume", str(tmp_path), "--once"]) == 2
+    assert "set MLFLOW_TRACKING_URI" in capsys.readouterr().err

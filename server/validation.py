@@ -171,8 +171,10 @@ def v2_inputs(inputs: Any, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray[
     return feeds
 
 
-def jsonable(array: np.ndarray[Any, Any]) -> Any:
-    """An output array in a form orjson serialises (numpy natively; strings as lists)."""
+def jsonable(array: Any) -> Any:
+    """An output in a form orjson serialises (arrays natively; scalars and strings as Python)."""
+    if isinstance(array, np.generic):  # one row of a 1-D output, e.g. a label
+        return array.item()
     if array.dtype.kind in "OUS":
         return array.tolist()
     return array if array.flags.c_contiguous else np.ascontiguousarray(array)

@@ -162,6 +162,10 @@ class HttpProtocol(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name.lower(), value))
 
+    def on_headers_complete(self) -> None:
+        if self._transport is not None and (b"expect", b"100-continue") in self._headers:
+            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
         if self._body_size <= self._shared.max_body_bytes + 1:
@@ -373,11 +377,16 @@ def _drain(shared: _Shared) -> None:
             if isinstance(result, ServerError):
                 predictor.failed(prepared, result)
                 protocol.respond(request, *_error(result, shared.retry_after))
-            elif isinstance(result, BaseException):
-                log.error("inference failed", exc_info=result)
-                protocol.respond(request, *_internal_error())
-            else:
-                protocol.respond(request, *_ok(predictor.finish(prepared, result)))
+                continue
+            try:
+                if isinstance(result, BaseException):
+                    raise result
+                answer = _ok(predictor.finish(prepared, result))
+            except Exception:
+                log.exception("answering %s failed", request.path.decode("latin-1"))
+                predictor.failed(prepared, ServerError())
+                answer = _internal_error()
+            protocol.respond(request, *answer)
 
 
 class _Lifespan:

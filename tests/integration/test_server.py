@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from typing import Any
 import httpx
 import numpy as np
 import onnxruntime as ort
+import orjson
 import pytest
 
 from tests.server.harness import ServerProcess, running_server
@@ -91,6 +93,10 @@ def test_several_outputs_with_int64_labels(shared: Shared) -> None:
     scores = np.asarray(body["outputs"]["output"])
     assert body["outputs"]["label"] == [int(i) for i in scores.argmax(axis=1)]
     assert all(isinstance(label, int) for label in body["outputs"]["label"])
+
+    one = httpx.post(f"{shared.server.url}/models/clf/predict", json={"data": ROW}).json()
+    assert one["outputs"]["label"] == body["outputs"]["label"][0]  # a plain int for one row
+    assert one["prediction"] == body["prediction"][0]
 
 
 def test_v2_protocol(shared: Shared) -> None:
@@ -399,3 +405,33 @@ def test_swaps_under_concurrent_load_fail_no_request(tmp_path: Path) -> None:
         # ... and the answer is that version's answer.
         np.testing.assert_allclose(o.prediction, expected[o.version], rtol=1e-5, atol=1e-5)
     assert {o.version for o in flat} == {"1", "2", "3", "4"}
+
+
+def test_http_pipelining_chunked_bodies_and_garbage(shared: Shared) -> None:
+    """Raw HTTP/1.1: answers in order on one connection, chunked bodies, a 400 for junk."""
+    host, port = shared.server.url.removeprefix("http://").split(":")
+    body = orjson.dumps({"data": ROW})
+    predict = (
+        b"POST /models/tiny/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    ready = b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n"
+    chunked = (
+        b"POST /models/clf/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        b"5\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (body[:5], len(body) - 5, body[5:])
+    )
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(predict + ready + predict + chunked)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    answers = received.split(b"HTTP/1.1 ")[1:]
+    assert [a.split(b"\r\n", 1)[0] for a in answers] == [b"200 OK"] * 4
+    assert b'"model":"tiny"' in answers[0]
+    assert b'"ready":true' in answers[1]
+    assert b'"model":"tiny"' in answers[2]
+    assert b'"model":"clf"' in answers[3]
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(b"NONSENSE / HTTP/1.1\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 400")

@@ -96,3 +96,6 @@ def test_jsonable_keeps_numbers_and_lists_strings() -> None:
     assert jsonable(array) is array
     assert jsonable(array.T).flags.c_contiguous
     assert jsonable(np.array(["a", "b"], dtype=object)) == ["a", "b"]
+    label = jsonable(np.array([3], dtype=np.longlong)[0])
+    assert label == 3
+    assert type(label) is int

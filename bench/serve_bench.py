@@ -284,11 +284,44 @@ def main() -> int:
                     process.stop()
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    labels = int64_check()
+    print("\n" + labels)
     verdict = bar(rows)
     print("\n" + verdict)
-    write_report(rows, verdict, started, load_before)
+    write_report(rows, verdict + "\n\n" + labels, started, load_before)
     print(f"\nwrote {OUTPUT}")
     return 0
+
+
+def int64_check() -> str:
+    """A classifier with an int64 ``label`` output beside float scores: who can serve it?"""
+    work = Path(tempfile.mkdtemp(prefix="mlgitops-bench-int64-"))
+    try:
+        model_file = work / "clf.onnx"
+        model = mlp_model(seed=3, with_label=True)
+        label_first = [model.graph.output[1], model.graph.output[0]]  # as skl2onnx orders them
+        del model.graph.output[:]
+        model.graph.output.extend(label_first)
+        onnx.save(model, model_file)
+        volume = work / "volume"
+        publish_version(volume, "clf", "1", model_file)
+        python, python_url = start_python(volume, work, "server.worker.HttpWorker")
+        node, node_url = start_node(model_file, "clf", work)
+        try:
+            body = body_for(16, 2)
+            headers = {"Content-Type": "application/json"}
+            ours = httpx.post(f"{python_url}/predict", content=body, headers=headers)
+            theirs = httpx.post(f"{node_url}/predict", content=body, headers=headers)
+        finally:
+            python.stop()
+            node.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    outputs = sorted(ours.json().get("outputs", {})) if ours.status_code == 200 else []
+    return (
+        f"Classifier with an int64 label output: python answers {ours.status_code} with "
+        f"outputs {outputs}; node answers {theirs.status_code}."
+    )
 
 
 def print_row(row: Row) -> None:

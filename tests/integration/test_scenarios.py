@@ -8,6 +8,7 @@ cut: an outage as the components see it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -30,17 +31,25 @@ from tests.support.waiting import wait_until
 pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.slow]
 
 ROW = [0.5] * 16
-WEBHOOK_SECRET = "scenario-webhook-secret"  # noqa: S105
+WEBHOOK_SECRET = "scenario-webhook-secret"
 
 
 class Topology:
     """MLflow on PostgreSQL + S3, each dependency behind a proxy that can be cut."""
 
-    def __init__(self, mlflow: MlflowServer, postgres: TcpProxy, s3: TcpProxy, s3_env: dict[str, str]):
+    def __init__(
+        self,
+        mlflow: MlflowServer,
+        postgres: TcpProxy,
+        s3: TcpProxy,
+        s3_env: dict[str, str],
+        s3_direct: str,
+    ) -> None:
         self.mlflow = mlflow
         self.postgres = postgres
         self.s3 = s3
         self.s3_env = s3_env
+        self.s3_direct = s3_direct
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +83,7 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
         env=s3_env,
     ).start()
     try:
-        yield Topology(mlflow, pg_proxy, s3_proxy, s3_env)
+        yield Topology(mlflow, pg_proxy, s3_proxy, s3_env, moto.url)
     finally:
         mlflow.stop()
         pg_proxy.cut()
@@ -122,7 +131,12 @@ def register_webhook(mlflow: MlflowServer, url: str) -> None:
 
 
 def declare_production(
-    pipe: Pipeline, name: str, builds: list[BuiltModel], production: int, *, via_s3: bool = False,
+    pipe: Pipeline,
+    name: str,
+    builds: list[BuiltModel],
+    production: int,
+    *,
+    via_s3: bool = False,
     topology: Topology | None = None,
 ) -> None:
     """models.yaml with ``builds`` as versions 1..n, ``builds[production]`` in Production."""
@@ -142,8 +156,9 @@ def _put_s3(topology: Topology, key: str, path: Path) -> str:
 
     env = topology.s3_env
     s3 = boto3.client(
-        "s3", endpoint_url=env["AWS_ENDPOINT_URL_S3"], region_name=env["AWS_DEFAULT_REGION"],
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        "s3", endpoint_url=topology.s3_direct, region_name=env["AWS_DEFAULT_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
     )  # fmt: skip
     s3.put_object(Bucket="models", Key=key, Body=path.read_bytes())
     return f"s3://models/{key}"
@@ -163,13 +178,19 @@ def mlflow_version_of(topology: Topology, name: str, sha256: str) -> str:
 
 def assert_no_failures(load: LoadGenerator, pipe: Pipeline) -> None:
     failures = load.failures()
-    assert not failures, f"{len(failures)} failed requests, first: {failures[:3]}\n{pipe.logs_tail()}"
+    assert not failures, (
+        f"{len(failures)} failed requests, first: {failures[:3]}\n{pipe.logs_tail()}"
+    )
 
 
 @pytest.mark.parametrize("mode", ["webhook", "poll"])
 def test_promote_then_roll_back_under_load(
-    topology: Topology, pipeline: Pipeline, models: Callable[[int], BuiltModel],
-    unique_name: str, mode: str, record_property: Callable[[str, object], None],
+    topology: Topology,
+    pipeline: Pipeline,
+    models: Callable[[int], BuiltModel],
+    unique_name: str,
+    mode: str,
+    record_property: Callable[[str, object], None],
 ) -> None:
     """Scenarios 1 and 2: v1 -> v2 with zero failed requests, then `git revert` -> v1."""
     name = unique_name
@@ -197,17 +218,15 @@ def test_promote_then_roll_back_under_load(
         version_2 = mlflow_version_of(topology, name, v2.sha256)
         first = wait_until(
             lambda: load.first_answer_from(version_2, applied_at),
-            timeout=120, what=f"the first answer from v{version_2}",
+            timeout=120,
+            what=f"the first answer from v{version_2}",
         )
         latency = first.finished - applied_at
         record_property(f"apply_to_first_v2_answer_seconds_{mode}", round(latency, 2))
         print(f"\n[{mode}] end of apply -> first v2 answer: {latency:.2f}s")
 
-        # Scenario 2: revert the edit, apply, v1 is served again.
+        # Scenario 2: revert the edit (the file as it was before), apply, v1 is served again.
         declare_production(pipeline, name, [v1], production=0, via_s3=True, topology=topology)
-        # A revert drops v2 from the file; without prune it stays as it is in MLflow, so the
-        # revert must say what v2 becomes: keep it declared, archived.
-        declare_production(pipeline, name, [v1, v2], production=0, via_s3=True, topology=topology)
         pipeline.apply()
         reverted_at = time.monotonic()
         wait_until(lambda: load.first_answer_from(version_1, reverted_at), timeout=120,
@@ -226,8 +245,11 @@ def test_promote_then_roll_back_under_load(
 
 
 def test_broken_release_is_stopped_and_v2_keeps_serving(
-    topology: Topology, pipeline: Pipeline, models: Callable[[int], BuiltModel],
-    unique_name: str, tmp_path: Path,
+    topology: Topology,
+    pipeline: Pipeline,
+    models: Callable[[int], BuiltModel],
+    unique_name: str,
+    tmp_path: Path,
 ) -> None:
     """Scenario 3: a corrupt v3 is refused by the gate; forced into MLflow by hand, it is
     refused by the sidecar's checksum or the server's check. v2 serves throughout."""
@@ -241,7 +263,9 @@ def test_broken_release_is_stopped_and_v2_keeps_serving(
     pipeline.wait_served(name, version_2)
 
     corrupt = write_corrupt(tmp_path / "built" / "v3.onnx")
-    with LoadGenerator(f"{pipeline.server_url}/models/{name}/predict", {"data": ROW}, threads=4) as load:
+    with LoadGenerator(
+        f"{pipeline.server_url}/models/{name}/predict", {"data": ROW}, threads=4
+    ) as load:
         # 1. The gate: apply refuses to promote it, and says why.
         declare_production(pipeline, name, [v1, v2, corrupt], production=2)
         refused = pipeline.apply(check=False)
@@ -250,24 +274,31 @@ def test_broken_release_is_stopped_and_v2_keeps_serving(
 
         # 2. Forced by hand: register the corrupt file as a version with a *wrong* sha256 tag
         # and one with the right tag, promote each to Production straight in MLflow.
-        from mlflow import MlflowClient
-
-        os.environ.update(topology.s3_env)
-        client = MlflowClient(tracking_uri=topology.mlflow.url)
-        for label, tag_sha in (("mismatch", v2.sha256), ("corrupt", corrupt.sha256)):
-            source = _put_s3(topology, f"{name}/forced-{label}/model.onnx", corrupt.path)
-            forced = client.create_model_version(
-                name, source, tags={"mlgitops.sha256": tag_sha, "mlgitops.size": str(corrupt.size)}
-            )
-            client.transition_model_version_stage(name, forced.version, "Production",
-                                                  archive_existing_versions=True)  # fmt: skip
-            client.set_model_version_tag(name, forced.version, "mlgitops.stage", "Production")
-            # The sidecar sees it (it polls every 2 s) and refuses it, or the server refuses it.
-            sidecar_seen = time.monotonic()
-            wait_until(lambda: time.monotonic() - sidecar_seen > 3 * pipeline.interval
-                       and pipeline.served_version(name) is not None,
-                       timeout=60, what="a few sidecar polls")  # fmt: skip
-            assert pipeline.served_version(name) == version_2
+        # (a) a sha256 tag that does not match the bytes: the sidecar's checksum refuses it.
+        refused_before = _counter(pipeline.sidecar_url, "sidecar_fetches_total", name, "refused")
+        _force_production(topology, name, corrupt, tag_sha256="f" * 64, label="mismatch")
+        wait_until(
+            lambda: (
+                _counter(pipeline.sidecar_url, "sidecar_fetches_total", name, "refused")
+                > refused_before
+            ),
+            timeout=90,
+            what="the sidecar to refuse the checksum mismatch",
+        )
+        assert pipeline.served_version(name) == version_2
+        # (b) the right sha256 tag on bytes that are not ONNX: the sidecar publishes what MLflow
+        # vouches for, and the server's load check refuses it.
+        failed_before = _counter(pipeline.server_url, "server_model_swaps_total", name, "failed")
+        _force_production(topology, name, corrupt, tag_sha256=corrupt.sha256, label="bad")
+        wait_until(
+            lambda: (
+                _counter(pipeline.server_url, "server_model_swaps_total", name, "failed")
+                > failed_before
+            ),
+            timeout=90,
+            what="the server to refuse the corrupt model",
+        )
+        assert pipeline.served_version(name) == version_2
         snapshot = load.snapshot()
 
     assert_no_failures(load, pipeline)
@@ -275,12 +306,19 @@ def test_broken_release_is_stopped_and_v2_keeps_serving(
 
 
 def test_outages_leave_serving_unchanged_and_a_pending_promotion_completes(
-    topology: Topology, pipeline: Pipeline, models: Callable[[int], BuiltModel], unique_name: str,
+    topology: Topology,
+    pipeline: Pipeline,
+    models: Callable[[int], BuiltModel],
+    unique_name: str,
 ) -> None:
-    """Scenario 4: MLflow, PostgreSQL and S3 go away while clients call; serving continues;
-    when they come back, a promotion declared before the outage completes by itself."""
+    """Scenario 4: S3, then MLflow and PostgreSQL go away while clients call; serving continues
+    unchanged; when they come back, a promotion applied during the outage completes by itself."""
     name = unique_name
     v1, v2 = models(21), models(22)
+    # CI reaches the bucket by its own path; the data plane (MLflow, sidecar) through the proxy.
+    pipeline.reconciler_env = {
+        "MLFLOW_S3_ENDPOINT_URL": topology.s3_direct, "AWS_ENDPOINT_URL_S3": topology.s3_direct,
+    }  # fmt: skip
     declare_production(pipeline, name, [v1], production=0, via_s3=True, topology=topology)
     pipeline.apply()
     version_1 = mlflow_version_of(topology, name, v1.sha256)
@@ -288,41 +326,100 @@ def test_outages_leave_serving_unchanged_and_a_pending_promotion_completes(
     pipeline.start_server()
     pipeline.wait_served(name, version_1)
 
-    with LoadGenerator(f"{pipeline.server_url}/models/{name}/predict", {"data": ROW}, threads=4) as load:
-        # S3 goes first, then the promotion lands in MLflow: the sidecar cannot fetch it.
+    with LoadGenerator(
+        f"{pipeline.server_url}/models/{name}/predict", {"data": ROW}, threads=4
+    ) as load:
         topology.s3.cut()
         try:
-            declare_production(pipeline, name, [v1], production=0, via_s3=True, topology=None)
-            declare_production(pipeline, name, [v1, v2], production=1)
-            # The repository-path source needs S3 to upload: apply fails now, cleanly.
-            assert pipeline.apply(check=False).returncode == 1
-        finally:
-            topology.s3.restore()
-        pipeline.apply()  # promotion recorded in MLflow
-        version_2 = mlflow_version_of(topology, name, v2.sha256)
-        # Now everything goes down before the sidecar's next poll lands the new version...
-        topology.s3.cut()
-        topology.postgres.cut()
-        topology.mlflow.stop()
-        try:
-            outage_started = time.monotonic()
-            wait_until(lambda: time.monotonic() - outage_started > 3 * pipeline.interval,
-                       timeout=60, what="several sidecar polls into the outage")  # fmt: skip
-            during = [o for o in load.snapshot() if o.started > outage_started]
-            assert during, "no traffic during the outage"
-            assert {o.status for o in during} == {200}
+            # The promotion lands in MLflow, but the data plane cannot fetch it.
+            declare_production(
+                pipeline, name, [v1, v2], production=1, via_s3=True, topology=topology
+            )
+            pipeline.apply()
+            version_2 = mlflow_version_of(topology, name, v2.sha256)
+            fetch_failures = _metric(pipeline.sidecar_url, "sidecar_fetches_total", name, "failed")
+            wait_until(
+                lambda: fetch_failures() >= 2,
+                timeout=60,
+                what="the sidecar failing to fetch through the S3 outage",
+            )
+            # Then MLflow and its PostgreSQL go too.
+            topology.postgres.cut()
+            topology.mlflow.stop()
+            check_failures = _metric(pipeline.sidecar_url, "sidecar_checks_total", name, "failed")
+            failed_before = check_failures()
+            wait_until(
+                lambda: check_failures() >= failed_before + 2,
+                timeout=90,
+                what="the sidecar failing its checks through the MLflow outage",
+            )
+            assert pipeline.served_version(name) == version_1
         finally:
             topology.postgres.restore()
             topology.s3.restore()
-            topology.mlflow.start()
-        # ...and when they come back the pending promotion completes by itself.
-        pipeline.wait_served(name, version_2, timeout=120)
+            if not topology.mlflow.is_running():
+                topology.mlflow.start()
+        # When they come back, the pending promotion completes by itself.
+        recovered_at = time.monotonic()
+        pipeline.wait_served(name, version_2, timeout=150)
+        wait_until(lambda: load.first_answer_from(version_2, recovered_at), timeout=30,
+                   what="clients answered by v2")  # fmt: skip
 
     assert_no_failures(load, pipeline)
+    assert set(load.versions()) == {version_1, version_2}
+
+
+def _force_production(
+    topology: Topology, name: str, build: BuiltModel, *, tag_sha256: str, label: str
+) -> None:
+    """What a person with MLflow access could do by hand: bypass the reconciler and its gate."""
+    source = _put_s3(topology, f"{name}/forced-{label}/model.onnx", build.path)
+    api = f"{topology.mlflow.url}/api/2.0/mlflow"
+    tags = [
+        {"key": "mlgitops.sha256", "value": tag_sha256},
+        {"key": "mlgitops.size", "value": str(build.size)},
+    ]
+    created = httpx.post(
+        f"{api}/model-versions/create",
+        json={"name": name, "source": source, "tags": tags},
+        timeout=30,
+    )
+    assert created.status_code == 200, created.text
+    version = created.json()["model_version"]["version"]
+    moved = httpx.post(
+        f"{api}/model-versions/transition-stage",
+        json={
+            "name": name, "version": version, "stage": "Production",
+            "archive_existing_versions": True,
+        },
+        timeout=30,
+    )  # fmt: skip
+    assert moved.status_code == 200, moved.text
+
+
+def _metric(base_url: str, metric: str, model: str, result: str) -> Callable[[], float]:
+    return lambda: _counter(base_url, metric, model, result)
+
+
+def _counter(base_url: str, metric: str, model: str, result: str) -> float:
+    """A labelled counter from a /metrics page (0 when absent)."""
+    text = httpx.get(f"{base_url}/metrics", timeout=5).text
+    total = 0.0
+    for line in text.splitlines():
+        if (
+            line.startswith(metric + "{")
+            and f'model="{model}"' in line
+            and f'result="{result}"' in line
+        ):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
 
 
 def test_restarts_at_random_moments_converge_and_never_serve_a_partial_file(
-    topology: Topology, pipeline: Pipeline, models: Callable[[int], BuiltModel], unique_name: str,
+    topology: Topology,
+    pipeline: Pipeline,
+    models: Callable[[int], BuiltModel],
+    unique_name: str,
 ) -> None:
     """Scenario 5: SIGKILL server workers, the gunicorn master and the sidecar during a
     promotion; after restart the system converges and no partial file is ever served."""
@@ -360,7 +457,10 @@ def test_restarts_at_random_moments_converge_and_never_serve_a_partial_file(
 
 
 def test_two_models_promoted_independently(
-    topology: Topology, pipeline: Pipeline, models: Callable[[int], BuiltModel], unique_name: str,
+    topology: Topology,
+    pipeline: Pipeline,
+    models: Callable[[int], BuiltModel],
+    unique_name: str,
 ) -> None:
     """Scenario 6: one server serves two models; promoting one leaves the other alone."""
     first, second = f"{unique_name}-a", f"{unique_name}-b"
@@ -377,7 +477,9 @@ def test_two_models_promoted_independently(
     pipeline.wait_served(first, version_a1)
     pipeline.wait_served(second, version_b1)
 
-    with LoadGenerator(f"{pipeline.server_url}/models/{second}/predict", {"data": ROW}, threads=4) as load:
+    with LoadGenerator(
+        f"{pipeline.server_url}/models/{second}/predict", {"data": ROW}, threads=4
+    ) as load:
         pipeline.declare({
             first: [DeclaredVersion(pipeline.add_file(a1.path), a1.sha256, "Archived"),
                     DeclaredVersion(pipeline.add_file(a2.path), a2.sha256, "Production")],
@@ -399,10 +501,8 @@ def _children(pid: int) -> list[int]:
 
 
 def _kill_quietly(pid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _assert_volume_whole(model_dir: Path) -> None:

@@ -3,6 +3,7 @@ the reconciler run as CI runs it, a sidecar and a server sharing a volume."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -45,6 +46,8 @@ class Pipeline:
     mlflow: MlflowServer
     workdir: Path
     env: Mapping[str, str] = field(default_factory=dict)
+    reconciler_env: Mapping[str, str] = field(default_factory=dict)
+    """On top of ``env`` for the reconciler only (CI reaches S3 by its own path)."""
     interval: float = 2.0
     server_workers: int = 2
     sidecar: Process | None = None
@@ -82,11 +85,13 @@ class Pipeline:
         shutil.copyfile(path, target)
         return str(target.relative_to(self.repo))
 
-    def declare(self, models: Mapping[str, Sequence[DeclaredVersion]]) -> None:
+    def declare(
+        self, models: Mapping[str, Sequence[DeclaredVersion]], *, prune: bool = False
+    ) -> None:
         """Write models.yaml (a commit on main, as far as the reconciler can tell)."""
         document = {
             "models": [
-                {"name": name, "versions": [v.as_yaml() for v in versions]}
+                {"name": name, "prune": prune, "versions": [v.as_yaml() for v in versions]}
                 for name, versions in models.items()
             ]
         }
@@ -96,7 +101,7 @@ class Pipeline:
         """Run ``python -m reconciler ARGS -f models.yaml`` as CI would."""
         result = subprocess.run(
             [sys.executable, "-m", "reconciler", *args, "-f", str(self.models_file)],
-            env={**_os_environ(), **self.process_env({"CI": "true"})},
+            env={**os.environ, **self.process_env({"CI": "true", **self.reconciler_env})},
             cwd=self.repo, capture_output=True, text=True, timeout=300, check=False,
         )  # fmt: skip
         if check and result.returncode != 0:
@@ -160,9 +165,3 @@ class Pipeline:
             if process is not None:
                 parts.append(f"--- {process.name} ---\n{process.log_tail(40)}")
         return "\n".join(parts)
-
-
-def _os_environ() -> dict[str, str]:
-    import os
-
-    return dict(os.environ)

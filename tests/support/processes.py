@@ -81,10 +81,8 @@ class Process:
             return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pass
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -167,10 +165,12 @@ class MlflowServer:
         self.process.wait_http(f"{self.url}/health", timeout=timeout)
         # /health answers before the API does on a cold start: wait for a real API call.
         wait_until(
-            lambda: httpx.get(
-                f"{self.url}/api/2.0/mlflow/registered-models/search", timeout=5.0
-            ).status_code
-            == 200,
+            lambda: (
+                httpx.get(
+                    f"{self.url}/api/2.0/mlflow/registered-models/search", timeout=5.0
+                ).status_code
+                == 200
+            ),
             timeout=timeout,
             what="the MLflow REST API",
         )
@@ -188,7 +188,7 @@ class MotoS3Server:
     """moto's server mode: a real HTTP S3 endpoint standing in for DigitalOcean Spaces."""
 
     ACCESS_KEY = "testing"
-    SECRET_KEY = "testing"  # noqa: S105
+    SECRET_KEY = "testing"
     REGION = "us-east-1"
 
     def __init__(self, workdir: Path, port: int | None = None) -> None:

@@ -9,8 +9,9 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-class GiveUp(Exception):  # noqa: N818 (it is an instruction, not an error state)
+class GiveUp(Exception):
     """Raised by a condition that can never become true (the process under test exited)."""
+
 
 DEFAULT_TIMEOUT = 60.0
 

@@ -26,7 +26,7 @@ from tests.sidecar.running import (
 )
 from tests.support.onnx_models import BuiltModel
 from tests.support.processes import MlflowServer
-from tests.support.registry import promote, register_version
+from tests.support.registry import SourceKind, promote, register_version
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -53,7 +53,8 @@ def test_once_publishes_every_source_kind_then_an_alias(
 ) -> None:  # fmt: skip
     volume = tmp_path / "volume"
     models = {}
-    for seed, kind in enumerate(("run", "runs-uri", "mlmodel", "logged-model"), start=1):
+    kinds: tuple[SourceKind, ...] = ("run", "runs-uri", "mlmodel", "logged-model")
+    for seed, kind in enumerate(kinds, start=1):
         name = f"{unique_name}-{kind}"
         build = make_onnx(f"{kind}.onnx", seed=seed)
         register_version(client, name, build.path, stage="Production", source_kind=kind)

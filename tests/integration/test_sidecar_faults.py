@@ -111,14 +111,18 @@ def test_sigkill_mid_download_keeps_a_complete_current_and_cleans_up_at_restart(
         big = make_onnx(f"big{attempt}.onnx", seed=10 + attempt, n_inputs=1000, hidden=10_000)
         mv = register_version(client, unique_name, big.path)
         promote(client, unique_name, mv.version, "Production", set_stage_tag=False)
-        size = wait_until(
-            lambda b=big, v=mv.version: partial_download(volume, unique_name, b.size)
-            or (verified_version(volume, unique_name) == v and -1),
-            timeout=60, interval=0, what="a download in progress",
-        )  # fmt: skip
+
+        def in_progress(size: int = big.size, version: str = mv.version) -> int | None:
+            """Bytes so far of a download in progress; -1 if it finished before we looked."""
+            if verified_version(volume, unique_name) == version:
+                return -1
+            return partial_download(volume, unique_name, size)
+
+        size = wait_until(in_progress, timeout=60, interval=0, what="a download in progress")
         if size > 0:
             sidecar.process.kill_process_only(signal.SIGKILL)
-            sidecar.process.popen.wait(timeout=30)  # type: ignore[union-attr]
+            assert sidecar.process.popen is not None
+            sidecar.process.popen.wait(timeout=30)
             killed_at = size
             break
     assert big is not None

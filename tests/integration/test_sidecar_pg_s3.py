@@ -19,7 +19,7 @@ from tests.sidecar.running import (
 )
 from tests.support.onnx_models import BuiltModel
 from tests.support.processes import MlflowServer, MotoS3Server
-from tests.support.registry import promote, register_version
+from tests.support.registry import SourceKind, promote, register_version
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
@@ -44,7 +44,8 @@ def test_s3_and_proxied_sources_first_fetch_then_a_webhook_promotion(
     client: Any = MlflowClient(mlflow_pg_s3.url)
     volume = tmp_path / "volume"
     models = {}
-    for seed, kind in enumerate(("s3", "s3-dir", "run"), start=1):
+    kinds: tuple[SourceKind, ...] = ("s3", "s3-dir", "run")
+    for seed, kind in enumerate(kinds, start=1):
         name = f"{unique_name}-{kind}"
         build = make_onnx(f"{kind}.onnx", seed=seed)
         mv = register_version(

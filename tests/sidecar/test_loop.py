@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable
@@ -23,10 +24,11 @@ from tests.sidecar.fakes import FakeFetcher, FakeRegistry
 from tests.support.onnx_models import BuiltModel, sha256_of, write_mlp
 
 MODEL = "iris"
+Build = Callable[[int], BuiltModel]
 
 
 @pytest.fixture
-def build(tmp_path: Path) -> Callable[[int], BuiltModel]:
+def build(tmp_path: Path) -> Build:
     return lambda seed: write_mlp(tmp_path / "src" / f"seed{seed}" / "model.onnx", seed=seed)
 
 
@@ -50,7 +52,9 @@ def current_sha(volume: Path, role: str = "current") -> str | None:
     return published.manifest.sha256
 
 
-def test_first_fetch_publishes_a_verified_version_with_its_manifest(volume: Path, build) -> None:
+def test_first_fetch_publishes_a_verified_version_with_its_manifest(
+    volume: Path, build: Build
+) -> None:
     model = build(1)
     registry = FakeRegistry()
     registry.add(MODEL, "1", model.path, production=True)
@@ -72,7 +76,7 @@ def test_first_fetch_publishes_a_verified_version_with_its_manifest(volume: Path
     assert sidecar.status.ready()
 
 
-def test_an_unchanged_registry_downloads_nothing(volume: Path, build) -> None:
+def test_an_unchanged_registry_downloads_nothing(volume: Path, build: Build) -> None:
     registry = FakeRegistry()
     registry.add(MODEL, "1", build(1).path, production=True)
     fetcher = FakeFetcher()
@@ -83,7 +87,7 @@ def test_an_unchanged_registry_downloads_nothing(volume: Path, build) -> None:
 
 
 def test_promotion_flips_current_and_a_rollback_reuses_the_kept_directory(
-    volume: Path, build
+    volume: Path, build: Build
 ) -> None:
     registry = FakeRegistry()
     registry.add(MODEL, "1", build(1).path, production=True)
@@ -102,7 +106,7 @@ def test_promotion_flips_current_and_a_rollback_reuses_the_kept_directory(
     assert fetcher.calls == ["1", "2"]  # the rollback needed no download
 
 
-def test_sha256_mismatch_is_refused_and_current_stays(volume: Path, build) -> None:
+def test_sha256_mismatch_is_refused_and_current_stays(volume: Path, build: Build) -> None:
     registry = FakeRegistry()
     v1 = registry.add(MODEL, "1", build(1).path, production=True)
     registry.add(MODEL, "2", build(2).path, sha256="0" * 64)
@@ -123,25 +127,21 @@ def test_sha256_mismatch_is_refused_and_current_stays(volume: Path, build) -> No
     assert 'sidecar_fetches_total{model="iris",result="refused",role="current"} 1.0' in metrics
 
 
-def test_size_mismatch_is_refused(volume: Path, build) -> None:
+def test_size_mismatch_is_refused(volume: Path, build: Build) -> None:
     model = build(1)
     registry = FakeRegistry()
     ref = registry.add(MODEL, "1", model.path, production=True)
-    registry.versions[(MODEL, "1")] = type(ref)(**{**_fields(ref), "size": model.size + 1})
+    registry.versions[(MODEL, "1")] = dataclasses.replace(ref, size=model.size + 1)
     sidecar = make_sidecar(volume, registry, FakeFetcher())
     sidecar.sync_all()
     assert resolve(volume, MODEL) is None
     assert "size mismatch" in (sidecar.status.model(MODEL).last_error or "")
 
 
-def _fields(ref: object) -> dict[str, object]:
-    return {name: getattr(ref, name) for name in ref.__dataclass_fields__}  # type: ignore[attr-defined]
-
-
-def test_a_version_without_checksum_tag_is_never_served(volume: Path, build) -> None:
+def test_a_version_without_checksum_tag_is_never_served(volume: Path, build: Build) -> None:
     registry = FakeRegistry()
     ref = registry.add(MODEL, "1", build(1).path, production=True)
-    registry.versions[(MODEL, "1")] = type(ref)(**{**_fields(ref), "sha256": None})
+    registry.versions[(MODEL, "1")] = dataclasses.replace(ref, sha256=None)
     sidecar = make_sidecar(volume, registry, FakeFetcher())
     sidecar.sync_all()
     assert resolve(volume, MODEL) is None
@@ -151,7 +151,9 @@ def test_a_version_without_checksum_tag_is_never_served(volume: Path, build) -> 
 @pytest.mark.parametrize(
     "failure", [ConnectionError("S3 said 503"), OSError(28, "No space left on device")]
 )
-def test_a_failed_download_leaves_current_and_no_scratch(volume: Path, build, failure) -> None:
+def test_a_failed_download_leaves_current_and_no_scratch(
+    volume: Path, build: Build, failure: Exception
+) -> None:
     registry = FakeRegistry()
     v1 = registry.add(MODEL, "1", build(1).path, production=True)
     registry.add(MODEL, "2", build(2).path)
@@ -170,7 +172,7 @@ def test_a_failed_download_leaves_current_and_no_scratch(volume: Path, build, fa
     assert os.readlink(link_path(volume, MODEL)) == "versions/2"
 
 
-def test_registry_down_is_a_failed_cycle_and_current_stays(volume: Path, build) -> None:
+def test_registry_down_is_a_failed_cycle_and_current_stays(volume: Path, build: Build) -> None:
     registry = FakeRegistry()
     v1 = registry.add(MODEL, "1", build(1).path, production=True)
     sidecar = make_sidecar(volume, registry, FakeFetcher())
@@ -181,7 +183,7 @@ def test_registry_down_is_a_failed_cycle_and_current_stays(volume: Path, build) 
     assert sidecar.status.ready()  # still serving the last good version
 
 
-def test_leftovers_of_a_killed_run_are_cleaned_at_start(volume: Path, build) -> None:
+def test_leftovers_of_a_killed_run_are_cleaned_at_start(volume: Path, build: Build) -> None:
     registry = FakeRegistry()
     registry.add(MODEL, "1", build(1).path, production=True)
     leftover = volume / MODEL / f"{TMP_PREFIX}abc" / "download"
@@ -193,7 +195,7 @@ def test_leftovers_of_a_killed_run_are_cleaned_at_start(volume: Path, build) -> 
     assert sorted(p.name for p in (volume / MODEL).iterdir()) == ["current", "versions"]
 
 
-def test_old_versions_are_pruned_after_the_flip(volume: Path, build) -> None:
+def test_old_versions_are_pruned_after_the_flip(volume: Path, build: Build) -> None:
     registry = FakeRegistry()
     for seed in range(1, 6):
         registry.add(MODEL, str(seed), build(seed).path)
@@ -208,7 +210,7 @@ def test_old_versions_are_pruned_after_the_flip(volume: Path, build) -> None:
 
 
 def test_rollout_publishes_the_candidate_and_removes_it_when_the_tag_goes(
-    volume: Path, build
+    volume: Path, build: Build
 ) -> None:
     registry = FakeRegistry()
     v1 = registry.add(MODEL, "1", build(1).path, production=True)
@@ -241,7 +243,7 @@ def test_rollout_publishes_the_candidate_and_removes_it_when_the_tag_goes(
     assert [p.name for p in versions_dir(volume, MODEL).iterdir() if "candidate" in p.name] == []
 
 
-def test_candidate_equal_to_current_gets_its_own_manifest(volume: Path, build) -> None:
+def test_candidate_equal_to_current_gets_its_own_manifest(volume: Path, build: Build) -> None:
     registry = FakeRegistry()
     registry.add(MODEL, "1", build(1).path, production=True)
     registry.rollouts[MODEL] = Rollout.parse(
@@ -276,7 +278,9 @@ def test_backoff_grows_exponentially_with_jitter_and_is_capped() -> None:
     assert backoff_delay(0, initial=1, maximum=30) == 0
 
 
-def test_following_every_model_skips_those_without_a_version_to_serve(volume: Path, build) -> None:
+def test_following_every_model_skips_those_without_a_version_to_serve(
+    volume: Path, build: Build
+) -> None:
     registry = FakeRegistry()
     registry.add(MODEL, "1", build(1).path, production=True)
     registry.add("staging-only", "1", build(2).path)
@@ -288,7 +292,7 @@ def test_following_every_model_skips_those_without_a_version_to_serve(volume: Pa
     assert resolve(volume, "staging-only") is None
 
 
-def test_a_named_model_without_a_version_to_serve_is_an_error(volume: Path, build) -> None:
+def test_a_named_model_without_a_version_to_serve_is_an_error(volume: Path, build: Build) -> None:
     registry = FakeRegistry()
     registry.add(MODEL, "1", build(1).path)
     sidecar = make_sidecar(volume, registry, FakeFetcher())

@@ -18,7 +18,7 @@ def test_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("SIDECAR_MODELS", "iris, wine")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
     monkeypatch.setenv("SIDECAR_HTTP_PORT", "0")
-    settings = SidecarSettings()  # type: ignore[call-arg]
+    settings = SidecarSettings()
     assert settings.models == ["iris", "wine"]
     assert settings.tracking_uri == "http://mlflow:5000"
     assert settings.http_port == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 
 import pytest
 from mlflow.webhooks.delivery import _generate_hmac_signature
@@ -56,6 +57,8 @@ def test_a_delivery_signed_by_mlflow_is_accepted_and_names_the_model() -> None:
     ],
     ids=["wrong-secret", "altered-body", "stale", "future", "unsigned", "bad-timestamp"],
 )
-def test_forged_stale_or_unsigned_deliveries_are_rejected(make, body: str, reason: str) -> None:
+def test_forged_stale_or_unsigned_deliveries_are_rejected(
+    make: Callable[[], dict[str, str]], body: str, reason: str
+) -> None:
     with pytest.raises(WebhookRejectedError, match=reason):
         verify(SECRET, make(), body.encode(), now=time.time(), max_age=300)

@@ -22,6 +22,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import contextlib
+
 from tests.support.load import LoadGenerator, Outcome  # noqa: E402
 from tests.support.onnx_models import write_mlp  # noqa: E402
 from tests.support.pipeline import DeclaredVersion, Pipeline  # noqa: E402
@@ -33,10 +35,8 @@ def rss_kib(pid: int) -> int:
     """Resident memory of ``pid`` and its children (gunicorn master + workers), KiB."""
     total = 0
     pids = [pid]
-    try:
+    with contextlib.suppress(OSError):
         pids += [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        pass
     for each in pids:
         try:
             for line in Path(f"/proc/{each}/status").read_text().splitlines():

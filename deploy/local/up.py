@@ -159,12 +159,20 @@ def bring_up(args: argparse.Namespace, children: list[Child]) -> None:
     mlflow = Child(
         "mlflow",
         [
-            str(Path(PYTHON).parent / "mlflow"), "server",
-            "--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}",
-            "--artifacts-destination", str(workdir / "mlflow-artifacts"),
-            "--serve-artifacts", "--host", "127.0.0.1", "--port", str(mlflow_port),
-            "--workers", "1",
-        ],  # fmt: skip
+            str(Path(PYTHON).parent / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{workdir / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(workdir / "mlflow-artifacts"),
+            "--serve-artifacts",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(mlflow_port),
+            "--workers",
+            "1",
+        ],
         env,
         logs / "mlflow.log",
     )
@@ -201,16 +209,30 @@ def bring_up(args: argparse.Namespace, children: list[Child]) -> None:
     server = Child(
         "server",
         [
-            PYTHON, "-m", "server", "--volume", str(volume), "--host", "127.0.0.1",
-            "--port", str(args.port), "--workers", str(args.workers),
-        ],  # fmt: skip
+            PYTHON,
+            "-m",
+            "server",
+            "--volume",
+            str(volume),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(args.port),
+            "--workers",
+            str(args.workers),
+        ],
         env,
         logs / "server.log",
     )
     children.append(server)
-    wait_for("the server to load a model", lambda: http("GET", f"{base}/v2/health/ready")[0] == 200, server, 120)
+    wait_for(
+        "the server to load a model",
+        lambda: http("GET", f"{base}/v2/health/ready")[0] == 200,
+        server,
+        120,
+    )
 
-    name, row = production_sample(args.file)
+    _name, row = production_sample(args.file)
     status, answer = http("POST", f"{base}/predict", {"data": row}, timeout=30)
     if status != 200:
         raise UpError(f"/predict answered {status}: {answer}; see {server.log}")

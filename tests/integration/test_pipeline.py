@@ -86,6 +86,7 @@ def test_make_up_serves_the_production_version_and_stops_cleanly(tmp_path: Path)
         code = up.wait(timeout=60)
 
     assert code == 0, "".join(seen)
+
     # Everything it started is gone: the server port is free again.
     def port_closed() -> bool:
         try:
@@ -95,10 +96,9 @@ def test_make_up_serves_the_production_version_and_stops_cleanly(tmp_path: Path)
         return False
 
     wait_until(port_closed, timeout=30, what="the server to stop")
-    assert not any(
-        str(tmp_path) in cmd
-        for cmd in _process_cmdlines()
-    ), "a process started by up.py outlived it"
+    assert not any(str(tmp_path) in cmd for cmd in _process_cmdlines()), (
+        "a process started by up.py outlived it"
+    )
 
 
 def _process_cmdlines() -> list[str]:

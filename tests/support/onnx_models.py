@@ -33,8 +33,13 @@ def sha256_of(path: Path) -> str:
 
 
 def mlp_model(
-    *, n_inputs: int = 16, hidden: int = 64, n_outputs: int = 4, seed: int = 0,
-    with_label: bool = False, input_name: str = "input",
+    *,
+    n_inputs: int = 16,
+    hidden: int = 64,
+    n_outputs: int = 4,
+    seed: int = 0,
+    with_label: bool = False,
+    input_name: str = "input",
 ) -> onnx.ModelProto:
     """A two-layer perceptron ``input[N, n_inputs] float32 -> output[N, n_outputs] float32``.
 

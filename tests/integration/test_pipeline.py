@@ -79,7 +79,10 @@ def test_make_up_serves_the_production_version_and_stops_cleanly(tmp_path: Path)
         assert tags["mlgitops.sha256"] == _declared_production_sha(
             REPO / "models.yaml", answer["model"]
         )
-        assert answer["prediction"], answer
+        # Every output of the classifier: its int64 label and its probabilities.
+        outputs = answer["outputs"]
+        assert answer["prediction"] == outputs["label"] == 0, answer  # setosa-like sizes
+        assert abs(sum(outputs["probabilities"]) - 1.0) < 1e-4, answer
     finally:
         if up.poll() is None:
             up.send_signal(signal.SIGTERM)

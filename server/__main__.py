@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 
@@ -20,6 +21,11 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--volume DIR (or SERVER_VOLUME) is required: the sidecar's volume")
     volume = args.volume.resolve()
     os.environ["SERVER_VOLUME"] = str(volume)
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # One directory for every worker's metrics; the gunicorn config removes it on exit.
+        directory = tempfile.mkdtemp(prefix="mlgitops-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+        os.environ["SERVER_METRICS_DIR_CREATED"] = directory
     config = Path(__file__).with_name("gunicorn.conf.py")
     command = [
         sys.executable, "-m", "gunicorn",

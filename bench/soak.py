@@ -6,12 +6,14 @@ through a sidecar and a server sharing a volume. Prints failed requests (goal 0)
 during swaps against steady state, swap latency (end of apply -> first answer from the new
 version), and the server's memory (master + workers RSS) at the start and the end.
 
-    .venv/bin/python bench/soak.py [--duration 120] [--threads 8] [--pause 3] [--backend sqlite|postgres]
+    .venv/bin/python bench/soak.py [--duration 120] [--threads 8] [--pause 3]
+                                   [--backend sqlite|postgres]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import tempfile
@@ -21,8 +23,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-
-import contextlib
 
 from tests.support.load import LoadGenerator, Outcome  # noqa: E402
 from tests.support.onnx_models import write_mlp  # noqa: E402

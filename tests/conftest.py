@@ -17,7 +17,9 @@ from tests.support.onnx_models import BuiltModel, write_corrupt, write_mlp
 from tests.support.processes import MlflowServer, MotoS3Server
 
 IN_CI = bool(os.environ.get("CI"))
-POSTGRES_URL = os.environ.get("MLGITOPS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+POSTGRES_URL = os.environ.get(
+    "MLGITOPS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 
 
 def require(condition: bool, reason: str) -> None:

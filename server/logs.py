@@ -2,35 +2,27 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from typing import Any
 
-_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
+from pythonjsonlogger.json import JsonFormatter
 
 
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = value
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+def json_formatter() -> logging.Formatter:
+    """One JSON object per line: ts, level, logger, message, every ``extra`` field, exc."""
+    return JsonFormatter(
+        "{levelname}{name}{message}",
+        style="{",
+        timestamp="ts",
+        rename_fields={"levelname": "level", "name": "logger", "exc_info": "exc"},
+        json_default=str,
+    )
 
 
 LOGCONFIG: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"json": {"()": "server.logs.JsonFormatter"}},
+    "formatters": {"json": {"()": "server.logs.json_formatter"}},
     "handlers": {
         "stderr": {
             "class": "logging.StreamHandler",

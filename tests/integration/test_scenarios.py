@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from tests.conftest import POSTGRES_URL, require
+from tests.sidecar.running import WEBHOOK_SECRET, create_webhook
 from tests.support.load import LoadGenerator
 from tests.support.onnx_models import BuiltModel, write_corrupt, write_mlp
 from tests.support.pipeline import DeclaredVersion, Pipeline
@@ -111,25 +112,6 @@ def models(tmp_path: Path) -> Callable[[int], BuiltModel]:
     return build
 
 
-def register_webhook(mlflow: MlflowServer, url: str) -> None:
-    """Subscribe the sidecar's receiver to the registry events that mean "look again"."""
-    response = httpx.post(
-        f"{mlflow.url}/api/2.0/mlflow/webhooks",
-        json={
-            "name": f"sidecar-{uuid.uuid4().hex[:6]}",
-            "url": url,
-            "events": [
-                {"entity": "MODEL_VERSION_TAG", "action": "SET"},
-                {"entity": "MODEL_VERSION_ALIAS", "action": "CREATED"},
-                {"entity": "MODEL_VERSION", "action": "CREATED"},
-            ],
-            "secret": WEBHOOK_SECRET,
-        },
-        timeout=10,
-    )
-    assert response.status_code == 200, response.text
-
-
 def declare_production(
     pipe: Pipeline,
     name: str,
@@ -208,7 +190,7 @@ def test_promote_then_roll_back_under_load(
     pipeline.wait_served(name, version_1)
     if mode == "webhook":
         pipeline.sidecar.wait_http(f"{pipeline.sidecar_url}/healthz")  # type: ignore[union-attr]
-        register_webhook(topology.mlflow, f"{pipeline.sidecar_url}/webhook")
+        create_webhook(topology.mlflow, f"{pipeline.sidecar_url}/webhook")
 
     with LoadGenerator(f"{pipeline.server_url}/models/{name}/predict", {"data": ROW}) as load:
         wait_until(lambda: load.versions()[version_1] > 20, what="steady traffic on v1")

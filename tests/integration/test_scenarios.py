@@ -32,7 +32,6 @@ from tests.support.waiting import wait_until
 pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.slow]
 
 ROW = [0.5] * 16
-WEBHOOK_SECRET = "scenario-webhook-secret"
 
 
 class Topology:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from contracts.digest import sha256_file
 from contracts.registry import (
     APPLIED_BY_TAG,
     GIT_COMMIT_TAG,
@@ -34,7 +35,7 @@ from reconciler.errors import (
 )
 from reconciler.gate import fetch, gate
 from reconciler.plan import Action, Change, Kind, Plan, make_plan
-from reconciler.spec import Desired, ModelSpec, VersionSpec, sha256_file
+from reconciler.spec import Desired, ModelSpec, VersionSpec
 from reconciler.state import Registry
 
 log = logging.getLogger(__name__)

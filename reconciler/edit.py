@@ -12,6 +12,7 @@ from typing import Any
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
+from contracts.digest import sha256_file
 from contracts.registry import Stage
 from reconciler import spec
 from reconciler.errors import ReconcilerError, SourceError
@@ -51,7 +52,7 @@ def add_version(
         written = source
     else:
         written, local = _relative_source(path, source)
-        computed = spec.sha256_file(local)
+        computed = sha256_file(local)
         if sha256 is not None and sha256 != computed:
             raise EditError(f"--sha256 {sha256} does not match {local} (its sha256: {computed})")
         sha256 = computed

@@ -12,9 +12,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from contracts.digest import sha256_file
 from contracts.registry import ONNX_FILE_NAME
 from reconciler.errors import GateError, ReconcilerError, SourceError
-from reconciler.spec import SampleInput, sha256_file
+from reconciler.spec import SampleInput
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -21,6 +20,7 @@ from pydantic import (
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
+from contracts.digest import sha256_file
 from contracts.registry import Stage
 from reconciler.errors import Problem, SpecError
 
@@ -175,14 +175,6 @@ class Desired:
 
 def is_uri(source: str) -> bool:
     return source.startswith(URI_SCHEMES)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def json_schema() -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from contracts.digest import sha256_file
 from contracts.volume import MANIFEST_FILE, MODEL_FILE, PublishedModel
 from server.batcher import Array, Batcher
 from server.errors import InferenceError, InvalidInputError, ModelLoadError
@@ -128,14 +128,6 @@ class LoadedModel:
         return body
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _verify_files(published: PublishedModel) -> None:
     manifest = published.manifest
     model_file = published.model_file
@@ -148,7 +140,7 @@ def _verify_files(published: PublishedModel) -> None:
             continue
         path = published.directory / relative
         try:
-            got = sha256_of(path)
+            got = sha256_file(path)
         except OSError as exc:
             raise ModelLoadError(
                 manifest.name, manifest.version, f"cannot read {path}: {exc}"

@@ -9,7 +9,6 @@ temporary symlink. Old versions are pruned only after the link has moved.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import re
@@ -19,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from contracts.digest import sha256_file
 from contracts.volume import (
     CANDIDATE_LINK,
     CURRENT_LINK,
@@ -41,14 +41,6 @@ CANDIDATE_MARK = ".candidate-"
 manifest carries the rollout, so a new weight is a new (hard-linked) directory."""
 
 _CHUNK = 1 << 20
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def fsync_path(path: Path) -> None:

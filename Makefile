@@ -7,7 +7,13 @@ STAMP := $(VENV)/.installed
 PORT ?= 8000
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install up test test-unit test-integration lint fmt typecheck models schema bench soak lock clean
+# Static checkers (actionlint, hadolint, kubernetes-validate, checkov, yamllint, python-hcl2) for
+# tests/delivery. A venv of their own: checkov's hcl2 fork would shadow python-hcl2 in .venv.
+.PHONY: tools
+TOOLS_VENV := .venv-tools
+TOOLS_STAMP := $(TOOLS_VENV)/.installed
+
+.PHONY: help install up test test-unit lint fmt models schema bench bench-plan soak lock clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -27,7 +33,7 @@ models: $(STAMP)  ## Build the example ONNX models that models.yaml points at
 up: $(STAMP) models  ## The whole pipeline locally: MLflow + reconciler + sidecar + server on :$(PORT)
 	$(PY) deploy/local/up.py --port $(PORT)
 
-test: $(STAMP) models  ## The whole test suite (unit, integration, static checks)
+test: $(STAMP) $(TOOLS_STAMP) models  ## The whole test suite (unit, integration, static checks)
 	$(PY) -m pytest
 
 test-unit: $(STAMP)  ## Unit tests only (no processes)
@@ -52,18 +58,18 @@ bench: $(STAMP)  ## Server vs the Node.js gateway under wrk (keep-alive); writes
 	cd bench/node && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund --loglevel=error
 	$(PY) bench/serve_bench.py
 
+bench-plan: $(STAMP)  ## Reconciler plan cost: 200 models x 5 versions against a local MLflow
+	$(PY) bench/plan_bench.py
+
+soak: $(STAMP)  ## Steady load with a promotion every few seconds (SOAK_ARGS="--duration 300")
+	$(PY) bench/soak.py $(SOAK_ARGS)
+
 lock: $(STAMP)  ## Refresh constraints.txt from the current venv
 	{ echo "# Exact versions for reproducible installs (make install uses them as pip constraints)."; \
 	  echo "# Refresh: make lock"; $(PY) -m pip freeze --exclude-editable; } > constraints.txt
 
 clean:  ## Remove the venv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .run
-
-# Static checkers (actionlint, hadolint, kubernetes-validate, checkov, yamllint, python-hcl2) for
-# tests/delivery. A venv of their own: checkov's hcl2 fork would shadow python-hcl2 in .venv.
-.PHONY: tools
-TOOLS_VENV := .venv-tools
-TOOLS_STAMP := $(TOOLS_VENV)/.installed
 
 $(TOOLS_STAMP): requirements-tools.txt requirements-hcl2.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or run 'make PYTHON=/path/to/python3.11 tools'"; exit 1; }

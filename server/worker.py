@@ -16,6 +16,7 @@ import asyncio
 import collections
 import logging
 import os
+import re
 import signal
 import socket
 import sys
@@ -24,7 +25,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
+from urllib.parse import unquote_to_bytes
 
 import httptools
 import orjson
@@ -46,6 +47,14 @@ _PREDICT = b"/predict"
 _MODELS = b"/models/"
 
 
+_MAX_HEAD_BYTES = 64 * 1024  # request line and headers of one request (then 431)
+_MAX_QUEUED = 16  # pipelined requests waiting on one connection before reading pauses
+_REQUEST_LINE = re.compile(rb"[A-Z][A-Z0-9_-]{0,31} \S+ HTTP/1\.[01]\r?\n")
+_LINGER_SECONDS = 5.0  # how long a refused body is read away before the connection closes
+
+_Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]
+
+
 @dataclass(slots=True)
 class _Request:
     method: bytes
@@ -54,7 +63,8 @@ class _Request:
     headers: list[tuple[bytes, bytes]]
     body: bytes
     keep_alive: bool
-    too_large: bool
+    http_version: str = "1.1"
+    refusal: _Answer | None = None  # answered as is (malformed, too large): then close
 
     def header(self, name: str) -> str | None:
         wanted = name.lower().encode("latin-1")
@@ -80,24 +90,37 @@ class _Shared:
 
 
 def _response(
-    status: int, body: bytes, headers: list[tuple[bytes, bytes]], keep_alive: bool
+    status: int,
+    body: bytes,
+    headers: list[tuple[bytes, bytes]],
+    keep_alive: bool,
+    *,
+    http_10: bool = False,
+    head: bool = False,
 ) -> bytes:
+    """The bytes of one answer; ``head``: the headers of the answer without its body."""
     lines = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b""))]
     has_length = False
     for name, value in headers:
-        if name.lower() == b"content-length":
+        lowered = name.lower()
+        if lowered == b"content-length":
             has_length = True
+        elif lowered == b"connection":
+            continue  # this layer decides
         lines.append(b"%s: %s\r\n" % (name, value))
     if not has_length:
         lines.append(b"content-length: %d\r\n" % len(body))
     if not keep_alive:
         lines.append(b"connection: close\r\n")
+    elif http_10:
+        lines.append(b"connection: keep-alive\r\n")  # an HTTP/1.0 client closes otherwise
     lines.append(b"\r\n")
-    lines.append(body)
+    if not head:
+        lines.append(body)
     return b"".join(lines)
 
 
-def _error(exc: ServerError, retry_after: int) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+def _error(exc: ServerError, retry_after: int) -> _Answer:
     body = orjson.dumps({"title": exc.title, "description": str(exc)})
     headers = [(b"content-type", _JSON)]
     for name, value in (error_headers(exc, retry_after) or {}).items():
@@ -105,8 +128,27 @@ def _error(exc: ServerError, retry_after: int) -> tuple[int, bytes, list[tuple[b
     return exc.status, body, headers
 
 
+def _refusal(status: int, description: str, *extra: tuple[bytes, bytes]) -> _Answer:
+    title = HTTPStatus(status).phrase
+    body = orjson.dumps({"title": title, "description": description})
+    return status, body, [(b"content-type", _JSON), *extra]
+
+
+def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    for name, value in headers:
+        if name == b"content-length":
+            return int(value)  # httptools has checked it is a number
+    return None
+
+
 class HttpProtocol(asyncio.Protocol):
-    """One client connection: parse, queue, answer in order."""
+    """One client connection: parse, queue, answer in order.
+
+    A request that cannot be served as sent (malformed, head or body over the limits, unknown
+    method) is queued as a refusal, answered in its turn, and then the connection closes; what
+    the client still sends is read away for a while first ("lingering close"), so that it sees
+    the answer instead of a reset.
+    """
 
     def __init__(self, shared: _Shared) -> None:
         self._shared = shared
@@ -115,14 +157,24 @@ class HttpProtocol(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self._queue: collections.deque[_Request] = collections.deque()
         self._busy = False
-        self._paused = False
+        self._paused = False  # reading paused: too many queued requests or a slow reader
+        self._writer_paused = False  # the client does not read its answers fast enough
+        self._waiting_for_writer = False  # the next answer waits until the client reads
+        self._refused = False  # a refusal is queued: the rest of the input is ignored
+        self._lingering = False  # answered and half-closed: reading the rest away
+        self._eof = False  # the client has closed its side
+        self._in_message = False  # between the first byte of a request and its end
+        self._expect_continue = False  # a "100 Continue" is owed when this request's turn comes
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
+        self._head_bytes = 0
         self._body: list[bytes] = []
         self._body_size = 0
         self._peer: tuple[str, int] | None = None
         self._local: tuple[str, int] | None = None
         self.last_active = time.monotonic()
+        self._head_started: float | None = None  # a request head is arriving since then
+        self._linger_until = 0.0
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -140,39 +192,128 @@ class HttpProtocol(asyncio.Protocol):
         self._shared.connections.discard(self)
         self._transport = None
 
+    def eof_received(self) -> bool:
+        """The client closed its side: answer what it sent (half-close), then close."""
+        self._eof = True
+        return not self._lingering and (self._busy or bool(self._queue))
+
+    def pause_writing(self) -> None:
+        self._writer_paused = True
+        self._pause_reading()
+
+    def resume_writing(self) -> None:
+        self._writer_paused = False
+        if self._waiting_for_writer:
+            self._waiting_for_writer = False
+            self._next()
+
     def data_received(self, data: bytes) -> None:
         self.last_active = time.monotonic()
+        if self._refused:
+            return  # read away (lingering) or ignored after a refusal
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._fail(b"upgrades are not supported")
+            # No upgrades here (h2c, websocket): answer the request over HTTP/1.1, then close.
+            if self._queue:
+                self._queue[-1].keep_alive = False
+                self._refused = True
+            else:
+                self._refuse(400, "protocol upgrades are not supported")
+        except httptools.HttpParserInvalidMethodError:
+            if _REQUEST_LINE.match(data) and not self._queue and not self._busy:
+                self._refuse(
+                    501, "this method is not supported; the inference routes take POST",
+                    (b"allow", b"GET, HEAD, POST, OPTIONS"),
+                )  # fmt: skip
+            else:  # not HTTP at all (TLS, junk)
+                self._refuse(400, "malformed HTTP request: not an HTTP/1.x request line")
         except httptools.HttpParserError as exc:
-            self._fail(f"malformed HTTP request: {exc}".encode())
+            if not self._refused:  # a callback may have refused already
+                self._refuse(400, f"malformed HTTP request: {exc}")
 
     # httptools callbacks
     def on_message_begin(self) -> None:
+        self._in_message = True
+        self._head_started = time.monotonic()
         self._url = b""
         self._headers = []
+        self._head_bytes = 0
         self._body = []
         self._body_size = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        self._count_head(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name.lower(), value))
+        self._count_head(len(name) + len(value))
+
+    def _count_head(self, size: int) -> None:
+        self._head_bytes += size
+        if self._head_bytes > _MAX_HEAD_BYTES and not self._refused:
+            self._refuse(431, f"the request line and headers exceed {_MAX_HEAD_BYTES} bytes")
 
     def on_headers_complete(self) -> None:
-        if self._transport is not None and (b"expect", b"100-continue") in self._headers:
+        self._head_started = None
+        if self._refused:
+            return
+        length = _content_length(self._headers)
+        limit = self._shared.max_body_bytes
+        if length is not None and length > limit:
+            # Refused on the head alone: the body is never read into memory.
+            self._refuse_answer(_error(self._too_large(length), self._shared.retry_after))
+            return
+        expect = next((v for k, v in self._headers if k == b"expect"), None)
+        if (
+            expect is not None
+            and expect.lower() == b"100-continue"
+            and self._parser.get_http_version() == "1.1"
+        ):
+            self._expect_continue = True
+            if not self._busy and not self._queue:
+                self._send_continue()
+
+    def _send_continue(self) -> None:
+        self._expect_continue = False
+        if self._transport is not None and not self._transport.is_closing():
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
+        if self._refused:
+            return
         self._body_size += len(body)
-        if self._body_size <= self._shared.max_body_bytes + 1:
-            self._body.append(body)
+        if self._body_size > self._shared.max_body_bytes:  # chunked: no length up front
+            self._refuse_answer(_error(self._too_large(None), self._shared.retry_after))
+            return
+        self._body.append(body)
+
+    def _too_large(self, length: int | None) -> BodyTooLargeError:
+        """The 413 of this request, counted in the metrics when it is a prediction."""
+        server_app = self._shared.server_app
+        fast, name = _predict_route(self._url.partition(b"?")[0])
+        if server_app is not None and fast and self._parser.get_method() == b"POST":
+            try:
+                server_app.predictor.check(name, "application/json", length)
+            except BodyTooLargeError as exc:
+                return exc
+        return BodyTooLargeError(length, self._shared.max_body_bytes)
 
     def on_message_complete(self) -> None:
-        path, _, query = self._url.partition(b"?")
+        if self._refused:
+            return
+        self._in_message = False
+        self._expect_continue = False
+        url = self._url
+        if not url.startswith(b"/") and url[:4].lower() == b"http":  # absolute form
+            try:
+                parsed = httptools.parse_url(url)
+                path, query = parsed.path or b"/", parsed.query or b""
+            except httptools.HttpParserInvalidURLError:
+                path, query = url, b""
+        else:
+            path, _, query = url.partition(b"?")
         request = _Request(
             method=self._parser.get_method(),
             path=path,
@@ -180,40 +321,79 @@ class HttpProtocol(asyncio.Protocol):
             headers=self._headers,
             body=b"".join(self._body) if len(self._body) != 1 else self._body[0],
             keep_alive=self._parser.should_keep_alive() and not self._shared.stopping,
-            too_large=self._body_size > self._shared.max_body_bytes,
+            http_version=self._parser.get_http_version(),
         )
+        self._enqueue(request)
+
+    # answering
+    def _enqueue(self, request: _Request) -> None:
         self._queue.append(request)
-        if len(self._queue) > 16 and self._transport is not None and not self._paused:
-            self._paused = True
-            self._transport.pause_reading()
+        if len(self._queue) > _MAX_QUEUED:
+            self._pause_reading()
         if not self._busy:
             self._next()
 
-    # answering
+    def _pause_reading(self) -> None:
+        if self._transport is not None and not self._paused:
+            self._paused = True
+            self._transport.pause_reading()
+
+    def _refuse(self, status: int, description: str, *extra: tuple[bytes, bytes]) -> None:
+        self._refuse_answer(_refusal(status, description, *extra))
+
+    def _refuse_answer(self, answer: _Answer) -> None:
+        """Queue ``answer`` behind the requests already read, and read no more requests."""
+        self._refused = True
+        self._in_message = False
+        self._expect_continue = False
+        request = _Request(b"", b"", b"", [], b"", keep_alive=False, refusal=answer)
+        self._enqueue(request)
+
     @property
     def idle(self) -> bool:
-        return not self._busy and not self._queue
+        """Nothing to answer and no request begun: may be closed at once."""
+        return not self._busy and not self._queue and not self._in_message
 
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
 
-    def _fail(self, message: bytes) -> None:
-        if self._transport is not None:
-            body = orjson.dumps({"title": "Bad request", "description": message.decode()})
-            headers = [(b"content-type", _JSON)]
-            self._transport.write(_response(400, body, headers, keep_alive=False))
-            self._transport.close()
+    def expire(self, now: float, keepalive: float) -> None:
+        """Close the connection if it has waited too long (called about twice a second)."""
+        if self._lingering:
+            if now > self._linger_until or now - self.last_active > 1.0:
+                self.close()
+            return
+        if self._busy or self._queue:
+            return
+        trickling = self._head_started is not None and now - self._head_started > keepalive
+        if now - self.last_active <= keepalive and not trickling:
+            return
+        if self._in_message:  # a request begun and never finished, or its head trickling in
+            self._refuse(408, f"the request did not arrive within {keepalive:g}s")
+        else:
+            self.close()
 
     def _next(self) -> None:
+        if self._writer_paused:
+            self._busy = self._waiting_for_writer = True  # resume_writing goes on
+            return
         if not self._queue:
             self._busy = False
+            if self._eof:
+                self.close()
+                return
             if self._paused and self._transport is not None:
                 self._paused = False
                 self._transport.resume_reading()
+            if self._expect_continue:
+                self._send_continue()
             return
         self._busy = True
         request = self._queue.popleft()
+        if request.refusal is not None:
+            self.respond(request, *request.refusal)
+            return
         shared = self._shared
         if shared.server_app is not None and request.method == b"POST":
             fast, name = _predict_route(request.path)
@@ -233,14 +413,27 @@ class HttpProtocol(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             return
-        if request.method == b"HEAD":
-            body = b""
-        transport.write(_response(status, body, headers, request.keep_alive))
+        transport.write(
+            _response(
+                status, body, headers, request.keep_alive,
+                http_10=request.http_version == "1.0", head=request.method == b"HEAD",
+            )
+        )  # fmt: skip
         self.last_active = time.monotonic()
-        if not request.keep_alive:
+        if request.keep_alive:
+            self._next()
+        elif self._refused and not self._eof and transport.can_write_eof():
+            # The client may still be sending (a refused body): half-close and read it away
+            # for a while, or it could see a reset instead of this answer.
+            self._lingering = True
+            self._linger_until = self.last_active + _LINGER_SECONDS
+            self._queue.clear()
+            transport.write_eof()
+            if self._paused:
+                self._paused = False
+                transport.resume_reading()
+        else:
             transport.close()
-            return
-        self._next()
 
     async def _answer(self, request: _Request) -> None:
         try:
@@ -268,14 +461,14 @@ class HttpProtocol(asyncio.Protocol):
             return
         self.respond(request, *_ok(answer))
 
-    async def _asgi(self, request: _Request) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    async def _asgi(self, request: _Request) -> _Answer:
         scope = {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": "1.1",
+            "http_version": request.http_version,
             "method": request.method.decode("latin-1"),
             "scheme": "http",
-            "path": unquote(request.path.decode("latin-1")),
+            "path": unquote_to_bytes(request.path).decode("utf-8", "replace"),
             "raw_path": request.path,
             "query_string": request.query,
             "root_path": "",
@@ -322,12 +515,12 @@ def _predict_route(path: bytes) -> tuple[bool, str | None]:
     return False, None
 
 
-def _ok(answer: Answer) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+def _ok(answer: Answer) -> _Answer:
     body = orjson.dumps(answer.body, option=orjson.OPT_SERIALIZE_NUMPY)
     return 200, body, [(b"content-type", _JSON), (b"x-model-version", answer.model.encoded_version)]
 
 
-def _internal_error() -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+def _internal_error() -> _Answer:
     body = orjson.dumps({"title": "Server error", "description": "see the server log"})
     return 500, body, [(b"content-type", _JSON)]
 
@@ -348,8 +541,6 @@ def _drain(shared: _Shared) -> None:
                 server_app.token.check(path, request.header("authorization"))
             length = request.header("content-length")
             predictor.check(name, request.header("content-type"), int(length) if length else None)
-            if request.too_large:
-                raise BodyTooLargeError(None, predictor.max_body_bytes)
             prepared = predictor.prepare(name, request.body, request.header, sync_only=True)
         except ServerError as exc:
             protocol.respond(request, *_error(exc, shared.retry_after))
@@ -387,6 +578,12 @@ def _drain(shared: _Shared) -> None:
                 predictor.failed(prepared, ServerError())
                 answer = _internal_error()
             protocol.respond(request, *answer)
+
+
+def _expire(shared: _Shared) -> None:
+    now = time.monotonic()
+    for connection in list(shared.connections):
+        connection.expire(now, shared.keepalive)
 
 
 class _Lifespan:
@@ -475,22 +672,27 @@ class HttpWorker(Worker):  # type: ignore[misc]
             if os.getppid() != ppid:
                 log.warning("gunicorn master %s went away; stopping", ppid)
                 break
-            now = time.monotonic()
-            for connection in list(shared.connections):
-                if connection.idle and now - connection.last_active > shared.keepalive:
-                    connection.close()
+            _expire(shared)
             await asyncio.sleep(0.5)
 
         shared.stopping = True
         for server in servers:
             server.close()
+        log.info(
+            "worker %s stopping: finishing the requests of %d open connection(s)",
+            os.getpid(), len(shared.connections),
+        )  # fmt: skip
         deadline = time.monotonic() + float(self.cfg.graceful_timeout)
+        swept = time.monotonic()
         while time.monotonic() < deadline:
             for connection in list(shared.connections):
                 if connection.idle:
                     connection.close()
             if not shared.connections:
                 break
+            if time.monotonic() - swept > 0.5:
+                swept = time.monotonic()
+                _expire(shared)
             await asyncio.sleep(0.05)
         for connection in list(shared.connections):
             connection.close()

@@ -1,0 +1,552 @@
+"""The fast worker's own HTTP/1.1 layer (server.worker) against a real gunicorn, over raw sockets.
+
+One server per module (one worker, so a crash shows as a new worker pid); the graceful-stop
+test starts its own because it stops it.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from tests.server.harness import ServerProcess, running_server
+from tests.server.volume import publish_version
+from tests.support.onnx_models import write_mlp
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+LIMIT = 20_000  # SERVER_MAX_BODY_BYTES of these servers
+KEEPALIVE = 2  # seconds (gunicorn --keep-alive)
+ROW = [float(i) / 16 for i in range(16)]
+BODY = orjson.dumps({"data": ROW})
+
+
+@dataclass
+class Reply:
+    status: int
+    reason: bytes
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+class Raw:
+    """One client connection that writes bytes and reads HTTP/1.1 answers off the stream."""
+
+    def __init__(self, url: str, timeout: float = 20.0) -> None:
+        host, port = url.removeprefix("http://").split(":")
+        self.timeout = timeout
+        self.sock = socket.create_connection((host, int(port)), timeout=timeout)
+        self.buffer = b""
+
+    def __enter__(self) -> Raw:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _fill(self) -> None:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise EOFError(f"the server closed the connection; unread: {self.buffer!r}")
+        self.buffer += chunk
+
+    def reply(self, *, head: bool = False) -> Reply:
+        while b"\r\n\r\n" not in self.buffer:
+            self._fill()
+        raw_head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        status_line, *lines = raw_head.split(b"\r\n")
+        version, status, reason = [*status_line.split(b" ", 2), b""][:3]
+        assert version == b"HTTP/1.1", status_line
+        headers: dict[str, str] = {}
+        for line in lines:
+            name, _, value = line.partition(b":")
+            headers[name.strip().lower().decode()] = value.strip().decode("latin-1")
+        length = 0 if head or int(status) < 200 else int(headers.get("content-length", "0"))
+        while len(self.buffer) < length:
+            self._fill()
+        body, self.buffer = self.buffer[:length], self.buffer[length:]
+        return Reply(int(status), reason, headers, body)
+
+    def closed_by_server_within(self, seconds: float) -> bool:
+        """True when the server closes the connection within ``seconds`` (the client's pace)."""
+        self.sock.settimeout(seconds)
+        try:
+            return self.closed_by_server()
+        finally:
+            self.sock.settimeout(self.timeout)
+
+    def closed_by_server(self) -> bool:
+        """Block until the server closes (True) or the socket timeout passes (False)."""
+        try:
+            while chunk := self.sock.recv(65536):
+                self.buffer += chunk
+        except ConnectionResetError:
+            return True
+        except TimeoutError:
+            return False
+        return True
+
+
+def request(
+    method: str,
+    path: str,
+    body: bytes = b"",
+    *,
+    headers: dict[str, str] | None = None,
+    version: str = "1.1",
+) -> bytes:
+    fields = {"Host": "test"}
+    if body or method in ("POST", "PUT", "PATCH"):
+        fields |= {"Content-Type": "application/json", "Content-Length": str(len(body))}
+    fields |= headers or {}
+    lines = "".join(f"{name}: {value}\r\n" for name, value in fields.items())
+    return f"{method} {path} HTTP/{version}\r\n{lines}\r\n".encode() + body
+
+
+def worker_pids(master: int) -> set[int]:
+    """The children of the gunicorn master, from /proc."""
+    pids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == master:
+            pids.add(int(stat.parent.name))
+    return pids
+
+
+@dataclass
+class Served:
+    server: ServerProcess
+    workers: set[int]
+
+    def assert_same_worker(self) -> None:
+        """The worker survived: same pid, and a fresh connection gets an answer."""
+        response = httpx.post(f"{self.server.url}/predict", content=BODY, headers=JSON)
+        assert response.status_code == 200, response.text
+        assert worker_pids(self.server.process.pid) == self.workers, self.server.process.log_tail()
+
+
+JSON = {"Content-Type": "application/json"}
+
+
+@contextmanager
+def serving(root: Path) -> Iterator[ServerProcess]:
+    volume, models = root / "volume", root / "models"
+    publish_version(volume, "tiny", "1", write_mlp(models / "tiny.onnx", seed=1).path)
+    publish_version(volume, "clf", "7", write_mlp(models / "clf.onnx", seed=2).path)
+    env = {
+        "SERVER_MAX_BODY_BYTES": str(LIMIT),
+        "SERVER_DEFAULT_MODEL": "tiny",
+        "SERVER_WORKER_CLASS": "server.worker.HttpWorker",
+        "GUNICORN_CMD_ARGS": f"--keep-alive {KEEPALIVE} --graceful-timeout 30",
+    }
+    with running_server(volume, root, workers=1, env=env) as server:
+        wait_until(
+            lambda: httpx.get(f"{server.url}/v2/health/ready").status_code == 200,
+            what="both models ready",
+        )
+        yield server
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    with serving(tmp_path_factory.mktemp("server-http")) as server:
+        workers = wait_until(lambda: worker_pids(server.process.pid), what="the worker")
+        assert len(workers) == 1
+        yield Served(server, workers)
+        assert worker_pids(server.process.pid) == workers, "the worker was replaced"
+        assert server.metric("server_requests_total", status="500") == 0
+
+
+# keep-alive and pipelining
+
+
+def test_many_requests_on_one_keep_alive_connection(served: Served) -> None:
+    with Raw(served.server.url) as raw:
+        for index in range(60):
+            if index % 3 == 2:
+                raw.send(request("GET", "/v2/health/ready"))
+            else:
+                raw.send(request("POST", "/predict" if index % 3 else "/models/clf/predict", BODY))
+            reply = raw.reply()
+            assert reply.status == 200, reply
+            assert "connection" not in reply.headers
+        raw.send(request("POST", "/predict", BODY, headers={"Connection": "close"}))
+        last = raw.reply()
+        assert last.status == 200
+        assert last.json()["model"] == "tiny"
+        assert last.headers["connection"] == "close"
+        assert raw.closed_by_server()
+
+
+def test_connection_close_on_a_falcon_route(served: Served) -> None:
+    with Raw(served.server.url) as raw:
+        raw.send(request("GET", "/v2/models/tiny", headers={"Connection": "close"}))
+        reply = raw.reply()
+        assert reply.status == 200
+        assert reply.headers["connection"] == "close"
+        assert raw.closed_by_server()
+
+
+def test_http_1_0_closes_unless_it_asks_for_keep_alive(served: Served) -> None:
+    with Raw(served.server.url) as raw:
+        raw.send(request("POST", "/predict", BODY, version="1.0"))
+        assert raw.reply().status == 200
+        assert raw.closed_by_server()
+    with Raw(served.server.url) as raw:
+        for _ in range(2):
+            raw.send(
+                request(
+                    "POST", "/predict", BODY, version="1.0", headers={"Connection": "keep-alive"}
+                )
+            )
+            reply = raw.reply()
+            assert reply.status == 200
+            # An HTTP/1.0 client keeps the connection only when the answer says so.
+            assert reply.headers.get("connection", "").lower() == "keep-alive"
+
+
+def test_pipelined_requests_are_answered_in_order(served: Served) -> None:
+    sequence = [
+        (request("POST", "/predict", BODY), 200, b'"model":"tiny"'),
+        (request("GET", "/v2/health/ready"), 200, b'"ready":true'),
+        (request("POST", "/models/clf/predict", BODY), 200, b'"model":"clf"'),
+        (request("POST", "/predict", b"{not json"), 400, b"not valid JSON"),
+        (request("GET", "/v2/models/clf"), 200, b'"name":"clf"'),
+        (request("POST", "/models/nope/predict", BODY), 404, b"nope"),
+        (request("GET", "/metrics"), 200, b"server_requests_total"),
+        (request("POST", "/predict?trace=1", BODY), 200, b'"model":"tiny"'),
+    ] * 3
+    with Raw(served.server.url) as raw:
+        raw.send(b"".join(data for data, _, _ in sequence))
+        for index, (_, status, words) in enumerate(sequence):
+            reply = raw.reply()
+            assert (index, reply.status) == (index, status), reply
+            assert words in reply.body, (index, reply)
+
+
+def test_pipelined_request_then_garbage_answers_both_in_order(served: Served) -> None:
+    with Raw(served.server.url) as raw:
+        raw.send(request("POST", "/predict", BODY) + b"GARBAGE\x01 nonsense\r\n\r\n")
+        assert raw.reply().status == 200
+        bad = raw.reply()
+        assert bad.status == 400, bad
+        assert raw.closed_by_server()
+    served.assert_same_worker()
+
+
+# request bodies
+
+
+def test_chunked_bodies(served: Served) -> None:
+    pieces = [BODY[:1], BODY[1:10], BODY[10:]]
+    chunked = (
+        b"".join(b"%x;note=1\r\n%s\r\n" % (len(p), p) for p in pieces)
+        + b"0\r\nX-Trailer: 1\r\n\r\n"
+    )
+    plain = httpx.post(f"{served.server.url}/predict", content=BODY, headers=JSON).json()
+    v2 = orjson.dumps(
+        {"inputs": [{"name": "input", "shape": [1, 16], "datatype": "FP32", "data": ROW}]}
+    )
+    v2_chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(v2), v2)
+    with Raw(served.server.url) as raw:
+        head = "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        raw.send(f"POST /predict HTTP/1.1\r\nHost: t\r\n{head}".encode() + chunked)
+        raw.send(f"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: t\r\n{head}".encode() + v2_chunked)
+        first = raw.reply()
+        assert first.status == 200, first
+        assert first.json() == plain
+        second = raw.reply()
+        assert second.status == 200, second
+        assert second.json()["outputs"][0]["data"] == plain["prediction"]
+
+
+@pytest.mark.parametrize("path", ["/predict", "/v2/models/tiny/infer"])
+def test_content_length_over_the_limit_is_413_before_the_body(served: Served, path: str) -> None:
+    with Raw(served.server.url) as raw:
+        # Only the head (and a little body): the answer must not wait for 10 MB.
+        raw.send(request("POST", path, b"", headers={"Content-Length": str(10_000_000)}))
+        raw.send(b"[" * 1000)
+        reply = raw.reply()
+        assert reply.status == 413, reply
+        assert str(LIMIT) in reply.json()["description"]
+        assert reply.headers["connection"] == "close"
+        # The rest of the body may keep coming; the server reads it away and closes.
+        raw.send(b"0" * 200_000)
+        assert raw.closed_by_server()
+    served.assert_same_worker()
+
+
+@pytest.mark.parametrize("path", ["/predict", "/v2/models/tiny/infer"])
+def test_chunked_body_over_the_limit_is_413(served: Served, path: str) -> None:
+    with Raw(served.server.url) as raw:
+        raw.send(
+            f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n".encode()
+        )
+        chunk = b"%x\r\n%s\r\n" % (4096, b" " * 4096)
+        for _ in range(LIMIT // 4096 + 2):  # past the limit, and no last chunk yet
+            raw.send(chunk)
+        reply = raw.reply()
+        assert reply.status == 413, reply
+        assert reply.headers["connection"] == "close"
+        assert raw.closed_by_server()
+    served.assert_same_worker()
+
+
+def test_expect_100_continue(served: Served) -> None:
+    with Raw(served.server.url) as raw:
+        raw.send(
+            request(
+                "POST",
+                "/predict",
+                b"",
+                headers={"Content-Length": str(len(BODY)), "Expect": "100-continue"},
+            )
+        )
+        interim = raw.reply()
+        assert interim.status == 100
+        raw.send(BODY)
+        reply = raw.reply()
+        assert reply.status == 200, reply
+        assert reply.json()["model"] == "tiny"
+        # Too large: a final 413 instead of 100, and the body is never asked for.
+        too_big = {"Content-Length": str(LIMIT + 1), "Expect": "100-Continue"}
+        raw.send(request("POST", "/predict", b"", headers=too_big))
+        refused = raw.reply()
+        assert refused.status == 413, refused
+        assert raw.closed_by_server()
+
+
+# malformed input
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(b"GARBAGE\r\n\r\n", id="request-line"),
+        pytest.param(
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40, id="tls-hello"
+        ),
+        pytest.param(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", id="header-without-colon"),
+        pytest.param(b"GET / HTTP/1.1\r\nX\x01Y: 1\r\n\r\n", id="header-control-char"),
+        pytest.param(
+            b"POST /predict HTTP/1.1\r\nContent-Length: abc\r\n\r\n", id="length-not-a-number"
+        ),
+        pytest.param(
+            b"POST /predict HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"0\r\n\r\n",
+            id="length-and-chunked",
+        ),
+        pytest.param(
+            b"POST /predict HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", id="bad-chunk"
+        ),
+        pytest.param(b"GET / HTTP/9.9\r\n\r\n", id="version"),
+    ],
+)
+def test_malformed_http_is_400_and_the_worker_survives(served: Served, data: bytes) -> None:
+    with Raw(served.server.url) as raw:
+        raw.send(data)
+        reply = raw.reply()
+        assert reply.status == 400, reply
+        assert reply.json()["title"]
+        assert raw.closed_by_server()
+    served.assert_same_worker()
+
+
+def test_huge_headers_are_refused(served: Served) -> None:
+    with Raw(served.server.url) as raw:
+        raw.send(b"GET /v2/health/live HTTP/1.1\r\nHost: t\r\n")
+        for index in range(200):  # 200 x 1 KB headers, never ending
+            raw.send(b"X-Filler-%d: %s\r\n" % (index, b"a" * 1024))
+        reply = raw.reply()
+        assert reply.status == 431, reply
+        assert raw.closed_by_server()
+    served.assert_same_worker()
+
+
+DEEP = b'{"data": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+NESTED = b'{"data": ' + b"[" * 60 + b"1" + b"]" * 60 + b"}"
+BAD_BODIES: list[tuple[str, bytes, str | None, int]] = [
+    ("invalid-json", b'{"data": [1, 2', "application/json", 400),
+    ("text-plain", BODY, "text/plain", 415),
+    ("no-content-type", BODY, None, 415),
+    ("form", b"data=1", "application/x-www-form-urlencoded", 415),
+    ("empty", b"", "application/json", 400),
+    ("data-string", b'{"data": "x"}', "application/json", 400),
+    ("data-null", b'{"data": null}', "application/json", 400),
+    ("ragged", b'{"data": [[1, 2], [3]]}', "application/json", 400),
+    ("ragged-deep", b'{"data": [[[1], [2, 3]], [[4]]]}', "application/json", 400),
+    ("nan", b'{"data": [NaN]}', "application/json", 400),
+    ("infinity", b'{"data": [Infinity, -Infinity]}', "application/json", 400),
+    ("huge-float", b'{"data": [1e999]}', "application/json", 400),
+    ("huge-int", b'{"data": [' + b"9" * 400 + b"]}", "application/json", 400),
+    ("deep-json", DEEP, "application/json", 400),
+    ("deep-array", NESTED, "application/json", 400),
+    ("not-utf8", b'{"data": ["\xff"]}', "application/json", 400),
+    ("nulls", b'{"data": [null, null]}', "application/json", 400),
+    ("strings", b'{"data": ' + orjson.dumps(["a"] * 16) + b"}", "application/json", 400),
+    ("object-rows", b'{"data": [{"a": 1}]}', "application/json", 400),
+]
+
+
+@pytest.mark.parametrize("path", ["/predict", "/models/tiny/predict"])
+def test_bad_bodies_get_a_4xx_that_says_why(served: Served, path: str) -> None:
+    with Raw(served.server.url) as raw:
+        for case, body, content_type, status in BAD_BODIES:
+            headers = {"Content-Length": str(len(body))}
+            if content_type:
+                headers["Content-Type"] = content_type
+            head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+            raw.send(f"POST {path} HTTP/1.1\r\nHost: t\r\n{head}\r\n".encode() + body)
+            reply = raw.reply()
+            assert reply.status == status, (case, reply)
+            payload = reply.json()
+            assert set(payload) == {"title", "description"}, (case, payload)
+            assert payload["description"], case
+    served.assert_same_worker()
+
+
+# methods, paths, query strings
+
+
+@pytest.mark.parametrize("path", ["/predict", "/models/tiny/predict"])
+def test_other_methods_on_the_predict_routes(served: Served, path: str) -> None:
+    with Raw(served.server.url) as raw:
+        raw.send(request("HEAD", path))
+        head = raw.reply(head=True)
+        assert head.status == 405, head
+        assert "POST" in head.headers["allow"]
+        for method in ("GET", "PUT", "DELETE", "PATCH"):
+            raw.send(request(method, path, BODY if method != "GET" else b""))
+            reply = raw.reply()
+            assert reply.status == 405, (method, reply)
+            assert "POST" in reply.headers["allow"], method
+        # the connection is still in step after the body-less HEAD answer
+        raw.send(request("POST", path, BODY))
+        assert raw.reply().json()["model"] == "tiny"
+        raw.send(request("BREW", path, BODY))
+        unknown = raw.reply()
+        assert unknown.status == 501, unknown
+        assert raw.closed_by_server()
+    served.assert_same_worker()
+
+
+def test_query_strings_encoded_names_and_absolute_urls(served: Served) -> None:
+    cases = [
+        ("/predict?verbose=1&x=%20", 200, "tiny"),
+        ("/models/tiny/predict?", 200, "tiny"),
+        ("/models/ti%6Ey/predict", 200, "tiny"),
+        ("/models/%63lf/predict?a=b", 200, "clf"),
+        ("http://test/predict", 200, "tiny"),
+        ("http://test:80/models/clf/predict?q", 200, "clf"),
+        ("/models/nope/predict", 404, "'nope'"),
+        ("/models/no%20pe/predict", 404, "'no pe'"),
+        ("/models/%C3%A9t%C3%A9/predict", 404, "'\u00e9t\u00e9'"),
+        ("/models/%ZZ/predict", 404, "%ZZ"),
+        ("/models/a%2Fb/predict", 404, None),
+    ]
+    with Raw(served.server.url) as raw:
+        for path, status, words in cases:
+            raw.send(request("POST", path, BODY))
+            reply = raw.reply()
+            assert reply.status == status, (path, reply)
+            if status == 200:
+                assert reply.json()["model"] == words, path
+                assert reply.headers["x-model-version"] in {"1", "7"}
+            elif words is not None:
+                assert words in reply.json()["description"], (path, reply)
+    served.assert_same_worker()
+
+
+# slow and idle clients
+
+
+def test_a_stalled_client_blocks_no_one_and_idle_connections_close(served: Served) -> None:
+    url = served.server.url
+    with Raw(url) as stalled, Raw(url) as idle, Raw(url) as busy:
+        stalled.send(request("POST", "/predict", BODY)[: -len(BODY) // 2])  # half a request
+        idle.send(request("GET", "/v2/health/live"))
+        assert idle.reply().status == 200
+        for _ in range(20):
+            busy.send(request("POST", "/predict", BODY))
+            assert busy.reply().status == 200
+        # Both are closed once the keep-alive timeout passes without traffic (socket timeout
+        # 20 s >> KEEPALIVE): wait for the close.
+        assert idle.closed_by_server()
+        assert stalled.closed_by_server()
+        assert not stalled.buffer or stalled.buffer.startswith(b"HTTP/1.1 408"), stalled.buffer
+    served.assert_same_worker()
+
+
+def test_a_request_head_trickling_in_is_cut_off(served: Served) -> None:
+    """A client that sends its head a byte at a time (slowloris) gets a 408 and is closed."""
+    data = request("POST", "/predict", BODY)
+    with Raw(served.server.url) as raw:
+        for index in range(len(data) - len(BODY)):
+            try:
+                raw.send(data[index : index + 1])
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            if raw.closed_by_server_within(0.2):
+                break
+        else:
+            pytest.fail("the whole head trickled in and the connection is still open")
+        assert raw.buffer.startswith(b"HTTP/1.1 408"), raw.buffer
+
+
+# graceful stop
+
+
+def test_sigterm_finishes_requests_in_flight_then_the_master_exits_0(tmp_path: Path) -> None:
+    v2 = orjson.dumps(
+        {"inputs": [{"name": "input", "shape": [1, 16], "datatype": "FP32", "data": ROW}]}
+    )
+    with serving(tmp_path) as server:
+        process = server.process
+        url = server.url
+        with Raw(url) as fast, Raw(url) as slow, Raw(url) as idle:
+            # Each connection: one whole request, then the head and most of a body; the answer
+            # to the first shows the worker has read the second part too (same segment).
+            in_flight = {
+                fast: request("POST", "/predict", BODY),
+                slow: request("POST", "/v2/models/tiny/infer", v2),
+            }
+            for raw, data in in_flight.items():
+                raw.send(request("GET", "/v2/health/live") + data[:-10])
+                assert raw.reply().status == 200
+            idle.send(request("GET", "/v2/health/live"))
+            assert idle.reply().status == 200
+
+            process.kill_process_only(signal.SIGTERM)  # the master tells its worker
+            wait_until(
+                lambda: "stopping" in process.log_path.read_text(),
+                what="the worker to start its graceful stop",
+            )
+            for raw, data in in_flight.items():
+                raw.send(data[-10:])
+                reply = raw.reply()
+                assert reply.status == 200, reply
+                assert reply.headers["connection"] == "close"
+                assert raw.closed_by_server()
+            assert idle.closed_by_server()
+        assert process.popen is not None
+        assert process.popen.wait(timeout=60) == 0, process.log_tail()

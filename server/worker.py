@@ -134,13 +134,6 @@ def _refusal(status: int, description: str, *extra: tuple[bytes, bytes]) -> _Ans
     return status, body, [(b"content-type", _JSON), *extra]
 
 
-def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
-    for name, value in headers:
-        if name == b"content-length":
-            return int(value)  # httptools has checked it is a number
-    return None
-
-
 class HttpProtocol(asyncio.Protocol):
     """One client connection: parse, queue, answer in order.
 
@@ -167,6 +160,7 @@ class HttpProtocol(asyncio.Protocol):
         self._expect_continue = False  # a "100 Continue" is owed when this request's turn comes
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
+        self._held_head = b""  # an upgrade request's head, to parse its body again
         self._head_bytes = 0
         self._body: list[bytes] = []
         self._body_size = 0
@@ -209,28 +203,27 @@ class HttpProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_active = time.monotonic()
-        if self._refused:
-            return  # read away (lingering) or ignored after a refusal
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            # No upgrades here (h2c, websocket): answer the request over HTTP/1.1, then close.
-            if self._queue:
-                self._queue[-1].keep_alive = False
-                self._refused = True
-            else:
-                self._refuse(400, "protocol upgrades are not supported")
-        except httptools.HttpParserInvalidMethodError:
-            if _REQUEST_LINE.match(data) and not self._queue and not self._busy:
-                self._refuse(
-                    501, "this method is not supported; the inference routes take POST",
-                    (b"allow", b"GET, HEAD, POST, OPTIONS"),
-                )  # fmt: skip
-            else:  # not HTTP at all (TLS, junk)
-                self._refuse(400, "malformed HTTP request: not an HTTP/1.x request line")
-        except httptools.HttpParserError as exc:
-            if not self._refused:  # a callback may have refused already
-                self._refuse(400, f"malformed HTTP request: {exc}")
+        while not self._refused:  # after a refusal the input is read away or ignored
+            try:
+                self._parser.feed_data(data)
+                return
+            except httptools.HttpParserUpgrade as exc:
+                # No protocol switch here (h2c, websocket): RFC 9110 lets a server ignore
+                # Upgrade and answer over HTTP/1.1. Go on with a fresh parser after that head.
+                self._parser = httptools.HttpRequestParser(self)
+                held, self._held_head = self._held_head, b""
+                data = held + data[int(exc.args[0]) :]
+            except httptools.HttpParserInvalidMethodError:
+                if _REQUEST_LINE.match(data) and not self._queue and not self._busy:
+                    self._refuse(
+                        501, "this method is not supported; the inference routes take POST",
+                        (b"allow", b"GET, HEAD, POST, OPTIONS"),
+                    )  # fmt: skip
+                else:  # not HTTP at all (TLS, junk)
+                    self._refuse(400, "malformed HTTP request: not an HTTP/1.x request line")
+            except httptools.HttpParserError as exc:
+                if not self._refused:  # a callback may have refused already
+                    self._refuse(400, f"malformed HTTP request: {exc}")
 
     # httptools callbacks
     def on_message_begin(self) -> None:
@@ -244,30 +237,38 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        self._count_head(len(url))
+        self._head_bytes += len(url)
+        if self._head_bytes > _MAX_HEAD_BYTES:
+            self._head_too_large()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name.lower(), value))
-        self._count_head(len(name) + len(value))
+        self._head_bytes += len(name) + len(value)
+        if self._head_bytes > _MAX_HEAD_BYTES:
+            self._head_too_large()
 
-    def _count_head(self, size: int) -> None:
-        self._head_bytes += size
-        if self._head_bytes > _MAX_HEAD_BYTES and not self._refused:
+    def _head_too_large(self) -> None:
+        if not self._refused:
             self._refuse(431, f"the request line and headers exceed {_MAX_HEAD_BYTES} bytes")
 
     def on_headers_complete(self) -> None:
         self._head_started = None
         if self._refused:
             return
-        length = _content_length(self._headers)
+        length: int | None = None
+        expect = b""
+        for name, value in self._headers:
+            if name == b"content-length":
+                length = int(value)  # httptools has checked that it is a number
+            elif name == b"expect":
+                expect = value
         limit = self._shared.max_body_bytes
         if length is not None and length > limit:
             # Refused on the head alone: the body is never read into memory.
             self._refuse_answer(_error(self._too_large(length), self._shared.retry_after))
             return
-        expect = next((v for k, v in self._headers if k == b"expect"), None)
         if (
-            expect is not None
+            expect
             and expect.lower() == b"100-continue"
             and self._parser.get_http_version() == "1.1"
         ):
@@ -303,6 +304,11 @@ class HttpProtocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if self._refused:
             return
+        if self._parser.should_upgrade() and self._has_body():
+            # httptools skips the body of an upgrade request (curl --http2 sends one with its
+            # POST): read the request again without the upgrade (see data_received).
+            self._held_head = self._head_without_upgrade()
+            return
         self._in_message = False
         self._expect_continue = False
         url = self._url
@@ -324,6 +330,21 @@ class HttpProtocol(asyncio.Protocol):
             http_version=self._parser.get_http_version(),
         )
         self._enqueue(request)
+
+    def _has_body(self) -> bool:
+        return any(
+            (name == b"content-length" and value.strip() != b"0") or name == b"transfer-encoding"
+            for name, value in self._headers
+        )
+
+    def _head_without_upgrade(self) -> bytes:
+        version = self._parser.get_http_version().encode()
+        lines = [b"%s %s HTTP/%s\r\n" % (self._parser.get_method(), self._url, version)]
+        for name, value in self._headers:
+            if name not in (b"upgrade", b"connection", b"expect", b"http2-settings"):
+                lines.append(b"%s: %s\r\n" % (name, value))
+        lines.append(b"\r\n")
+        return b"".join(lines)
 
     # answering
     def _enqueue(self, request: _Request) -> None:
@@ -466,7 +487,8 @@ class HttpProtocol(asyncio.Protocol):
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
             "http_version": request.http_version,
-            "method": request.method.decode("latin-1"),
+            # HEAD is GET without the body (RFC 9110 9.3.2); respond() leaves the body out.
+            "method": "GET" if request.method == b"HEAD" else request.method.decode("latin-1"),
             "scheme": "http",
             "path": unquote_to_bytes(request.path).decode("utf-8", "replace"),
             "raw_path": request.path,

@@ -450,6 +450,35 @@ def test_other_methods_on_the_predict_routes(served: Served, path: str) -> None:
     served.assert_same_worker()
 
 
+def test_head_of_a_get_route_is_its_head(served: Served) -> None:
+    with Raw(served.server.url) as raw:
+        raw.send(request("GET", "/v2/models/tiny"))
+        got = raw.reply()
+        raw.send(request("HEAD", "/v2/models/tiny"))
+        head = raw.reply(head=True)
+        assert head.status == 200, head
+        assert head.headers["content-length"] == str(len(got.body))
+        raw.send(request("GET", "/v2/health/live"))  # no stray body before this answer
+        assert raw.reply().status == 200
+
+
+def test_upgrade_requests_are_answered_over_http_1_1(served: Served) -> None:
+    """h2c (what ``curl --http2`` sends to an http:// URL, body included) and websocket."""
+    h2c = {"Connection": "Upgrade, HTTP2-Settings", "Upgrade": "h2c", "HTTP2-Settings": "AAMAAABk"}
+    websocket = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13"}
+    with Raw(served.server.url) as raw:
+        raw.send(request("POST", "/predict", BODY, headers=h2c))
+        answer = raw.reply()
+        assert answer.status == 200, answer
+        assert answer.json()["model"] == "tiny"
+        raw.send(
+            request("GET", "/v2/health/ready", headers=websocket)
+            + request("POST", "/predict", BODY)
+        )
+        assert raw.reply().status == 200
+        assert raw.reply().json()["model"] == "tiny"
+
+
 def test_query_strings_encoded_names_and_absolute_urls(served: Served) -> None:
     cases = [
         ("/predict?verbose=1&x=%20", 200, "tiny"),

@@ -385,6 +385,10 @@ class HttpProtocol(asyncio.Protocol):
             if now > self._linger_until or now - self.last_active > 1.0:
                 self.close()
             return
+        if self._waiting_for_writer and now - self.last_active > keepalive:
+            if self._transport is not None:  # answers pile up and the client reads none
+                self._transport.abort()
+            return
         if self._busy or self._queue:
             return
         trickling = self._head_started is not None and now - self._head_started > keepalive
@@ -434,6 +438,8 @@ class HttpProtocol(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             return
+        if request.keep_alive and self._shared.stopping and not self._queue:
+            request.keep_alive = False  # read before the stop began: the last answer closes
         transport.write(
             _response(
                 status, body, headers, request.keep_alive,

@@ -567,7 +567,7 @@ def test_sigterm_finishes_requests_in_flight_then_the_master_exits_0(tmp_path: P
 
             process.kill_process_only(signal.SIGTERM)  # the master tells its worker
             wait_until(
-                lambda: "stopping" in process.log_path.read_text(),
+                lambda: "stopping: finishing" in process.log_path.read_text(),
                 what="the worker to start its graceful stop",
             )
             for raw, data in in_flight.items():

@@ -295,6 +295,18 @@ def test_content_length_over_the_limit_is_413_before_the_body(served: Served, pa
     served.assert_same_worker()
 
 
+def test_a_client_still_sending_a_refused_body_gets_the_answer(served: Served) -> None:
+    """Like most clients, write the whole too-large body, then read: the 413 must be there
+    (a server that closes at once makes the kernel reset the connection and drop it)."""
+    with Raw(served.server.url) as raw:
+        head = request("POST", "/predict", b"", headers={"Content-Length": str(4_000_000)})
+        raw.send(head + b"1" * 4_000_000)
+        reply = raw.reply()
+        assert reply.status == 413, reply
+        assert raw.closed_by_server()
+    served.assert_same_worker()
+
+
 @pytest.mark.parametrize("path", ["/predict", "/v2/models/tiny/infer"])
 def test_chunked_body_over_the_limit_is_413(served: Served, path: str) -> None:
     with Raw(served.server.url) as raw:

@@ -242,9 +242,11 @@ def test_corrupt_or_partial_version_leaves_the_old_one_serving(
     server, volume = shared.server, shared.volume
     good = write_mlp(tmp_path / "good.onnx", seed=3)
     publish_version(volume, "fragile", "1", good.path)
+    # Every worker must hold version 1 before the broken ones arrive (a request reaches one).
     wait_until(
-        lambda: httpx.get(f"{server.url}/v2/models/fragile/ready").status_code == 200,
-        what="fragile version 1 served",
+        lambda: server.metric("server_model_swaps_total", model="fragile", result="loaded") >= 2,
+        timeout=60,
+        what="fragile version 1 loaded by both workers",
     )
     # Each worker reports its own failed attempt: one per worker and broken version.
     corrupt = write_corrupt(tmp_path / "corrupt.onnx")

@@ -21,6 +21,8 @@ import time
 import uuid
 from pathlib import Path
 
+import httpx
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -45,6 +47,18 @@ def rss_kib(pid: int) -> int:
         except OSError:
             continue
     return total
+
+
+def promoted_at(pipe: Pipeline, name: str, version: str) -> float:
+    """When MLflow last changed the version (its Production transition and stage tag), as a
+    ``time.monotonic()`` value comparable with the load generator's."""
+    info = httpx.get(
+        f"{pipe.mlflow.url}/api/2.0/mlflow/model-versions/get",
+        params={"name": name, "version": version},
+        timeout=10,
+    ).json()["model_version"]
+    wall = int(info["last_updated_timestamp"]) / 1000
+    return time.monotonic() - (time.time() - wall)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -94,6 +108,7 @@ def main() -> int:
         )
 
     swaps: list[tuple[float, float | None]] = []  # (end of apply, first answer of new version)
+    reactions: list[float] = []  # promotion recorded in MLflow -> first answer of new version
     try:
         declare(0)
         pipe.apply()
@@ -121,6 +136,11 @@ def main() -> int:
                     first = load.first_answer_from(served, applied)
                 time.sleep(0.05)
             swaps.append((applied, first.finished if first else None))
+            if first is not None:
+                promoted = promoted_at(pipe, name, version_of[target])
+                from_mlflow = load.first_answer_from(version_of[target], promoted)
+                if from_mlflow is not None:
+                    reactions.append(from_mlflow.finished - promoted)
             time.sleep(args.pause)
         time.sleep(3.0)
         memory_end = rss_kib(server.pid)
@@ -159,6 +179,11 @@ def main() -> int:
             f"end of apply -> first answer from new version: median "
             f"{statistics.median(reaction):.2f} s, max {max(reaction):.2f} s "
             f"(sidecar poll interval {args.interval:.1f} s)"
+        )
+    if reactions:
+        print(
+            f"promotion recorded in MLflow -> first answer from it: median "
+            f"{statistics.median(reactions):.2f} s, max {max(reactions):.2f} s"
         )
     print(
         f"server RSS (master + workers): start {memory_start / 1024:.1f} MiB, "

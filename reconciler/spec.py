@@ -18,7 +18,8 @@ from pydantic import (
     model_validator,
 )
 from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.reader import ReaderError
 
 from contracts.digest import sha256_file
 from contracts.registry import Stage
@@ -206,6 +207,10 @@ def load(path: Path, *, check_files: bool = True) -> Desired:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SpecError([Problem(name, 0, "", f"cannot read: {exc.strerror or exc}")]) from None
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        message = f"not UTF-8 text (byte {exc.object[exc.start]:#04x}); save the file as UTF-8"
+        raise SpecError([Problem(name, line, "", message)]) from None
     try:
         document = round_trip_yaml().load(text)
     except MarkedYAMLError as exc:
@@ -213,9 +218,21 @@ def load(path: Path, *, check_files: bool = True) -> Desired:
         line = mark.line + 1 if mark is not None else 0
         problem = " ".join(str(part) for part in (exc.context, exc.problem) if part)
         raise SpecError([Problem(name, line, "", f"not valid YAML: {problem}")]) from None
+    except ReaderError as exc:  # a character YAML does not allow (control characters)
+        line = text[: exc.position].count("\n") + 1
+        char = exc.character
+        shown = f"#x{char:04x}" if isinstance(char, int) else repr(char)
+        problem = f"character {shown}: {exc.reason}"
+        raise SpecError([Problem(name, line, "", f"not valid YAML: {problem}")]) from None
+    except YAMLError as exc:
+        raise SpecError([Problem(name, 0, "", f"not valid YAML: {exc}")]) from None
     if document is None:
         document = {}
-    plain = _plain(document)
+    try:
+        plain = _plain(document)
+    except RecursionError:
+        problem = "an alias refers to its own anchor (recursive data)"
+        raise SpecError([Problem(name, 0, "", f"not valid YAML: {problem}")]) from None
     try:
         models_file = ModelsFile.model_validate(plain)
     except ValidationError as exc:
@@ -256,6 +273,8 @@ def _valid_models(plain: Any) -> list[ModelSpec | None]:
 
 def _message(error: Mapping[str, Any]) -> str:
     message = str(error["msg"])
+    if not error["loc"] and error["type"] == "model_type":
+        return "the file must be a mapping with a `models:` list"
     if error["type"] == "extra_forbidden":
         return "unknown field (check its spelling and indentation)"
     if error["type"] == "string_pattern_mismatch":

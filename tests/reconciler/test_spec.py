@@ -129,6 +129,31 @@ def test_every_problem_is_reported_with_its_line(
     assert problems(tmp_path, text) == expected
 
 
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        pytest.param(b"models:\n  - name: m\xff\n",
+                     "2: not UTF-8 text (byte 0xff); save the file as UTF-8", id="not-utf8"),
+        pytest.param(b"models:\n  - name: m\x07\n",
+                     "2: not valid YAML: character #x0007: special characters are not allowed",
+                     id="control-character"),
+        pytest.param(b"&a [*a]\n",
+                     " not valid YAML: an alias refers to its own anchor (recursive data)",
+                     id="recursive-alias"),
+        pytest.param(b"- m\n", "1: the file must be a mapping with a `models:` list",
+                     id="not-a-mapping"),
+    ],
+)  # fmt: skip
+def test_unreadable_documents_are_one_located_problem(
+    tmp_path: Path, content: bytes, expected: str
+) -> None:
+    path = tmp_path / "models.yaml"
+    path.write_bytes(content)
+    with pytest.raises(SpecError) as caught:
+        spec.load(path, check_files=False)
+    assert [str(p).removeprefix(f"{path}:") for p in caught.value.problems] == [expected]
+
+
 def test_repository_files_must_exist_and_match(
     tmp_path: Path, make_onnx: Callable[..., BuiltModel]
 ) -> None:

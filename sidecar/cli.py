@@ -18,6 +18,7 @@ from sidecar import logs
 from sidecar.settings import SidecarSettings
 
 log = logging.getLogger("sidecar")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 # MLflow's own HTTP retries (7, exponential) would hide an outage from our loop for minutes;
 # the loop retries with its own backoff, so MLflow gets a short leash unless set otherwise.
@@ -27,6 +28,14 @@ MLFLOW_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # one JSON line per event on stderr
 }
+
+
+def log_level(value: str) -> str:
+    """An argparse type: a logging level name, upper-cased."""
+    level = value.upper()
+    if level not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"{value!r} is not one of {', '.join(LOG_LEVELS)}")
+    return level
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -49,7 +58,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--tracking-uri", help="MLflow (default MLFLOW_TRACKING_URI)")
     parser.add_argument("--http-port", type=int, help="health/metrics/webhook port; 0 disables")
     parser.add_argument("--keep-versions", type=int, help="version directories to keep")
-    parser.add_argument("--log-level", default=os.environ.get("SIDECAR_LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--log-level", type=log_level, default=os.environ.get("SIDECAR_LOG_LEVEL", "INFO"),
+        help="DEBUG, INFO, WARNING or ERROR (SIDECAR_LOG_LEVEL)",
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -85,7 +97,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sidecar.loop import Sidecar
     from sidecar.resolve import MlflowRegistry
 
-    settings.volume.mkdir(parents=True, exist_ok=True)
+    try:
+        settings.volume.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        log.error(
+            "cannot create the volume %s: %s (check --volume / SIDECAR_VOLUME)",
+            settings.volume,
+            exc.strerror or exc,
+            extra={"event": "invalid_settings"},
+        )
+        return 2
     sidecar = Sidecar(
         settings, MlflowRegistry(settings.tracking_uri), MlflowFetcher(settings.tracking_uri)
     )
@@ -111,7 +132,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.http_port:
         from sidecar.health import serve_in_thread
 
-        server = serve_in_thread(sidecar)
+        try:
+            server = serve_in_thread(sidecar)
+        except OSError as exc:
+            log.error(
+                "cannot listen on %s:%d: %s (change --http-port / SIDECAR_HTTP_PORT)",
+                settings.http_host,
+                settings.http_port,
+                exc.strerror or exc,
+                extra={"event": "invalid_settings"},
+            )
+            return 2
         log.info("http endpoint listening", extra={
             "event": "listen", "port": server.server_address[1],
             "webhook": bool(settings.webhook_secret)})  # fmt: skip

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import signal
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -75,3 +77,53 @@ def test_main_refuses_to_run_without_a_tracking_uri(
     monkeypatch.delenv("SIDECAR_TRACKING_URI", raising=False)
     assert main(["--volume", str(tmp_path), "--once"]) == 2
     assert "set MLFLOW_TRACKING_URI" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_main_refuses_an_unknown_log_level(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--volume", str(tmp_path), "--once", "--log-level", "LOUD"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "--log-level: 'LOUD' is not one of DEBUG, INFO, WARNING, ERROR" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_main_reports_a_volume_it_cannot_create(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
+    (tmp_path / "file").write_text("")
+    assert main(["--volume", str(tmp_path / "file" / "volume"), "--once"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot create the volume" in err
+    assert "Not a directory" in err
+    assert "Traceback" not in err
+
+
+@pytest.fixture
+def restore_signals() -> Iterator[None]:
+    """main() installs its own SIGTERM/SIGINT handlers: give pytest its own back."""
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+
+
+@pytest.mark.usefixtures("restore_logging", "restore_signals")
+def test_main_reports_a_port_in_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
+    monkeypatch.setenv("SIDECAR_HTTP_HOST", "127.0.0.1")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["--volume", str(tmp_path), "--http-port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{port}" in err
+    assert "Traceback" not in err

@@ -1,0 +1,41 @@
+"""``python -m server`` refuses bad settings before it execs gunicorn: a usage error, exit 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from server.__main__ import main
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "expected"),
+    [
+        ({"SERVER_PORT": "abc"}, [], "argument --port: invalid int value: 'abc'"),
+        ({}, ["--workers", "0"], "--workers 0: at least 1"),
+        ({}, ["--port", "70000"], "--port 70000: not a TCP port (0-65535)"),
+        (
+            {"SERVER_MAX_BODY_BYTES": "-1"},
+            [],
+            "invalid settings: SERVER_MAX_BODY_BYTES: Input should be greater than 0",
+        ),
+    ],
+)
+def test_bad_settings_are_a_usage_error(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    env: dict[str, str],
+    args: list[str],
+    expected: str,
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("SERVER_VOLUME", str(tmp_path))  # main() sets it: monkeypatch restores
+    with pytest.raises(SystemExit) as exited:
+        main(["--volume", str(tmp_path), *args])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert expected in err
+    assert "Traceback" not in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -10,18 +11,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydantic import ValidationError
+
 from contracts.registry import Stage
 from reconciler import render, spec
-from reconciler.errors import ReconcilerError, SpecError
+from reconciler.errors import PlanFileError, ReconcilerError, SettingsError, SpecError
 from reconciler.logs import configure
 from reconciler.settings import ReconcilerSettings
 
 if TYPE_CHECKING:
+    from reconciler.plan import Plan
     from reconciler.registry import MlflowRegistry
 
 log = logging.getLogger("reconciler")
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def _parser(settings: ReconcilerSettings) -> argparse.ArgumentParser:
@@ -126,6 +131,39 @@ def run(args: argparse.Namespace, settings: ReconcilerSettings) -> int:
     raise AssertionError(args.command)
 
 
+def _saved_plan(path: Path) -> Plan:
+    try:
+        return render.from_json(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise PlanFileError(str(path), exc.strerror or str(exc)) from None
+    except UnicodeDecodeError:
+        raise PlanFileError(str(path), "not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise PlanFileError(str(path), f"not JSON (line {exc.lineno}: {exc.msg})") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise PlanFileError(str(path), f"not a saved plan ({type(exc).__name__}: {exc})") from None
+
+
+def _settings() -> ReconcilerSettings:
+    """ReconcilerSettings from the environment; SettingsError naming each bad variable."""
+    try:
+        settings = ReconcilerSettings()
+    except ValidationError as exc:
+        raise SettingsError([
+            f"{_variable(error['loc'])}: {error['msg']}" for error in exc.errors()
+        ]) from None  # fmt: skip
+    if settings.log_level.upper() not in LOG_LEVELS:
+        shown = ", ".join(LOG_LEVELS)
+        raise SettingsError([f"RECONCILER_LOG_LEVEL: {settings.log_level!r} is not one of {shown}"])
+    return settings
+
+
+def _variable(loc: Sequence[str | int]) -> str:
+    """The environment variable of a settings field (aliases are already variable names)."""
+    name = "_".join(str(part) for part in loc).upper()
+    return name if name.startswith(("RECONCILER_", "MLFLOW_")) else f"RECONCILER_{name}"
+
+
 def _apply(
     args: argparse.Namespace,
     settings: ReconcilerSettings,
@@ -134,7 +172,7 @@ def _apply(
 ) -> int:
     from reconciler.apply import Audit, LockOptions, apply
 
-    expected = render.from_json(args.plan.read_text()) if args.plan else None
+    expected = _saved_plan(args.plan) if args.plan else None
     result = apply(
         registry,
         desired,
@@ -163,7 +201,11 @@ def _apply(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    settings = ReconcilerSettings()
+    try:
+        settings = _settings()
+    except SettingsError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return EXIT_ERROR
     configure(settings.log_level)
     args = _parser(settings).parse_args(argv)
     try:

@@ -112,6 +112,25 @@ class StalePlanError(ReconcilerError):
         )
 
 
+class PlanFileError(ReconcilerError):
+    """The file given to ``apply --plan`` is not a plan saved by ``plan --out``."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        self.path = path
+        super().__init__(
+            f"cannot use the saved plan {path}: {detail}. Save one with "
+            "`plan --out FILE` and pass that file to `apply --plan FILE`."
+        )
+
+
+class SettingsError(ReconcilerError):
+    """A RECONCILER_* (or MLflow) environment variable has a value the reconciler refuses."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("invalid settings: " + "; ".join(self.problems))
+
+
 class ApplyError(ReconcilerError):
     """Some changes failed; says which were done before the failure."""
 

@@ -41,3 +41,58 @@ def test_invalid_file_exits_1_with_located_problems(
     models.write_text("models:\n  - name: m\n    versoins: []\n")
     assert main(["plan", "-f", str(models)]) == 1
     assert f"{models}:3: models[0].versoins: unknown field" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        (
+            {"RECONCILER_RETRIES": "abc", "RECONCILER_BACKOFF_SECONDS": "-1"},
+            "error: invalid settings: RECONCILER_RETRIES: Input should be a valid integer, "
+            "unable to parse string as an integer; RECONCILER_BACKOFF_SECONDS: Input should be "
+            "greater than 0\n",
+        ),
+        (
+            {"RECONCILER_LOG_LEVEL": "loud"},
+            "error: invalid settings: RECONCILER_LOG_LEVEL: 'loud' is not one of DEBUG, INFO, "
+            "WARNING, ERROR\n",
+        ),
+    ],
+)
+def test_bad_settings_exit_1_naming_the_variable(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    expected: str,
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(["schema"]) == 1
+    assert capsys.readouterr().err == expected
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, "No such file or directory"),
+        ("garbage", "not JSON (line 1: Expecting value)"),
+        ('{"format_version": 1}', "not a saved plan (KeyError: 'changes')"),
+    ],
+)
+def test_a_bad_saved_plan_exits_1_without_a_traceback(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    content: str | None,
+    expected: str,
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    models = tmp_path / "models.yaml"
+    models.write_text("models:\n  - name: m\n    versions: []\n")
+    saved = tmp_path / "plan.json"
+    if content is not None:
+        saved.write_text(content)
+    assert main(["apply", "-f", str(models), "--plan", str(saved)]) == 1
+    err = capsys.readouterr().err
+    assert f"error: cannot use the saved plan {saved}: {expected}. Save one with" in err
+    assert "Traceback" not in err

@@ -216,13 +216,18 @@ def test_dockerfile_ports_match_the_commands_and_settings() -> None:
 
 
 def test_kubernetes_ports_probes_and_services_agree() -> None:
+    checked = {"containers": 0, "services": 0}
     for directory, documents in rendered_manifests().items():
         workloads = [doc for doc in documents if pod_containers(doc)]
         for workload in workloads:
             for container in workload["spec"]["template"]["spec"]["containers"]:
                 _check_container_ports(directory, container)
+                checked["containers"] += 1
         for service in [doc for doc in documents if doc["kind"] == "Service"]:
             _check_service(directory, service, workloads)
+            checked["services"] += 1
+    assert checked["containers"], f"no container rendered to check: {checked}"
+    assert checked["services"], f"no Service rendered to check: {checked}"
 
 
 def _check_container_ports(directory: Path, spec: dict[str, Any]) -> None:

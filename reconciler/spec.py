@@ -22,7 +22,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.reader import ReaderError
 
 from contracts.digest import sha256_file
-from contracts.registry import Stage
+from contracts.registry import TAG_PREFIX, Stage
 from reconciler.errors import Problem, SpecError
 
 URI_SCHEMES = ("s3://", "runs:/", "models:/", "mlflow-artifacts:")
@@ -32,7 +32,7 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 ALIAS_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,254}$"
 RESERVED_ALIAS = re.compile(r"^(latest|[vV]\d+)$")
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
-TAG_KEY_PATTERN = r"^(?!mlgitops\.)(?!mlflow\.)[^\s]{1,250}$"
+TAG_KEY_PATTERN = rf"^(?!{re.escape(TAG_PREFIX)})(?!mlflow\.)[^\s]{{1,250}}$"
 
 Loc = tuple[str | int, ...]
 

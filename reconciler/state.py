@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from contracts.registry import MANAGED_TAG, SHA256_TAG, Stage
+from contracts.registry import MANAGED_TAG, SHA256_TAG, TAG_PREFIX, Stage
 
-RESERVED_TAG_PREFIXES = ("mlgitops.", "mlflow.")
+RESERVED_TAG_PREFIXES = (TAG_PREFIX, "mlflow.")
 """Tags the reconciler writes for itself or MLflow writes: never diffed as user tags."""
 
 

@@ -7,7 +7,14 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from contracts.volume import CANDIDATE_LINK, PublishedModel, VolumeError, list_models, resolve
+from contracts.volume import (
+    CANDIDATE_LINK,
+    CURRENT_LINK,
+    PublishedModel,
+    VolumeError,
+    list_models,
+    resolve,
+)
 from server.errors import ModelLoadError
 from server.holder import ModelHolder, Registry, Rollout, Serving
 from server.load import LoadedModel, LoadOptions, load_version
@@ -91,14 +98,14 @@ class VolumeSync:
     def _sync_model(self, holder: ModelHolder) -> None:
         old = holder.serving
         current = old.current if old is not None else None
-        published = self._resolve(holder, "current")
+        published = self._resolve(holder, CURRENT_LINK)
         if published is not None and (current is None or published.directory != current.directory):
             promoted = old.candidate if old is not None else None
             if promoted is not None and promoted.directory == published.directory:
                 current = promoted  # the candidate became current: no second load
-                LOADED.labels(holder.name, current.version, current.sha256, "current").set(1)
+                LOADED.labels(holder.name, current.version, current.sha256, CURRENT_LINK).set(1)
             else:
-                loaded = self._load(holder, published, "current", current)
+                loaded = self._load(holder, published, CURRENT_LINK, current)
                 if loaded is not None:
                     current = loaded
         if current is None:
@@ -137,6 +144,6 @@ class VolumeSync:
         if old is None:
             return
         kept = {id(new.current), id(new.candidate)} if new is not None else set()
-        for role, model in (("current", old.current), (CANDIDATE_LINK, old.candidate)):
+        for role, model in ((CURRENT_LINK, old.current), (CANDIDATE_LINK, old.candidate)):
             if model is not None and id(model) not in kept:
                 LOADED.labels(model.name, model.version, model.sha256, role).set(0)

@@ -117,15 +117,6 @@ class ModelLoadError(ServerError):
         super().__init__(f"cannot load {name} version {version}: {reason}")
 
 
-def status_of(exc: Exception) -> int:
-    """The HTTP status a domain or Falcon error becomes."""
-    if isinstance(exc, ServerError):
-        return exc.status
-    if isinstance(exc, falcon.HTTPError):
-        return int(exc.status_code)
-    return 500
-
-
 def error_headers(exc: ServerError, retry_after: int) -> dict[str, str] | None:
     """Headers an error answer carries (Retry-After on 503, the challenge on 401)."""
     if exc.status == 503:

@@ -6,7 +6,7 @@ import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from sidecar.errors import NothingToServeError, SidecarError
+from sidecar.errors import NothingToServeError
 from sidecar.resolve import Rollout, VersionRef
 from tests.support.onnx_models import sha256_of
 
@@ -74,8 +74,3 @@ class FakeFetcher:
             return dest / source.name
         shutil.copyfile(source, dest / source.name)
         return dest / source.name
-
-
-class DiskFullError(SidecarError):
-    def __init__(self) -> None:
-        super().__init__("No space left on device (fake)")

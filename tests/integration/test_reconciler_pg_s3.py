@@ -82,14 +82,5 @@ def test_create_and_promote_with_s3_and_repository_sources(
 
 
 def moto_s3_keys(moto_s3: MotoS3Server, bucket: str) -> list[str]:
-    import boto3
-
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=moto_s3.url,
-        aws_access_key_id=moto_s3.ACCESS_KEY,
-        aws_secret_access_key=moto_s3.SECRET_KEY,
-        region_name=moto_s3.REGION,
-    )
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    pages = moto_s3.client().get_paginator("list_objects_v2").paginate(Bucket=bucket)
     return [item["Key"] for page in pages for item in page.get("Contents", [])]

@@ -102,9 +102,4 @@ def test_s3_and_proxied_sources_first_fetch_then_a_webhook_promotion(
 
 
 def s3_client(moto_s3: MotoS3Server) -> Any:
-    import boto3
-
-    return boto3.client(
-        "s3", endpoint_url=moto_s3.url, aws_access_key_id=moto_s3.ACCESS_KEY,
-        aws_secret_access_key=moto_s3.SECRET_KEY, region_name=moto_s3.REGION,
-    )  # fmt: skip
+    return moto_s3.client()

@@ -11,6 +11,7 @@ import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -223,27 +224,21 @@ class MotoS3Server:
         if self.process is not None:
             self.process.stop()
 
-    def create_bucket(self, name: str) -> None:
+    def client(self) -> Any:
+        """A boto3 S3 client for this endpoint."""
         import boto3
 
-        s3 = boto3.client(
+        return boto3.client(
             "s3",
             endpoint_url=self.url,
             aws_access_key_id=self.ACCESS_KEY,
             aws_secret_access_key=self.SECRET_KEY,
             region_name=self.REGION,
         )
-        s3.create_bucket(Bucket=name)
+
+    def create_bucket(self, name: str) -> None:
+        self.client().create_bucket(Bucket=name)
 
     def put_object(self, bucket: str, key: str, body: bytes) -> str:
-        import boto3
-
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=self.url,
-            aws_access_key_id=self.ACCESS_KEY,
-            aws_secret_access_key=self.SECRET_KEY,
-            region_name=self.REGION,
-        )
-        s3.put_object(Bucket=bucket, Key=key, Body=body)
+        self.client().put_object(Bucket=bucket, Key=key, Body=body)
         return f"s3://{bucket}/{key}"

@@ -59,7 +59,7 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
     try:
         psycopg2.connect(POSTGRES_URL, connect_timeout=3).close()
         reachable = True
-    except Exception:
+    except psycopg2.OperationalError:
         reachable = False
     require(reachable, f"PostgreSQL not reachable at {POSTGRES_URL}")
     workdir = tmp_path_factory.mktemp("topology")

@@ -39,3 +39,19 @@ def test_bad_settings_are_a_usage_error(
     err = capsys.readouterr().err
     assert expected in err
     assert "Traceback" not in err
+
+
+def test_kubernetes_service_links_do_not_break_explicit_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Service named ``server`` makes Kubernetes inject SERVER_PORT=tcp://IP:8000 into every
+    pod of the namespace; ``--port`` on the command line must win without parsing it."""
+    monkeypatch.setenv("SERVER_PORT", "tcp://10.245.0.5:8000")
+    monkeypatch.setenv("SERVER_SERVICE_PORT", "8000")
+    monkeypatch.setenv("SERVER_VOLUME", str(tmp_path))
+    with pytest.raises(SystemExit) as exited:  # stop before the exec: an invalid setting
+        main(["--volume", str(tmp_path), "--port", "8000", "--workers", "0"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "--workers 0: at least 1" in err
+    assert "tcp://" not in err

@@ -106,9 +106,11 @@ class Sidecar:
 
     def models(self) -> list[str]:
         if self.settings.models:
-            return list(self.settings.models)
-        names = [n for n in self.registry.model_names() if is_valid_model_name(n)]
+            names = list(self.settings.models)
+        else:
+            names = [n for n in self.registry.model_names() if is_valid_model_name(n)]
         self.status.expected = names
+        self.status.listed_at = time.time()
         return names
 
     def sync_all(self) -> bool:

@@ -77,6 +77,8 @@ class Status:
     last_cycle_at: float | None = None
     last_cycle_ok: bool | None = None
     expected: list[str] = field(default_factory=list)
+    listed_at: float | None = None
+    """When the models to follow were last known (named, or listed from the registry)."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def model(self, name: str) -> ModelStatus:
@@ -84,9 +86,10 @@ class Status:
             return self.models.setdefault(name, ModelStatus())
 
     def ready(self) -> bool:
-        """Every model the sidecar follows has been published at least once."""
+        """Every model the sidecar follows has been published at least once (following every
+        registered model and none has a version to serve: ready, there is nothing to wait for)."""
         with self._lock:
-            if self.last_cycle_at is None or not self.expected:
+            if self.last_cycle_at is None or self.listed_at is None:
                 return False
             return all(name in self.models and self.models[name].current for name in self.expected)
 

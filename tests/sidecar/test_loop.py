@@ -292,6 +292,30 @@ def test_following_every_model_skips_those_without_a_version_to_serve(
     assert resolve(volume, "staging-only") is None
 
 
+@pytest.mark.parametrize("registered", [False, True], ids=["empty-registry", "staging-only"])
+def test_following_every_model_with_nothing_to_serve_is_ready(
+    volume: Path, build: Build, registered: bool
+) -> None:
+    """A new cluster: the init container's ``--once`` must not fail before any model exists."""
+    registry = FakeRegistry()
+    if registered:
+        registry.add("staging-only", "1", build(1).path)
+    sidecar = Sidecar(SidecarSettings(volume=volume, http_port=0), registry, FakeFetcher())
+    assert not sidecar.status.ready()  # before the first cycle
+    assert sidecar.run_once()
+    assert sidecar.status.ready()
+    assert sidecar.status.errors() == {}
+
+
+def test_following_every_model_is_not_ready_while_the_registry_cannot_be_listed(
+    volume: Path,
+) -> None:
+    registry = FakeRegistry(down=True)
+    sidecar = Sidecar(SidecarSettings(volume=volume, http_port=0), registry, FakeFetcher())
+    assert not sidecar.run_once()
+    assert not sidecar.status.ready()
+
+
 def test_a_named_model_without_a_version_to_serve_is_an_error(volume: Path, build: Build) -> None:
     registry = FakeRegistry()
     registry.add(MODEL, "1", build(1).path)

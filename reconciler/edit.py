@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import os
 import tempfile
@@ -15,7 +16,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from contracts.digest import sha256_file
 from contracts.registry import Stage
 from reconciler import spec
-from reconciler.errors import ReconcilerError, SourceError
+from reconciler.errors import ReconcilerError, SourceError, SpecError
 
 
 class EditError(ReconcilerError):
@@ -57,6 +58,8 @@ def add_version(
             raise EditError(f"--sha256 {sha256} does not match {local} (its sha256: {computed})")
         sha256 = computed
     yaml = spec.round_trip_yaml()
+    if path.exists():
+        spec.load(path, check_files=False)  # an invalid file: its problems, located, first
     document = yaml.load(path.read_text(encoding="utf-8")) if path.exists() else None
     if document is None:
         document = CommentedMap()
@@ -98,7 +101,12 @@ def _replace_checked(path: Path, text: str) -> None:
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             out.write(text)
-        spec.load(Path(scratch), check_files=True)
+        try:
+            spec.load(Path(scratch), check_files=True)
+        except SpecError as exc:  # name the file people edit, not the scratch copy
+            raise SpecError(
+                [dataclasses.replace(p, file=str(path)) for p in exc.problems]
+            ) from None
         os.replace(scratch, path)
     finally:
         with contextlib.suppress(FileNotFoundError):

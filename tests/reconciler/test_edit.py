@@ -11,6 +11,7 @@ import pytest
 from contracts.registry import Stage
 from reconciler import spec
 from reconciler.edit import EditError, add_version
+from reconciler.errors import SpecError
 from tests.support.onnx_models import BuiltModel
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,3 +53,26 @@ def test_add_version_promotes_moves_the_alias_and_keeps_comments(
 def test_a_uri_needs_its_sha256(tmp_path: Path) -> None:
     with pytest.raises(EditError, match="pass --sha256"):
         add_version(tmp_path / "models.yaml", model="m", source="s3://b/k.onnx")
+
+
+def test_an_invalid_file_is_reported_located_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "models.yaml"
+    text = "models:\n  - name: m\n    versions: [\n"
+    path.write_text(text)
+    with pytest.raises(SpecError) as caught:
+        add_version(path, model="m", source="s3://b/k", sha256="a" * 64)
+    assert [p.line for p in caught.value.problems] == [4]
+    assert "not valid YAML" in str(caught.value)
+    assert path.read_text() == text
+
+
+def test_a_refused_edit_names_the_file_not_its_scratch_copy(tmp_path: Path) -> None:
+    path = tmp_path / "models.yaml"
+    path.write_text("models: []\n")
+    with pytest.raises(SpecError) as caught:
+        add_version(path, model="bad name", source="s3://b/k", sha256="a" * 64)
+    assert [str(p) for p in caught.value.problems] == [
+        f"{path}:2: models[0].name: 'bad name' is not a valid model name: letters, digits, . _ -"
+    ]
+    assert path.read_text() == "models: []\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models.yaml"]

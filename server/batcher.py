@@ -7,10 +7,13 @@ the previous batch runs in its thread, are joined. At concurrency 1 nothing wait
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 Array = np.ndarray[Any, Any]
 RunFn = Callable[[Array], list[Array]]
@@ -128,7 +131,8 @@ class Batcher:
         total = sum(sizes)
         try:
             outputs = self._run(np.concatenate(arrays))
-        except Exception:
+        except Exception as exc:  # each request runs alone and gets its own answer or error
+            log.debug("a batch of %d requests failed (%s); running each alone", len(arrays), exc)
             return [self._run_one(array) for array in arrays]
         if self._on_batch is not None:
             self._on_batch(total)

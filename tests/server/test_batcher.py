@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import numpy as np
@@ -59,7 +60,8 @@ def test_max_rows_splits_batches() -> None:
     assert sum(model.calls) == 10
 
 
-def test_one_bad_request_fails_alone() -> None:
+def test_one_bad_request_fails_alone(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="server.batcher")
     model = FakeModel()
     batcher = Batcher(model, max_rows=64, inline=True)
 
@@ -75,6 +77,7 @@ def test_one_bad_request_fails_alone() -> None:
     assert isinstance(bad, ValueError)
     assert (good[0] == 2).all()
     assert (other[0] == 6).all()
+    assert "a batch of 3 requests failed" in caplog.text
 
 
 def test_run_many_on_this_thread() -> None:

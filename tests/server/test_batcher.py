@@ -65,7 +65,7 @@ def test_one_bad_request_fails_alone(caplog: pytest.LogCaptureFixture) -> None:
     model = FakeModel()
     batcher = Batcher(model, max_rows=64, inline=True)
 
-    async def main() -> list[Any]:
+    async def main() -> tuple[Any, ...]:
         return await asyncio.gather(
             batcher.infer(_rows(1)),
             batcher.infer(_rows(-1)),

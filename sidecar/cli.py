@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import FrameType
 from typing import Any
 
@@ -72,6 +72,17 @@ def build_settings(args: argparse.Namespace) -> SidecarSettings:
     return SidecarSettings(**overrides)
 
 
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """``SIDECAR_*`` variables that name no setting (pydantic-settings ignores them silently)."""
+    known = {f"SIDECAR_{name.upper()}" for name in SidecarSettings.model_fields}
+    known.add("SIDECAR_LOG_LEVEL")  # read by the command line, before the settings
+    return sorted(
+        name
+        for name in environ
+        if name.upper().startswith("SIDECAR_") and name.upper() not in known
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logs.configure(args.log_level)
@@ -84,6 +95,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("invalid settings: %s (see python -m sidecar --help)", problems,
                   extra={"event": "invalid_settings"})  # fmt: skip
         return 2
+    unknown = unknown_variables(os.environ)
+    if unknown:
+        log.warning(
+            "ignoring %s: not settings of the sidecar (a typo? see python -m sidecar --help)",
+            ", ".join(unknown),
+            extra={"event": "unknown_settings"},
+        )
     if not settings.tracking_uri:
         log.error(
             "no MLflow to follow: set MLFLOW_TRACKING_URI (or --tracking-uri), "

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from sidecar.cli import build_settings, main, parse_args
+from sidecar.cli import build_settings, main, parse_args, unknown_variables
 from sidecar.settings import SidecarSettings
 
 
@@ -127,3 +127,9 @@ def test_main_reports_a_port_in_use(
     err = capsys.readouterr().err
     assert f"cannot listen on 127.0.0.1:{port}" in err
     assert "Traceback" not in err
+
+
+def test_unknown_sidecar_variables_are_named() -> None:
+    environ = {"SIDECAR_INTERVALL": "5", "SIDECAR_INTERVAL": "5", "SIDECAR_LOG_LEVEL": "INFO",
+               "SIDECAR_TRACKING_URI": "http://m", "MLFLOW_TRACKING_URI": "http://m"}  # fmt: skip
+    assert unknown_variables(environ) == ["SIDECAR_INTERVALL"]

@@ -366,7 +366,7 @@ def test_terraform_pins_the_provider_and_keeps_state_in_spaces(terraform: dict[s
     constraint = _unquote(providers["digitalocean"]["version"])
     assert re.fullmatch(r"~> 2\.\d+", constraint), constraint
     (backend,) = settings["backend"]
-    assert '"s3"' in backend or "s3" in backend
+    assert [kind.strip('"') for kind in backend] == ["s3"], backend
 
 
 def test_terraform_variables_have_descriptions_and_validation(terraform: dict[str, Any]) -> None:

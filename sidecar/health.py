@@ -59,7 +59,13 @@ class _Handler(BaseHTTPRequestHandler):
         if path != "/webhook":
             self._error(HTTPStatus.NOT_FOUND, "404 Not Found", f"no route {path}")
             return
-        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0:
+            self._error(HTTPStatus.BAD_REQUEST, "400 Bad Request", "invalid Content-Length")
+            return
         if length > MAX_WEBHOOK_BODY:
             self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "413", "webhook body too large")
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -91,3 +92,24 @@ def test_unknown_routes_keep_falcons_error_shape(running: tuple[Sidecar, str]) -
     response = httpx.get(f"{url}/nope")
     assert response.status_code == 404
     assert set(response.json()) == {"title", "description"}
+
+
+@pytest.mark.parametrize("length", ["abc", "-1"])
+def test_a_webhook_with_an_invalid_length_is_a_bad_request(
+    running: tuple[Sidecar, str], length: str
+) -> None:
+    sidecar, url = running
+    host, port = url.removeprefix("http://").split(":")
+    head = f"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n"
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        raw.sendall(head.encode())
+        reply = raw.makefile("rb")
+        status = reply.readline().decode("latin-1")
+        headers = {}
+        while (line := reply.readline().decode("latin-1").strip()) != "":
+            name, _, value = line.partition(":")
+            headers[name.lower()] = value.strip()
+        body = json.loads(reply.read(int(headers["content-length"])))
+    assert status.split()[1] == "400", status
+    assert body == {"title": "400 Bad Request", "description": "invalid Content-Length"}
+    assert not sidecar._wake.is_set()

@@ -96,3 +96,13 @@ def test_a_bad_saved_plan_exits_1_without_a_traceback(
     err = capsys.readouterr().err
     assert f"error: cannot use the saved plan {saved}: {expected}. Save one with" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [["plan", "--formt", "json"], [], ["plan", "--format", "yaml"]])
+def test_a_usage_error_exits_1_not_2_which_means_changes(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 1
+    assert "python -m reconciler" in capsys.readouterr().err

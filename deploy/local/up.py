@@ -252,7 +252,7 @@ def bring_up(args: argparse.Namespace, children: list[Child]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    parser.add_argument("--port", type=int, default=os.environ.get("PORT", "8000"), help="(PORT)")
     parser.add_argument("--mlflow-port", type=int, default=5000, help="0 picks a free port")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--interval", type=float, default=5.0, help="sidecar poll seconds")

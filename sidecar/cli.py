@@ -19,6 +19,11 @@ from sidecar.settings import SidecarSettings
 
 log = logging.getLogger("sidecar")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+CLI_FLAGS = {
+    "volume": "--volume", "models": "--model", "stage": "--stage", "alias": "--alias",
+    "interval": "--interval", "tracking_uri": "--tracking-uri", "http_port": "--http-port",
+    "keep_versions": "--keep-versions",
+}  # fmt: skip
 
 # MLflow's own HTTP retries (7, exponential) would hide an outage from our loop for minutes;
 # the loop retries with its own backoff, so MLflow gets a short leash unless set otherwise.
@@ -72,6 +77,16 @@ def build_settings(args: argparse.Namespace) -> SidecarSettings:
     return SidecarSettings(**overrides)
 
 
+def _where(loc: Sequence[str | int]) -> str:
+    """A settings field as people set it: ``interval (--interval, SIDECAR_INTERVAL)``."""
+    field = str(loc[0]) if loc else ""
+    if field not in SidecarSettings.model_fields:
+        return ".".join(str(part) for part in loc) or "settings"
+    flag = CLI_FLAGS.get(field)
+    variable = "MLFLOW_TRACKING_URI" if field == "tracking_uri" else f"SIDECAR_{field.upper()}"
+    return f"{field} ({flag}, {variable})" if flag else f"{field} ({variable})"
+
+
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """``SIDECAR_*`` variables that name no setting (pydantic-settings ignores them silently)."""
     known = {f"SIDECAR_{name.upper()}" for name in SidecarSettings.model_fields}
@@ -90,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = build_settings(args)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
+            f"{_where(e['loc'])}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()
         )
         log.error("invalid settings: %s (see python -m sidecar --help)", problems,
                   extra={"event": "invalid_settings"})  # fmt: skip

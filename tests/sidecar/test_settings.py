@@ -65,7 +65,7 @@ def test_main_reports_invalid_settings_without_a_traceback(
 ) -> None:
     assert main(["--volume", str(tmp_path), "--stage", "Prod"]) == 2
     err = capsys.readouterr().err
-    assert "stage" in err
+    assert "invalid settings: stage (--stage, SIDECAR_STAGE): stage 'Prod' is not one of" in err
     assert "Traceback" not in err
 
 
@@ -133,3 +133,14 @@ def test_unknown_sidecar_variables_are_named() -> None:
     environ = {"SIDECAR_INTERVALL": "5", "SIDECAR_INTERVAL": "5", "SIDECAR_LOG_LEVEL": "INFO",
                "SIDECAR_TRACKING_URI": "http://m", "MLFLOW_TRACKING_URI": "http://m"}  # fmt: skip
     assert unknown_variables(environ) == ["SIDECAR_INTERVALL"]
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_main_names_the_variable_of_an_invalid_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SIDECAR_WEBHOOK_MAX_AGE", "soon")
+    assert main(["--volume", str(tmp_path), "--interval", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "interval (--interval, SIDECAR_INTERVAL): Input should be greater than 0" in err
+    assert "webhook_max_age (SIDECAR_WEBHOOK_MAX_AGE): Input should be a valid number" in err

@@ -318,3 +318,17 @@ def test_server_pod_shares_an_empty_dir_with_its_sidecars() -> None:
         assert "emptyDir" in volumes[name], directory
         assert mounts["server"][name].get("readOnly") is True, "the server only reads the volume"
         assert {c["name"] for c in pod["containers"]} == {"server", "sidecar"}
+
+
+def test_pods_get_no_service_link_variables() -> None:
+    """A Service named ``server`` (or ``mlflow``) would inject SERVER_PORT=tcp://IP:PORT."""
+    pods = [
+        (directory, doc)
+        for directory, documents in rendered_manifests().items()
+        for doc in documents
+        if pod_containers(doc)
+    ]
+    assert pods
+    for directory, doc in pods:
+        spec = doc["spec"]["template"]["spec"]
+        assert spec.get("enableServiceLinks") is False, (directory, doc["metadata"]["name"])

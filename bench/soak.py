@@ -18,7 +18,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import httpx
@@ -29,6 +28,7 @@ sys.path.insert(0, str(REPO))
 from tests.support.load import LoadGenerator, Outcome  # noqa: E402
 from tests.support.onnx_models import write_mlp  # noqa: E402
 from tests.support.pipeline import DeclaredVersion, Pipeline  # noqa: E402
+from tests.support.postgres import sqlalchemy_url, temporary_database  # noqa: E402
 from tests.support.processes import MlflowServer  # noqa: E402
 from tests.support.waiting import wait_until  # noqa: E402
 
@@ -68,18 +68,6 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def postgres_uri() -> str:
-    import psycopg2
-
-    name = f"mlgitops_soak_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect("postgresql://postgres@127.0.0.1:5432/postgres")
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    admin.close()
-    return f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=120.0, help="seconds of promotions")
@@ -90,7 +78,10 @@ def main() -> int:
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="mlgitops-soak-"))
-    backend = postgres_uri() if args.backend == "postgres" else None
+    cleanup = contextlib.ExitStack()
+    backend = None
+    if args.backend == "postgres":
+        backend = sqlalchemy_url(cleanup.enter_context(temporary_database("mlgitops_soak")))
     mlflow = MlflowServer(workdir / "mlflow", backend_store_uri=backend).start()
     pipe = Pipeline(mlflow, workdir / "pipeline", interval=args.interval)
     name = "soak-model"
@@ -148,6 +139,7 @@ def main() -> int:
     finally:
         pipe.stop()
         mlflow.stop()
+        cleanup.close()
 
     outcomes = load.snapshot()
     failures = [o for o in outcomes if o.status != 200]

@@ -14,12 +14,15 @@ from pathlib import Path
 import pytest
 
 from tests.support.onnx_models import BuiltModel, write_corrupt, write_mlp
+from tests.support.postgres import (
+    POSTGRES_URL,
+    postgres_available,
+    sqlalchemy_url,
+    temporary_database,
+)
 from tests.support.processes import MlflowServer, MotoS3Server
 
 IN_CI = bool(os.environ.get("CI"))
-POSTGRES_URL = os.environ.get(
-    "MLGITOPS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 
 
 def require(condition: bool, reason: str) -> None:
@@ -62,32 +65,12 @@ def moto_s3(session_dir: Path) -> Iterator[MotoS3Server]:
     server.stop()
 
 
-def _postgres_available() -> bool:
-    try:
-        import psycopg2
-
-        psycopg2.connect(POSTGRES_URL, connect_timeout=3).close()
-    except Exception:
-        return False
-    return True
-
-
 @pytest.fixture(scope="session")
 def postgres_database() -> Iterator[str]:
     """A fresh PostgreSQL database for this session; SQLAlchemy URL (psycopg2 driver)."""
-    require(_postgres_available(), f"PostgreSQL not reachable at {POSTGRES_URL}")
-    import psycopg2
-
-    name = f"mlgitops_test_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(POSTGRES_URL)
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    base = POSTGRES_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg2://", 1)
-    yield f"{base}/{name}"
-    with admin.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    require(postgres_available(), f"PostgreSQL not reachable at {POSTGRES_URL}")
+    with temporary_database() as name:
+        yield sqlalchemy_url(name)
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from tests.support.load import LoadGenerator
+from tests.support.metrics import metric_value
 from tests.support.onnx_models import BuiltModel, write_mlp
 from tests.support.pipeline import Pipeline
 from tests.support.processes import MlflowServer
@@ -50,19 +51,6 @@ def declare(
     pipe.models_file.write_text(yaml.safe_dump({"models": [model]}, sort_keys=False))
 
 
-def version_of(pipe: Pipeline, name: str, sha256: str) -> str:
-    listing = httpx.get(
-        f"{pipe.mlflow.url}/api/2.0/mlflow/model-versions/search",
-        params={"filter": f"name='{name}'"},
-        timeout=10,
-    ).json()["model_versions"]
-    return next(
-        str(v["version"])
-        for v in listing
-        if {t["key"]: t["value"] for t in v.get("tags", [])}.get("mlgitops.sha256") == sha256
-    )
-
-
 def pinned(pipe: Pipeline, name: str, version: str) -> httpx.Response:
     return httpx.post(
         f"{pipe.server_url}/models/{name}/predict",
@@ -91,8 +79,8 @@ def test_canary_share_sticky_keys_and_ending_without_a_failed_request(
     declare(pipeline, name, stable, candidate, {"stage": "Staging", "mode": "canary", "weight": 10})
     pipeline.apply()
     v_stable, v_candidate = (
-        version_of(pipeline, name, stable.sha256),
-        version_of(pipeline, name, candidate.sha256),
+        pipeline.version_of(name, stable.sha256),
+        pipeline.version_of(name, candidate.sha256),
     )
     start(pipeline, name, v_candidate)
     url = f"{pipeline.server_url}/models/{name}/predict"
@@ -151,8 +139,8 @@ def test_shadow_never_changes_answers_and_records_differences(
     candidate = write_mlp(tmp_path / "built" / "candidate.onnx", seed=62)
     declare(pipeline, name, stable, candidate, {"stage": "Staging", "mode": "shadow"})
     pipeline.apply()
-    v_stable = version_of(pipeline, name, stable.sha256)
-    v_candidate = version_of(pipeline, name, candidate.sha256)
+    v_stable = pipeline.version_of(name, stable.sha256)
+    v_candidate = pipeline.version_of(name, candidate.sha256)
     start(pipeline, name, v_candidate)
     expected = pinned(pipeline, name, v_stable).json()["prediction"]
     shadowed = pinned(pipeline, name, v_candidate).json()["prediction"]
@@ -164,14 +152,16 @@ def test_shadow_never_changes_answers_and_records_differences(
     assert {a["modelVersion"] for a in answers} == {v_stable}
     assert all(a["prediction"] == expected for a in answers)
 
-    def differences() -> float:
-        text = httpx.get(f"{pipeline.server_url}/metrics", timeout=5).text
-        return sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith("server_shadow_comparisons_total{")
-            and f'model="{name}"' in line
-            and 'result="different"' in line
-        )
-
-    wait_until(lambda: differences() >= 100, timeout=30, what="shadow differences recorded")
+    wait_until(
+        lambda: (
+            metric_value(
+                pipeline.server_url,
+                "server_shadow_comparisons_total",
+                model=name,
+                result="different",
+            )
+            >= 100
+        ),
+        timeout=30,
+        what="shadow differences recorded",
+    )

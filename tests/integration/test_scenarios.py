@@ -13,18 +13,26 @@ import os
 import random
 import signal
 import time
-import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import POSTGRES_URL, require
+from tests.conftest import require
 from tests.sidecar.running import WEBHOOK_SECRET, create_webhook
 from tests.support.load import LoadGenerator
+from tests.support.metrics import metric_value
 from tests.support.onnx_models import BuiltModel, write_corrupt, write_mlp
 from tests.support.pipeline import DeclaredVersion, Pipeline
+from tests.support.postgres import (
+    POSTGRES_URL,
+    postgres_available,
+    sqlalchemy_url,
+    temporary_database,
+)
 from tests.support.processes import MlflowServer, MotoS3Server
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import wait_until
@@ -34,64 +42,55 @@ pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.slow]
 ROW = [0.5] * 16
 
 
+@dataclass(frozen=True, slots=True)
 class Topology:
     """MLflow on PostgreSQL + S3, each dependency behind a proxy that can be cut."""
 
-    def __init__(
-        self,
-        mlflow: MlflowServer,
-        postgres: TcpProxy,
-        s3: TcpProxy,
-        s3_env: dict[str, str],
-        s3_direct: str,
-    ) -> None:
-        self.mlflow = mlflow
-        self.postgres = postgres
-        self.s3 = s3
-        self.s3_env = s3_env
-        self.s3_direct = s3_direct
+    mlflow: MlflowServer
+    postgres: TcpProxy
+    s3: TcpProxy
+    moto: MotoS3Server
+    """The S3 endpoint itself: CI and the tests reach the bucket directly, not through ``s3``."""
+
+    @property
+    def s3_env(self) -> dict[str, str]:
+        return data_plane_s3_env(self.moto, self.s3)
+
+
+def data_plane_s3_env(moto: MotoS3Server, proxy: TcpProxy) -> dict[str, str]:
+    """S3 settings of the data plane (MLflow, sidecar): through the proxy that can be cut."""
+    through_proxy = f"http://{proxy.address}"
+    return {
+        **moto.client_env,
+        "MLFLOW_S3_ENDPOINT_URL": through_proxy,
+        "AWS_ENDPOINT_URL_S3": through_proxy,
+    }
 
 
 @pytest.fixture(scope="module")
 def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
-    import psycopg2
-
-    try:
-        psycopg2.connect(POSTGRES_URL, connect_timeout=3).close()
-        reachable = True
-    except psycopg2.OperationalError:
-        reachable = False
-    require(reachable, f"PostgreSQL not reachable at {POSTGRES_URL}")
+    require(postgres_available(), f"PostgreSQL not reachable at {POSTGRES_URL}")
     workdir = tmp_path_factory.mktemp("topology")
-    database = f"mlgitops_scenarios_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(POSTGRES_URL)
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{database}"')
-
-    moto = MotoS3Server(workdir / "moto").start()
-    moto.create_bucket("artifacts")
-    moto.create_bucket("models")
-    pg_proxy = TcpProxy("127.0.0.1", 5432).restore()
-    s3_proxy = TcpProxy("127.0.0.1", moto.port).restore()
-    s3_env = {**moto.client_env}
-    s3_env["MLFLOW_S3_ENDPOINT_URL"] = s3_env["AWS_ENDPOINT_URL_S3"] = f"http://{s3_proxy.address}"
-    mlflow = MlflowServer(
-        workdir / "mlflow",
-        backend_store_uri=f"postgresql+psycopg2://postgres@{pg_proxy.address}/{database}",
-        artifacts_destination="s3://artifacts/mlflow",
-        env=s3_env,
-    ).start()
-    try:
-        yield Topology(mlflow, pg_proxy, s3_proxy, s3_env, moto.url)
-    finally:
-        mlflow.stop()
-        pg_proxy.cut()
-        s3_proxy.cut()
-        moto.stop()
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        admin.close()
+    with temporary_database("mlgitops_scenarios") as database:
+        moto = MotoS3Server(workdir / "moto").start()
+        moto.create_bucket("artifacts")
+        moto.create_bucket("models")
+        pg_proxy = TcpProxy("127.0.0.1", 5432).restore()
+        s3_proxy = TcpProxy("127.0.0.1", moto.port).restore()
+        mlflow = MlflowServer(
+            workdir / "mlflow",
+            backend_store_uri=sqlalchemy_url(database, pg_proxy.address),
+            artifacts_destination="s3://artifacts/mlflow",
+            env=data_plane_s3_env(moto, s3_proxy),
+        )
+        try:
+            mlflow.start()
+            yield Topology(mlflow, pg_proxy, s3_proxy, moto)
+        finally:
+            mlflow.stop()
+            pg_proxy.cut()
+            s3_proxy.cut()
+            moto.stop()
 
 
 @pytest.fixture
@@ -133,28 +132,7 @@ def declare_production(
 
 
 def _put_s3(topology: Topology, key: str, path: Path) -> str:
-    import boto3
-
-    env = topology.s3_env
-    s3 = boto3.client(
-        "s3", endpoint_url=topology.s3_direct, region_name=env["AWS_DEFAULT_REGION"],
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-    )  # fmt: skip
-    s3.put_object(Bucket="models", Key=key, Body=path.read_bytes())
-    return f"s3://models/{key}"
-
-
-def mlflow_version_of(topology: Topology, name: str, sha256: str) -> str:
-    listing = httpx.get(
-        f"{topology.mlflow.url}/api/2.0/mlflow/model-versions/search",
-        params={"filter": f"name='{name}'"}, timeout=10,
-    ).json()["model_versions"]  # fmt: skip
-    for version in listing:
-        tags = {t["key"]: t["value"] for t in version.get("tags", [])}
-        if tags.get("mlgitops.sha256") == sha256:
-            return str(version["version"])
-    raise AssertionError(f"no version of {name} with sha256 {sha256}: {listing}")
+    return topology.moto.put_object("models", key, path.read_bytes())
 
 
 def assert_no_failures(load: LoadGenerator, pipe: Pipeline) -> None:
@@ -178,7 +156,7 @@ def test_promote_then_roll_back_under_load(
     v1, v2 = models(1), models(2)
     declare_production(pipeline, name, [v1], production=0, via_s3=True, topology=topology)
     pipeline.apply()
-    version_1 = mlflow_version_of(topology, name, v1.sha256)
+    version_1 = pipeline.version_of(name, v1.sha256)
 
     sidecar_env = {}
     if mode == "webhook":
@@ -197,7 +175,7 @@ def test_promote_then_roll_back_under_load(
         declare_production(pipeline, name, [v1, v2], production=1, via_s3=True, topology=topology)
         pipeline.apply()
         applied_at = time.monotonic()
-        version_2 = mlflow_version_of(topology, name, v2.sha256)
+        version_2 = pipeline.version_of(name, v2.sha256)
         first = wait_until(
             lambda: load.first_answer_from(version_2, applied_at),
             timeout=60,
@@ -239,7 +217,7 @@ def test_broken_release_is_stopped_and_v2_keeps_serving(
     v1, v2 = models(11), models(12)
     declare_production(pipeline, name, [v1, v2], production=1)
     pipeline.apply()
-    version_2 = mlflow_version_of(topology, name, v2.sha256)
+    version_2 = pipeline.version_of(name, v2.sha256)
     pipeline.start_sidecar("--model", name)
     pipeline.start_server()
     pipeline.wait_served(name, version_2)
@@ -257,11 +235,15 @@ def test_broken_release_is_stopped_and_v2_keeps_serving(
         # 2. Forced by hand: register the corrupt file as a version with a *wrong* sha256 tag
         # and one with the right tag, promote each to Production straight in MLflow.
         # (a) a sha256 tag that does not match the bytes: the sidecar's checksum refuses it.
-        refused_before = _counter(pipeline.sidecar_url, "sidecar_fetches_total", name, "refused")
+        refused_before = metric_value(
+            pipeline.sidecar_url, "sidecar_fetches_total", model=name, result="refused"
+        )
         _force_production(topology, name, corrupt, tag_sha256="f" * 64, label="mismatch")
         wait_until(
             lambda: (
-                _counter(pipeline.sidecar_url, "sidecar_fetches_total", name, "refused")
+                metric_value(
+                    pipeline.sidecar_url, "sidecar_fetches_total", model=name, result="refused"
+                )
                 > refused_before
             ),
             timeout=90,
@@ -270,11 +252,15 @@ def test_broken_release_is_stopped_and_v2_keeps_serving(
         assert pipeline.served_version(name) == version_2
         # (b) the right sha256 tag on bytes that are not ONNX: the sidecar publishes what MLflow
         # vouches for, and the server's load check refuses it.
-        failed_before = _counter(pipeline.server_url, "server_model_swaps_total", name, "failed")
+        failed_before = metric_value(
+            pipeline.server_url, "server_model_swaps_total", model=name, result="failed"
+        )
         _force_production(topology, name, corrupt, tag_sha256=corrupt.sha256, label="bad")
         wait_until(
             lambda: (
-                _counter(pipeline.server_url, "server_model_swaps_total", name, "failed")
+                metric_value(
+                    pipeline.server_url, "server_model_swaps_total", model=name, result="failed"
+                )
                 > failed_before
             ),
             timeout=90,
@@ -299,11 +285,11 @@ def test_outages_leave_serving_unchanged_and_a_pending_promotion_completes(
     v1, v2 = models(21), models(22)
     # CI reaches the bucket by its own path; the data plane (MLflow, sidecar) through the proxy.
     pipeline.reconciler_env = {
-        "MLFLOW_S3_ENDPOINT_URL": topology.s3_direct, "AWS_ENDPOINT_URL_S3": topology.s3_direct,
+        "MLFLOW_S3_ENDPOINT_URL": topology.moto.url, "AWS_ENDPOINT_URL_S3": topology.moto.url,
     }  # fmt: skip
     declare_production(pipeline, name, [v1], production=0, via_s3=True, topology=topology)
     pipeline.apply()
-    version_1 = mlflow_version_of(topology, name, v1.sha256)
+    version_1 = pipeline.version_of(name, v1.sha256)
     pipeline.start_sidecar("--model", name)
     pipeline.start_server()
     pipeline.wait_served(name, version_1)
@@ -318,8 +304,14 @@ def test_outages_leave_serving_unchanged_and_a_pending_promotion_completes(
                 pipeline, name, [v1, v2], production=1, via_s3=True, topology=topology
             )
             pipeline.apply()
-            version_2 = mlflow_version_of(topology, name, v2.sha256)
-            fetch_failures = _metric(pipeline.sidecar_url, "sidecar_fetches_total", name, "failed")
+            version_2 = pipeline.version_of(name, v2.sha256)
+            fetch_failures = partial(
+                metric_value,
+                pipeline.sidecar_url,
+                "sidecar_fetches_total",
+                model=name,
+                result="failed",
+            )
             wait_until(
                 lambda: fetch_failures() >= 2,
                 timeout=60,
@@ -328,7 +320,13 @@ def test_outages_leave_serving_unchanged_and_a_pending_promotion_completes(
             # Then MLflow and its PostgreSQL go too.
             topology.postgres.cut()
             topology.mlflow.stop()
-            check_failures = _metric(pipeline.sidecar_url, "sidecar_checks_total", name, "failed")
+            check_failures = partial(
+                metric_value,
+                pipeline.sidecar_url,
+                "sidecar_checks_total",
+                model=name,
+                result="failed",
+            )
             failed_before = check_failures()
             wait_until(
                 lambda: check_failures() >= failed_before + 2,
@@ -379,24 +377,6 @@ def _force_production(
     assert moved.status_code == 200, moved.text
 
 
-def _metric(base_url: str, metric: str, model: str, result: str) -> Callable[[], float]:
-    return lambda: _counter(base_url, metric, model, result)
-
-
-def _counter(base_url: str, metric: str, model: str, result: str) -> float:
-    """A labelled counter from a /metrics page (0 when absent)."""
-    text = httpx.get(f"{base_url}/metrics", timeout=5).text
-    total = 0.0
-    for line in text.splitlines():
-        if (
-            line.startswith(metric + "{")
-            and f'model="{model}"' in line
-            and f'result="{result}"' in line
-        ):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 def test_restarts_at_random_moments_converge_and_never_serve_a_partial_file(
     topology: Topology,
     pipeline: Pipeline,
@@ -410,7 +390,7 @@ def test_restarts_at_random_moments_converge_and_never_serve_a_partial_file(
     builds = [models(31), models(32)]
     declare_production(pipeline, name, builds, production=0)
     pipeline.apply()
-    versions = [mlflow_version_of(topology, name, b.sha256) for b in builds]
+    versions = [pipeline.version_of(name, b.sha256) for b in builds]
     pipeline.start_sidecar("--model", name)
     pipeline.start_server()
     pipeline.wait_served(name, versions[0])
@@ -454,8 +434,8 @@ def test_two_models_promoted_independently(
     pipeline.apply()
     pipeline.start_sidecar("--model", first, "--model", second)
     pipeline.start_server()
-    version_a1 = mlflow_version_of(topology, first, a1.sha256)
-    version_b1 = mlflow_version_of(topology, second, b1.sha256)
+    version_a1 = pipeline.version_of(first, a1.sha256)
+    version_b1 = pipeline.version_of(second, b1.sha256)
     pipeline.wait_served(first, version_a1)
     pipeline.wait_served(second, version_b1)
 
@@ -468,7 +448,7 @@ def test_two_models_promoted_independently(
             second: [DeclaredVersion(pipeline.add_file(b1.path), b1.sha256, "Production")],
         })  # fmt: skip
         pipeline.apply()
-        pipeline.wait_served(first, mlflow_version_of(topology, first, a2.sha256))
+        pipeline.wait_served(first, pipeline.version_of(first, a2.sha256))
     assert_no_failures(load, pipeline)
     assert set(load.versions()) == {version_b1}
     assert pipeline.served_version(second) == version_b1

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import yaml
 
+from contracts.registry import SHA256_TAG
 from tests.support.processes import MlflowServer, Process, free_port
 from tests.support.waiting import wait_until
 
@@ -28,14 +29,11 @@ class DeclaredVersion:
     source: str
     sha256: str
     stage: str | None = None
-    aliases: tuple[str, ...] = ()
 
     def as_yaml(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"source": self.source, "sha256": self.sha256}
         if self.stage:
             entry["stage"] = self.stage
-        if self.aliases:
-            entry["aliases"] = list(self.aliases)
         return entry
 
 
@@ -134,6 +132,19 @@ class Pipeline:
         ).start()  # fmt: skip
         self.server.wait_http(f"{self.server_url}/v2/health/live", timeout=120)
         return self.server
+
+    def version_of(self, name: str, sha256: str) -> str:
+        """The MLflow version number the reconciler registered for ``sha256`` (its tag)."""
+        listing = httpx.get(
+            f"{self.mlflow.url}/api/2.0/mlflow/model-versions/search",
+            params={"filter": f"name='{name}'"},
+            timeout=10,
+        ).json()["model_versions"]
+        for version in listing:
+            tags = {t["key"]: t["value"] for t in version.get("tags", [])}
+            if tags.get(SHA256_TAG) == sha256:
+                return str(version["version"])
+        raise AssertionError(f"no version of {name} with sha256 {sha256}: {listing}")
 
     def served_version(self, name: str) -> str | None:
         """The version the server reports for ``name`` (KServe V2 metadata), None if none."""

@@ -66,11 +66,6 @@ class Process:
     def is_running(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
 
-    def send_signal(self, signum: int) -> None:
-        if self.is_running():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, signum)
-
     def kill_process_only(self, signum: int = signal.SIGKILL) -> None:
         """Signal the leader alone (a SIGKILL'd master leaves its children, as in production)."""
         if self.is_running():

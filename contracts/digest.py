@@ -3,9 +3,9 @@
 - A single ONNX file: the hex sha256 of its bytes (what ``sha256sum model.onnx`` prints).
 - A directory (ONNX plus external data, or an MLflow model directory): the hex sha256 of its
   listing, one line ``<sha256 of the file>  <path relative to the directory>\\n`` per regular
-  file, sorted by path (POSIX separators, byte order). The same figure as::
+  file, sorted by path (POSIX separators, byte order). The same figure as, in DIR::
 
-      cd DIR && find . -type f -printf '%P\\n' | LC_ALL=C sort | xargs -d '\\n' sha256sum | sha256sum
+      find . -type f -printf '%P\\n' | LC_ALL=C sort | xargs -d '\\n' sha256sum | sha256sum
 
   Any changed, missing or extra file changes it. Symbolic links are refused (they could point
   anywhere), as are files beyond ``MAX_FILES``.

@@ -9,15 +9,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnxruntime as ort
 
 from contracts.digest import sha256_file
+from contracts.tensors import UnsupportedTensorType, sample_array
 from contracts.volume import MANIFEST_FILE, MODEL_FILE, PublishedModel
 from server.batcher import Array, Batcher
 from server.errors import InferenceError, InvalidInputError, ModelLoadError
 from server.metrics import ModelMetrics
-from server.validation import TensorSpec, UnsupportedTypeError, jsonable, rows_from_data
+from server.validation import TensorSpec, jsonable, rows_from_data
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,15 +154,7 @@ def _verify_files(published: PublishedModel) -> None:
 
 
 def _warmup_feeds(inputs: tuple[TensorSpec, ...]) -> dict[str, Array]:
-    feeds: dict[str, Array] = {}
-    for spec in inputs:
-        shape = tuple(1 if d is None else d for d in spec.shape)
-        feeds[spec.name] = (
-            np.full(shape, "", dtype=object)
-            if spec.dtype.kind == "O"
-            else np.zeros(shape, spec.dtype)
-        )
-    return feeds
+    return {spec.name: sample_array(spec.onnx_type, spec.shape) for spec in inputs}
 
 
 def _fast_run(session: ort.InferenceSession) -> Any:
@@ -206,7 +198,7 @@ def load_version(
             TensorSpec.from_onnxruntime(arg.name, arg.type, arg.shape)
             for arg in session.get_outputs()
         )
-    except UnsupportedTypeError as exc:
+    except UnsupportedTensorType as exc:
         raise ModelLoadError(name, version, str(exc)) from exc
     if expected_schema is not None and (inputs, outputs) != expected_schema:
         want = "; ".join(spec.describe() for spec in (*expected_schema[0], *expected_schema[1]))

@@ -8,24 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from contracts.tensors import numpy_dtype, v2_datatype
 from server.errors import InvalidInputError
-
-# onnxruntime's type strings -> numpy dtype and the Open Inference Protocol (KServe V2) datatype.
-_ONNX_TYPES: dict[str, tuple[np.dtype[Any], str]] = {
-    "tensor(float)": (np.dtype(np.float32), "FP32"),
-    "tensor(double)": (np.dtype(np.float64), "FP64"),
-    "tensor(float16)": (np.dtype(np.float16), "FP16"),
-    "tensor(int64)": (np.dtype(np.int64), "INT64"),
-    "tensor(int32)": (np.dtype(np.int32), "INT32"),
-    "tensor(int16)": (np.dtype(np.int16), "INT16"),
-    "tensor(int8)": (np.dtype(np.int8), "INT8"),
-    "tensor(uint64)": (np.dtype(np.uint64), "UINT64"),
-    "tensor(uint32)": (np.dtype(np.uint32), "UINT32"),
-    "tensor(uint16)": (np.dtype(np.uint16), "UINT16"),
-    "tensor(uint8)": (np.dtype(np.uint8), "UINT8"),
-    "tensor(bool)": (np.dtype(np.bool_), "BOOL"),
-    "tensor(string)": (np.dtype(object), "BYTES"),
-}
 
 # Which kinds of JSON-decoded arrays each target kind accepts (JSON integers feed float inputs).
 _ACCEPTED_KINDS = {"f": "fiu", "i": "iu", "u": "u", "b": "b", "O": "U"}
@@ -39,10 +23,6 @@ _KIND_WORDS = {
 }
 
 
-class UnsupportedTypeError(ValueError):
-    """The model uses a tensor type the server cannot feed from JSON."""
-
-
 @dataclass(frozen=True, slots=True)
 class TensorSpec:
     """One input or output of a model, as onnxruntime reports it."""
@@ -52,14 +32,15 @@ class TensorSpec:
     datatype: str
     shape: tuple[int | None, ...]
     """Fixed dimensions as ints; symbolic or unknown ones as None."""
+    onnx_type: str = ""
+    """onnxruntime's type string, e.g. ``tensor(float)`` (contracts.tensors)."""
 
     @classmethod
     def from_onnxruntime(cls, name: str, type_: str, shape: Sequence[Any]) -> TensorSpec:
-        if type_ not in _ONNX_TYPES:
-            raise UnsupportedTypeError(f"{name} has type {type_}, which JSON cannot carry")
-        dtype, datatype = _ONNX_TYPES[type_]
+        """Raises UnsupportedTensorType for a type outside ``contracts.tensors``."""
+        dtype, datatype = numpy_dtype(type_), v2_datatype(type_)
         dims = tuple(d if isinstance(d, int) and d >= 0 else None for d in shape)
-        return cls(name=name, dtype=dtype, datatype=datatype, shape=dims)
+        return cls(name=name, dtype=dtype, datatype=datatype, shape=dims, onnx_type=type_)
 
     @property
     def batch_dynamic(self) -> bool:

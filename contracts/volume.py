@@ -2,7 +2,8 @@
 
 Layout::
 
-    VOLUME/<model>/versions/<version>/model.onnx      the ONNX file (plus external data files)
+    VOLUME/<model>/versions/<version>/<files>         the artifact's files, original relative
+                                                      names (a single file: model.onnx)
     VOLUME/<model>/versions/<version>/manifest.json   Manifest below, written last
     VOLUME/<model>/current  -> versions/<version>     relative symlink, flipped with os.replace
     VOLUME/<model>/candidate -> versions/<version>    optional: canary/shadow candidate
@@ -52,6 +53,8 @@ class Manifest:
     role: str = CURRENT_LINK
     files: dict[str, str] = field(default_factory=dict)
     """sha256 of every file in the version directory but the manifest (external data too)."""
+    model_file: str = MODEL_FILE
+    """The ONNX file: a relative POSIX path inside the version directory (original name)."""
     rollout: dict[str, Any] | None = None
     """The model's rollout (canary/shadow) as declared in MLflow, on the current manifest."""
 

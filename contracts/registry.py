@@ -31,6 +31,11 @@ promotion at once."""
 ROLLOUT_TAG = f"{TAG_PREFIX}rollout"
 """JSON: {"candidate_version": "7", "mode": "canary"|"shadow", "weight": 10}. Absent: no rollout."""
 
+APPLY_LOCK_MODEL = "mlgitops-apply-lock"
+"""The registered model an apply creates as its lock (creation is atomic) and deletes at the end:
+a reserved name, never a model of models.yaml (the next apply would delete it with its versions).
+"""
+
 ONNX_FILE_NAME = "model.onnx"
 """Name of the ONNX file inside an artifact directory (MLflow's onnx flavor uses it too)."""
 

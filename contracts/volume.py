@@ -30,7 +30,8 @@ CANDIDATE_LINK = "candidate"
 VERSIONS_DIR = "versions"
 TMP_PREFIX = ".tmp-"
 
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+"""A whole name (``fullmatch``: a trailing newline is refused) that is one directory name."""
 
 
 class VolumeError(Exception):
@@ -69,7 +70,7 @@ class Manifest:
 
 
 def is_valid_model_name(name: str) -> bool:
-    return bool(_MODEL_NAME.match(name)) and name not in {".", ".."}
+    return _MODEL_NAME.fullmatch(name) is not None and name not in {".", ".."}
 
 
 def model_dir(volume: Path, name: str) -> Path:

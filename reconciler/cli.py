@@ -111,11 +111,11 @@ def run(args: argparse.Namespace, settings: ReconcilerSettings) -> int:
         _print(f"added to {args.file}: {args.model} {entry['source']} sha256 {entry['sha256']}\n")
         return EXIT_OK
     if args.command == "validate":
-        desired = spec.load(args.file, check_files=not args.no_files)
+        desired = spec.load(args.file, check_files=not args.no_files, lock_name=settings.lock_name)
         count = sum(len(model.versions) for model in desired.file.models)
         _print(f"{args.file} is valid: {len(desired.file.models)} models, {count} versions\n")
         return EXIT_OK
-    desired = spec.load(args.file)
+    desired = spec.load(args.file, lock_name=settings.lock_name)
     registry = _registry(settings)
     names = [model.name for model in desired.file.models]
     if args.command == "plan":

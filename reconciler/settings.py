@@ -9,6 +9,8 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contracts.registry import APPLY_LOCK_MODEL
+
 # CI systems name the commit being built differently; the first one set wins.
 _COMMIT_VARIABLES = ("GITHUB_SHA", "CI_COMMIT_SHA", "GIT_COMMIT", "BUILD_VCS_NUMBER")
 _ACTOR_VARIABLES = ("GITHUB_ACTOR", "GITLAB_USER_LOGIN", "BUILD_REQUESTEDFOR")
@@ -45,7 +47,7 @@ class ReconcilerSettings(BaseSettings):
     backoff_seconds: float = Field(default=0.5, gt=0)
     """First wait between attempts; doubles each time (with jitter), capped at 10 s."""
     request_timeout: int = Field(default=30, ge=1)
-    lock_name: str = "mlgitops-apply-lock"
+    lock_name: str = APPLY_LOCK_MODEL
     lock_wait_seconds: float = Field(default=120.0, ge=0)
     """How long an apply waits for another one to finish before it gives up."""
     lock_lease_seconds: float = Field(default=900.0, gt=0)

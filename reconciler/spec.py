@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -17,12 +18,13 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.reader import ReaderError
 
 from contracts.digest import sha256_file
-from contracts.registry import TAG_PREFIX, Stage
+from contracts.registry import APPLY_LOCK_MODEL, TAG_PREFIX, Stage
 from reconciler.errors import Problem, SpecError
 
 URI_SCHEMES = ("s3://", "runs:/", "models:/", "mlflow-artifacts:")
@@ -30,9 +32,10 @@ URI_SCHEMES = ("s3://", "runs:/", "models:/", "mlflow-artifacts:")
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 ALIAS_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,254}$"
-RESERVED_ALIAS = re.compile(r"^(latest|[vV]\d+)$")
+RESERVED_ALIAS = re.compile(r"latest|[vV]\d+")
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 TAG_KEY_PATTERN = rf"^(?!{re.escape(TAG_PREFIX)})(?!mlflow\.)[^\s]{{1,250}}$"
+VERSION_PATTERN = r"^[1-9][0-9]*$"
 
 Loc = tuple[str | int, ...]
 
@@ -45,8 +48,30 @@ class _Strict(BaseModel):
     )
 
 
-AliasName = Annotated[str, StringConstraints(pattern=ALIAS_PATTERN)]
-TagKey = Annotated[str, StringConstraints(pattern=TAG_KEY_PATTERN)]
+def _whole(pattern: str) -> AfterValidator:
+    """The whole value must match (``re.fullmatch``): ``$`` alone lets a trailing newline pass.
+
+    The pattern also stays in StringConstraints for the JSON Schema (where ``$`` is the end).
+    """
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if compiled.fullmatch(value) is None:
+            raise PydanticCustomError(
+                "string_pattern_mismatch",
+                "String should match pattern '{pattern}'",
+                {"pattern": pattern},
+            )
+        return value
+
+    return AfterValidator(check)
+
+
+ModelName = Annotated[str, StringConstraints(pattern=NAME_PATTERN), _whole(NAME_PATTERN)]
+AliasName = Annotated[str, StringConstraints(pattern=ALIAS_PATTERN), _whole(ALIAS_PATTERN)]
+TagKey = Annotated[str, StringConstraints(pattern=TAG_KEY_PATTERN), _whole(TAG_KEY_PATTERN)]
+Sha256 = Annotated[str, StringConstraints(pattern=SHA256_PATTERN), _whole(SHA256_PATTERN)]
+VersionNumber = Annotated[str, StringConstraints(pattern=VERSION_PATTERN), _whole(VERSION_PATTERN)]
 Tags = dict[TagKey, str]
 
 
@@ -58,16 +83,15 @@ class VersionSpec(_Strict):
         description="Path relative to this file (uploaded by the reconciler as a run artifact), "
         "or an s3://, runs:/, models:/ or mlflow-artifacts: URI.",
     )
-    sha256: str = Field(pattern=SHA256_PATTERN, description="Hex sha256 of the ONNX file.")
+    sha256: Sha256 = Field(description="Hex sha256 of the ONNX file.")
     stage: Stage = Field(default=Stage.NONE, description="MLflow stage (default None).")
     aliases: list[AliasName] = Field(
         default_factory=list, description="Aliases naming this version."
     )
     tags: Tags = Field(default_factory=dict, description="Model version tags.")
     description: str | None = Field(default=None, description="Version description.")
-    version: str | None = Field(
+    version: VersionNumber | None = Field(
         default=None,
-        pattern=r"^[1-9][0-9]*$",
         description="Adopt this existing MLflow version (registered outside the reconciler, "
         "so unmanaged) instead of registering a new one: apply checks its sha256, then tags it.",
     )
@@ -111,7 +135,7 @@ class RolloutSpec(_Strict):
 class ModelSpec(_Strict):
     """One registered model."""
 
-    name: str = Field(pattern=NAME_PATTERN)
+    name: ModelName
     description: str | None = Field(
         default=None, description="Registered-model description (absent: left as it is)."
     )
@@ -195,12 +219,13 @@ def round_trip_yaml() -> YAML:
     return yaml
 
 
-def load(path: Path, *, check_files: bool = True) -> Desired:
+def load(path: Path, *, check_files: bool = True, lock_name: str = APPLY_LOCK_MODEL) -> Desired:
     """Read and validate models.yaml; raise SpecError listing every problem found.
 
     Args:
         path: the models.yaml file.
         check_files: also check that repository-path sources exist and match their sha256.
+        lock_name: the registered model apply uses as its lock (RECONCILER_LOCK_NAME): reserved.
     """
     name = str(path)
     try:
@@ -244,13 +269,13 @@ def load(path: Path, *, check_files: bool = True) -> Desired:
         partial = Desired(path, _PartialFile.model_construct(models=_valid_models(plain)))
         problems += [
             Problem(name, line_of(document, loc), field_path(loc), message)
-            for loc, message in rule_problems(partial, check_files=check_files)
+            for loc, message in rule_problems(partial, check_files=check_files, lock_name=lock_name)
         ]
         raise SpecError(sorted(problems, key=lambda problem: problem.line)) from None
     desired = Desired(path=path, file=models_file)
     located = [
         Problem(name, line_of(document, loc), field_path(loc), message)
-        for loc, message in rule_problems(desired, check_files=check_files)
+        for loc, message in rule_problems(desired, check_files=check_files, lock_name=lock_name)
     ]
     if located:
         raise SpecError(sorted(located, key=lambda problem: problem.line))
@@ -288,6 +313,8 @@ def _message(error: Mapping[str, Any]) -> str:
             )
         if loc[-1] == "name":
             return f"{error['input']!r} is not a valid model name: letters, digits, . _ -"
+        if loc[-1] == "version":
+            return f"{error['input']!r} is not a version number (1, 2, ...)"
         if "tags" in loc:
             return "tag keys have no spaces; mlgitops.* and mlflow.* are reserved"
     return message.removeprefix("Value error, ")
@@ -310,14 +337,21 @@ def _plain(node: Any) -> Any:
     return str(node)
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_./-]+")
+
+
 def field_path(loc: Sequence[str | int]) -> str:
     """("models", 0, "versions", 1, "stage") -> "models[0].versions[1].stage"."""
     text = ""
     for part in loc:
         if isinstance(part, int):
             text += f"[{part}]"
+        elif part == "[key]":  # pydantic's marker: the key itself is wrong, not its value
+            text += part
+        elif _PLAIN_KEY.fullmatch(part) is None:  # a newline or a quote is shown, not printed
+            text += f"[{json.dumps(part)}]"
         else:
-            text += f".{part}" if text else str(part)
+            text += f".{part}" if text else part
     return text
 
 
@@ -345,13 +379,21 @@ def line_of(document: Any, loc: Sequence[str | int]) -> int:
 # --- rules across fields ----------------------------------------------------------------------
 
 
-def rule_problems(desired: Desired, *, check_files: bool) -> Iterator[tuple[Loc, str]]:
+def rule_problems(
+    desired: Desired, *, check_files: bool, lock_name: str = APPLY_LOCK_MODEL
+) -> Iterator[tuple[Loc, str]]:
     """The rules pydantic's per-field checks cannot express, each with its location."""
     seen_names: dict[str, int] = {}
     models: list[ModelSpec | None] = list(desired.file.models)
     for m, model in enumerate(models):
         if model is None:
             continue  # invalid on its own: pydantic reported it
+        if model.name.casefold() in {lock_name.casefold(), APPLY_LOCK_MODEL.casefold()}:
+            yield (
+                ("models", m, "name"),
+                f"{model.name!r} is reserved: apply takes it as its lock and deletes it "
+                "(RECONCILER_LOCK_NAME); choose another name",
+            )
         if model.name in seen_names:
             yield (
                 ("models", m, "name"),
@@ -382,7 +424,7 @@ def _model_rules(
             else:
                 production = v
         for a, alias in enumerate(version.aliases):
-            if RESERVED_ALIAS.match(alias):
+            if RESERVED_ALIAS.fullmatch(alias):
                 yield (
                     (*here, "aliases", a),
                     f"{alias!r} is reserved by MLflow (latest, v<number>); choose another alias",

@@ -192,3 +192,47 @@ def test_the_published_json_schema_is_current() -> None:
     schema = json.loads(published)
     assert schema["additionalProperties"] is False
     assert "sample_input" in schema["$defs"]["VersionSpec"]["properties"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("name", r'"m\n"', "2: models[0].name: 'm\\n' is not a valid model name"),
+        ("sha256", f'"{A}\\n"', "5: models[0].versions[0].sha256: must be 64 lowercase hex"),
+        ("alias", r'"live\n"', "6: models[0].versions[0].aliases[0]: 'live\\n' is not a valid"),
+        ("tag", r'"team\n"', '7: models[0].versions[0].tags["team\\n"][key]: tag keys have no'),
+        ("version", r'"3\n"', "8: models[0].versions[0].version: '3\\n' is not a version number"),
+    ],
+)  # fmt: skip
+def test_a_trailing_newline_never_passes_a_name_pattern(
+    tmp_path: Path, field: str, value: str, expected: str
+) -> None:
+    fields = {"name": "m", "sha256": A, "alias": "live", "tag": "team", "version": '"3"'}
+    fields[field] = value
+    found = problems(
+        tmp_path,
+        f"""\
+        models:
+          - name: {fields["name"]}
+            versions:
+              - source: s3://b/k
+                sha256: {fields["sha256"]}
+                aliases: [{fields["alias"]}]
+                tags: {{{fields["tag"]}: x}}
+                version: {fields["version"]}
+        """,
+    )
+    assert len(found) == 1
+    assert found[0].startswith(expected)
+
+
+@pytest.mark.parametrize("name", ["mlgitops-apply-lock", "MLGITOPS-APPLY-LOCK", "deploy-lock"])
+def test_the_apply_lock_name_is_reserved(tmp_path: Path, name: str) -> None:
+    path = tmp_path / "models.yaml"
+    path.write_text(f"models:\n  - name: keep\n  - name: {name}\n")
+    with pytest.raises(SpecError) as caught:
+        spec.load(path, check_files=False, lock_name="deploy-lock")
+    assert [str(p) for p in caught.value.problems] == [
+        f"{path}:3: models[1].name: {name!r} is reserved: apply takes it as its lock and deletes "
+        "it (RECONCILER_LOCK_NAME); choose another name"
+    ]

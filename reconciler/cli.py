@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from pydantic import ValidationError
 
+from contracts.redact import mask_credentials
 from contracts.registry import Stage
 from reconciler import render, spec
 from reconciler.errors import PlanFileError, ReconcilerError, SettingsError, SpecError
@@ -34,7 +35,7 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
-        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
+        self.exit(EXIT_ERROR, mask_credentials(f"{self.prog}: error: {message}\n"))
 
 
 def _parser(settings: ReconcilerSettings) -> argparse.ArgumentParser:
@@ -89,8 +90,15 @@ def _registry(settings: ReconcilerSettings) -> MlflowRegistry:
 
 
 def _print(text: str) -> None:
-    sys.stdout.write(text)
+    """Standard output; a URI's credentials never reach it (a source, a server URL)."""
+    sys.stdout.write(mask_credentials(text))
     sys.stdout.flush()
+
+
+def _error(text: str) -> None:
+    """Standard error; MLflow's exception texts embed the tracking URI with its credentials."""
+    sys.stderr.write(mask_credentials(text))
+    sys.stderr.flush()
 
 
 def run(args: argparse.Namespace, settings: ReconcilerSettings) -> int:
@@ -199,10 +207,8 @@ def _apply(
         _print(f"After apply: {result.final_plan.summary()}\n")
     if result.failures:
         if args.format != "text":
-            sys.stderr.write("".join(f"FAILED: {item}\n" for item in result.failures))
-        sys.stderr.write(
-            f"apply: {len(result.failures)} failure(s); {len(result.done)} change(s) done\n"
-        )
+            _error("".join(f"FAILED: {item}\n" for item in result.failures))
+        _error(f"apply: {len(result.failures)} failure(s); {len(result.done)} change(s) done\n")
         return EXIT_ERROR
     log.info("apply finished", extra={"done": len(result.done)})
     return EXIT_OK
@@ -212,17 +218,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = _settings()
     except SettingsError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+        _error(f"error: {exc}\n")
         return EXIT_ERROR
     configure(settings.log_level)
     args = _parser(settings).parse_args(argv)
     try:
         return run(args, settings)
     except SpecError as exc:
-        sys.stderr.write(f"{exc}\n")
+        _error(f"{exc}\n")
         return EXIT_ERROR
     except ReconcilerError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+        _error(f"error: {exc}\n")
         log.error("failed", extra={"error": str(exc)})
         return EXIT_ERROR
     except Exception:

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from contracts.redact import mask_credentials
 
 
 class ReconcilerError(Exception):
-    """Root of every error the reconciler reports without a traceback (exit 1)."""
+    """Root of every error the reconciler reports without a traceback (exit 1).
+
+    Its text never holds a URI's credentials: MLflow's and requests' exception texts embed the
+    tracking URI, user-info included, and subclasses quote them.
+    """
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*(mask_credentials(a) if isinstance(a, str) else a for a in args))
 
 
 @dataclass(frozen=True, slots=True)

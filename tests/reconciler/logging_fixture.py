@@ -10,9 +10,10 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def restore_logging() -> Iterator[None]:
-    """main() installs its JSON handler on the root logger; put pytest's set-up back after."""
+    """main() installs its JSON handler on the root logger and captures warnings; undo both."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     yield
+    logging.captureWarnings(False)
     root.handlers[:] = handlers
     root.setLevel(level)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import warnings
 from pathlib import Path
 
 import pytest
 
 from reconciler import spec
 from reconciler.cli import main
+from reconciler.errors import RegistryUnavailableError
+from reconciler.logs import configure
 from tests.reconciler.logging_fixture import restore_logging  # noqa: F401 (autouse)
 from tests.support.processes import free_port
 
@@ -106,3 +111,49 @@ def test_a_usage_error_exits_1_not_2_which_means_changes(
         main(argv)
     assert exited.value.code == 1
     assert "python -m reconciler" in capsys.readouterr().err
+
+
+def test_credentials_in_the_tracking_uri_never_reach_errors_logs_or_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://alice:s3cret@127.0.0.1:{port}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("RECONCILER_RETRIES", "0")
+    models = tmp_path / "models.yaml"
+    models.write_text("models:\n  - name: m\n    versions: []\n")
+    assert main(["plan", "-f", str(models)]) == 1
+    out, err = capsys.readouterr()
+    assert "s3cret" not in out + err
+    assert "alice" not in out + err
+    # MLflow's own exception text, quoted in the error and in the JSON log line, masked:
+    assert f"API request to http://***@127.0.0.1:{port}/api/2.0/mlflow/" in err
+    logged = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert [line["message"] for line in logged] == ["failed"]
+    assert "http://***@127.0.0.1" in logged[0]["error"]
+
+
+def test_log_lines_mask_messages_extras_tracebacks_and_warnings(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure("INFO")
+    log = logging.getLogger("reconciler.test")
+    uri = "http://bob:hunter2@mlflow:5000/api"
+    try:
+        raise ConnectionError(f"cannot reach {uri}")
+    except ConnectionError as exc:
+        log.exception("failed at %s", uri, extra={"cause": exc, "uris": [uri]})
+    log.warning("retrying", extra={"error": str(RegistryUnavailableError("x", 1, OSError(uri)))})
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn(f"deprecated endpoint {uri}", FutureWarning, stacklevel=1)
+    err = capsys.readouterr().err
+    assert "hunter2" not in err
+    lines = [json.loads(line) for line in err.splitlines()]
+    assert lines[0]["message"] == "failed at http://***@mlflow:5000/api"
+    assert lines[0]["cause"] == "cannot reach http://***@mlflow:5000/api"
+    assert lines[0]["uris"] == ["http://***@mlflow:5000/api"]
+    assert "ConnectionError: cannot reach http://***@mlflow:5000/api" in lines[0]["exc"]
+    assert "http://***@mlflow:5000/api" in lines[1]["error"]
+    assert lines[2]["logger"] == "py.warnings"
+    assert "deprecated endpoint http://***@mlflow:5000/api" in lines[2]["message"]

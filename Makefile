@@ -13,6 +13,12 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 TOOLS_VENV := .venv-tools
 TOOLS_STAMP := $(TOOLS_VENV)/.installed
 
+# MLflow 2.x (requirements-mlflow2.txt) for the tests against the oldest server we support; a venv
+# of its own, since .venv pins MLflow 3.
+.PHONY: mlflow2
+MLFLOW2_VENV := .venv-mlflow2
+MLFLOW2_STAMP := $(MLFLOW2_VENV)/.installed
+
 .PHONY: help install up test test-unit lint fmt models schema bench bench-plan soak lock clean
 
 help:  ## List the targets
@@ -33,7 +39,7 @@ models: $(STAMP)  ## Build the example ONNX models that models.yaml points at
 up: $(STAMP) models  ## The whole pipeline locally: MLflow + reconciler + sidecar + server on :$(PORT)
 	$(PY) deploy/local/up.py --port $(PORT)
 
-test: $(STAMP) $(TOOLS_STAMP) models  ## The whole test suite (unit, integration, static checks)
+test: $(STAMP) $(TOOLS_STAMP) $(MLFLOW2_STAMP) models  ## The whole test suite (unit, integration, static checks)
 	$(PY) -m pytest
 
 test-unit: $(STAMP)  ## Unit tests only (no processes)
@@ -80,3 +86,12 @@ $(TOOLS_STAMP): requirements-tools.txt requirements-hcl2.txt
 	touch $(TOOLS_STAMP)
 
 tools: $(TOOLS_STAMP)  ## Install the static checkers for tests/delivery into .venv-tools/
+
+$(MLFLOW2_STAMP): requirements-mlflow2.txt
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or run 'make PYTHON=/path/to/python3.11 mlflow2'"; exit 1; }
+	test -x $(MLFLOW2_VENV)/bin/python || $(PYTHON) -m venv $(MLFLOW2_VENV)
+	$(MLFLOW2_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(MLFLOW2_VENV)/bin/python -m pip install --quiet -r requirements-mlflow2.txt
+	touch $(MLFLOW2_STAMP)
+
+mlflow2: $(MLFLOW2_STAMP)  ## Install MLflow 2.x into .venv-mlflow2/ for the tests against an MLflow 2 server

@@ -23,6 +23,9 @@ from tests.support.postgres import (
 from tests.support.processes import MlflowServer, MotoS3Server
 
 IN_CI = bool(os.environ.get("CI"))
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MLFLOW2_VENV = REPO_ROOT / ".venv-mlflow2"
+"""MLflow 2.x in a virtual environment of its own (``make mlflow2``): the oldest server we serve."""
 
 
 def require(condition: bool, reason: str) -> None:
@@ -46,6 +49,20 @@ def mlflow_server(session_dir: Path) -> Iterator[MlflowServer]:
     Tests that share it must use unique model names (see ``unique_name``).
     """
     server = MlflowServer(session_dir / "mlflow-sqlite").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow2_server(session_dir: Path) -> Iterator[MlflowServer]:
+    """One real MLflow 2.x ``mlflow server`` (SQLite, proxied local artifacts) for the session.
+
+    Runs from ``.venv-mlflow2`` (``make mlflow2``, pinned by requirements-mlflow2.txt); tests
+    that share it must use unique model names.
+    """
+    mlflow_bin = MLFLOW2_VENV / "bin" / "mlflow"
+    require(mlflow_bin.exists(), f"no MLflow 2.x at {mlflow_bin}: run `make mlflow2`")
+    server = MlflowServer(session_dir / "mlflow2-sqlite", venv=MLFLOW2_VENV).start()
     yield server
     server.stop()
 

@@ -117,7 +117,11 @@ WEBHOOK_ENCRYPTION_KEY = "bWxnaXRvcHMtdGVzdC1rZXktMzItYnl0ZXMtbG9uZyE="
 
 
 class MlflowServer:
-    """A real ``mlflow server`` on a free loopback port; restartable for outage tests."""
+    """A real ``mlflow server`` on a free loopback port; restartable for outage tests.
+
+    ``venv`` runs the ``mlflow`` of another virtual environment (an older MLflow, e.g.
+    ``.venv-mlflow2``) instead of the project's.
+    """
 
     def __init__(
         self,
@@ -127,6 +131,7 @@ class MlflowServer:
         artifacts_destination: str | None = None,
         env: Mapping[str, str] | None = None,
         port: int | None = None,
+        venv: Path | None = None,
     ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
@@ -143,11 +148,15 @@ class MlflowServer:
             "MLFLOW_WEBHOOK_CACHE_TTL": "1",
             **(env or {}),
         }
+        self.mlflow_bin = bin_path("mlflow") if venv is None else str(venv / "bin" / "mlflow")
+        if venv is not None:
+            # MLflow 2.x execs ``gunicorn`` by name: its own venv must come first on PATH.
+            self.env["PATH"] = f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
         self.process: Process | None = None
 
     def start(self, *, timeout: float = 180.0) -> MlflowServer:
         argv = [
-            bin_path("mlflow"), "server",
+            self.mlflow_bin, "server",
             "--backend-store-uri", self.backend_store_uri,
             "--artifacts-destination", self.artifacts_destination,
             "--serve-artifacts",
@@ -178,6 +187,12 @@ class MlflowServer:
 
     def is_running(self) -> bool:
         return self.process is not None and self.process.is_running()
+
+    def version(self) -> str:
+        """The MLflow version the running server reports (``GET /version``)."""
+        response = httpx.get(f"{self.url}/version", timeout=10.0)
+        response.raise_for_status()
+        return response.text.strip()
 
 
 class MotoS3Server:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,17 @@ SYMBOLS = {
     Action.NOOP: "#",
 }
 FORMAT_VERSION = 1
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_PUNCTUATION = re.compile(r"[!-/:-@\[-`{-~]")
+_BACKTICKS = re.compile(r"`+")
+WORD_JOINER = "\u2060"
+
+
+def _visible(text: str) -> str:
+    """Control characters as ``\\xNN``: a value from models.yaml cannot drive a terminal."""
+    return _CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", text)
 
 
 def _value(value: str | None) -> str:
@@ -45,8 +57,8 @@ def text(plan: Plan) -> str:
     for change in plan.changes:
         if change.target.model != current:
             current = change.target.model
-            lines.append(f"{current}:")
-        lines.append(f"  {SYMBOLS[change.action]} {_what(change)}    # {change.reason}")
+            lines.append(_visible(f"{current}:"))
+        lines.append(_visible(f"  {SYMBOLS[change.action]} {_what(change)}    # {change.reason}"))
     if lines:
         lines.append("")
     lines.append(plan.summary())
@@ -110,21 +122,39 @@ def from_json(text_: str) -> Plan:
     )
 
 
-def _cell(value: str) -> str:
-    return value.replace("|", "\\|").replace("\n", " ")
+def _code(value: str) -> str:
+    """``value`` as a code span: GitHub shows it as is (no HTML, link, mention or emphasis).
+
+    The fence is longer than any run of backticks inside; CommonMark strips the one space
+    padding each side. Table pipes are escaped (GFM reads ``\\|`` inside a span as ``|``).
+    """
+    value = _visible(value)
+    fence = "`" * (max((len(run) for run in _BACKTICKS.findall(value)), default=0) + 1)
+    return f"{fence} {value} {fence}".replace("|", "\\|")
+
+
+def _prose(text: str) -> str:
+    """Text of the plan's own (reasons): every ASCII punctuation escaped, no @mention."""
+    escaped = _PUNCTUATION.sub(lambda found: "\\" + found.group(), _visible(text))
+    return escaped.replace("@", "@" + WORD_JOINER)
+
+
+def _cell(value: str | None) -> str:
+    """A value from models.yaml or MLflow in a table cell; "(none)" for no value."""
+    return "(none)" if value is None else _code(_value(value))
 
 
 def markdown(plan: Plan) -> str:
-    """For a pull-request comment or a CI job summary."""
+    """For a pull-request comment or a CI job summary: no value is read as markdown or HTML."""
     lines = ["### mlgitops plan", "", f"**{plan.summary()}**", ""]
     if plan.changes:
         lines += ["| | Change | Before | After | Why |", "|---|---|---|---|---|"]
         for change in plan.changes:
             target = change.target
             lines.append(
-                f"| {SYMBOLS[change.action]} | {_cell(target.kind.value)} "
-                f"`{_cell(target.label())}` | {_cell(_value(change.before))} | "
-                f"{_cell(_value(change.after))} | {_cell(change.reason)} |"
+                f"| {SYMBOLS[change.action]} | {target.kind.value} "
+                f"{_code(target.label())} | {_cell(change.before)} | "
+                f"{_cell(change.after)} | {_prose(change.reason)} |"
             )
         lines.append("")
     return "\n".join(lines) + "\n"

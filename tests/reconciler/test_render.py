@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from markdown_it import MarkdownIt
+
 from reconciler import render
 from reconciler.plan import Action, Change, Kind, Plan, Target
 
@@ -40,8 +42,50 @@ def test_json_round_trips() -> None:
 def test_markdown_is_a_table_with_the_summary() -> None:
     lines = render.markdown(PLAN).splitlines()
     assert "**Plan: 1 to add, 1 to change, 1 to archive, 1 to delete.**" in lines
-    assert "| ~ | alias `m v2 live` | 1 | 2 | moved |" in lines
+    assert "| ~ | alias ` m v2 live ` | ` 1 ` | ` 2 ` | moved |" in lines
 
 
 def test_no_changes() -> None:
     assert render.text(Plan()) == "No changes. MLflow matches models.yaml.\n"
+
+
+def test_markdown_reads_no_value_as_markdown_html_link_or_mention() -> None:
+    hostile = "<img src=x onerror=alert(1)> [click](https://evil.example) @octocat `x` a|b"
+    plan = Plan(
+        (
+            Change(
+                Action.UPDATE,
+                Target(Kind.MODEL_DESCRIPTION, "m"),
+                "``tick``",
+                hostile,
+                "cannot adopt version 3: <b>@admin</b>",
+            ),
+            Change(
+                Action.CREATE, Target(Kind.MODEL_TAG, "m", key="k|`"), None, "\x1b[2Jline\n2", ""
+            ),
+        )
+    )
+    rows = [line for line in render.markdown(plan).splitlines() if line.startswith("| ~")]
+    assert rows == [
+        "| ~ | model-description ` m ` | ``` ``tick`` ``` | `` <img src=x onerror=alert(1)> "
+        "[click](https://evil.example) @octocat `x` a\\|b `` | cannot adopt version 3\\: "
+        f"\\<b\\>\\@{render.WORD_JOINER}admin\\<\\/b\\> |"
+    ]
+    tag_row = render.markdown(plan).splitlines()[-2]
+    assert tag_row == "| + | model-tag `` m k\\|` `` | (none) | ` \\x1b[2Jline\\x0a2 ` |  |"
+    # Rendered by a CommonMark parser with GFM tables: every value is inert text in a cell.
+    html = MarkdownIt("commonmark").enable("table").render(render.markdown(plan))
+    assert html.count("<tr>") == 3
+    assert [tag for tag in ("<img", "<a ", "<b>") if tag in html] == []
+    assert (
+        "<td><code>&lt;img src=x onerror=alert(1)&gt; [click](https://evil.example) @octocat "
+        "`x` a|b</code></td>" in html
+    )
+    assert f"<td>cannot adopt version 3: &lt;b&gt;@{render.WORD_JOINER}admin&lt;/b&gt;</td>" in html
+
+
+def test_text_shows_control_characters_instead_of_sending_them() -> None:
+    plan = Plan(
+        (Change(Action.CREATE, Target(Kind.MODEL_TAG, "m", key="k"), None, "\x1b[2J", "t"),)
+    )
+    assert render.text(plan).splitlines()[1] == "  + model-tag m k = \\x1b[2J    # t"

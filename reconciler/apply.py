@@ -36,7 +36,7 @@ from reconciler.errors import (
 from reconciler.gate import fetch, gate
 from reconciler.plan import Action, Change, Kind, Plan, make_plan
 from reconciler.spec import Desired, ModelSpec, VersionSpec
-from reconciler.state import Registry
+from reconciler.state import LOCK_TAG, Registry
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,17 @@ def describe(change: Change) -> str:
 # --- the lock -----------------------------------------------------------------------------------
 
 
+class LockNameTakenError(ReconcilerError):
+    """A registered model that is not an apply lock bears the lock's name: never deleted."""
+
+    def __init__(self, lock_name: str) -> None:
+        super().__init__(
+            f"a registered model named {lock_name!r} exists and is not an apply lock (it has no "
+            f"{LOCK_TAG} tag): apply never deletes it. Rename that model, or give the lock "
+            "another name with RECONCILER_LOCK_NAME."
+        )
+
+
 @contextlib.contextmanager
 def apply_lock(
     registry: Registry,
@@ -95,7 +106,8 @@ def apply_lock(
     """Hold the registry-wide apply lock: wait for another apply, take over an expired one.
 
     Yields ``keep_alive()``: call it between steps; it extends the lease once half of it has
-    passed, so a long apply is not taken over while it still runs.
+    passed, so a long apply is not taken over while it still runs. The lock is released however
+    the body ends; a failure to release never hides the body's own error.
     """
     token = uuid.uuid4().hex
     started = clock()
@@ -103,6 +115,7 @@ def apply_lock(
     while True:
         now = clock()
         tags = {
+            LOCK_TAG: "true",
             "holder": holder,
             "token": token,
             "acquired_at": f"{now:.3f}",
@@ -113,12 +126,14 @@ def apply_lock(
         current = registry.lock_tags(options.name)
         if current is None:
             continue  # released between our two calls
+        if current.get(LOCK_TAG) != "true":
+            raise LockNameTakenError(options.name)
         expires = float(current.get("expires_at", "0") or 0)
         if expires < clock():
             log.warning(
                 "taking over an expired apply lock held by %s", current.get("holder", "unknown")
             )
-            registry.unlock(options.name)
+            registry.unlock(options.name, current.get("token", ""))
             continue
         waited = clock() - started
         if waited >= options.wait_seconds:
@@ -141,11 +156,25 @@ def apply_lock(
 
     try:
         yield keep_alive
-    finally:
-        current = registry.lock_tags(options.name)
-        if current is not None and current.get("token") == token:
-            registry.unlock(options.name)
-            log.info("apply lock released", extra={"lock": options.name})
+    except BaseException:
+        with contextlib.suppress(Exception):  # the body's error is the one to report
+            _release(registry, options.name, token, failing=True)
+        raise
+    _release(registry, options.name, token, failing=False)
+
+
+def _release(registry: Registry, name: str, token: str, *, failing: bool) -> None:
+    try:
+        registry.unlock(name, token)
+    except ReconcilerError as exc:
+        log.error(
+            "could not release the apply lock %s (its lease expires by itself): %s",
+            name, exc, extra={"lock": name},
+        )  # fmt: skip
+        if not failing:
+            raise
+        return
+    log.info("apply lock released", extra={"lock": name})
 
 
 def default_holder() -> str:

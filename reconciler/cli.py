@@ -73,7 +73,16 @@ def _parser(settings: ReconcilerSettings) -> argparse.ArgumentParser:
     status = with_file(
         commands.add_parser("status", help="wait until servers serve the declared versions")
     )
-    status.add_argument("--server", action="append", required=True, help="repeatable")
+    status.add_argument(
+        "--server",
+        action="append",
+        required=True,
+        help="a server URL (repeatable); a name resolving to several addresses (a headless "
+        "Service) means every address is checked. Token: RECONCILER_SERVER_TOKEN",
+    )
+    status.add_argument(
+        "--alias", help="the alias the sidecars follow (default: the Production stage)"
+    )
     status.add_argument("--timeout", type=float, default=120.0)
     status.add_argument("--interval", type=float, default=1.0)
     return parser
@@ -137,10 +146,17 @@ def run(args: argparse.Namespace, settings: ReconcilerSettings) -> int:
     if args.command == "apply":
         return _apply(args, settings, desired, registry)
     if args.command == "status":
-        from reconciler.status import declared_production, wait_for_rollout
+        from reconciler.status import declared_versions, http_fetcher, wait_for_rollout
 
-        expected = declared_production(desired.file, registry.read(names))
-        seen = wait_for_rollout(args.server, expected, timeout=args.timeout, interval=args.interval)
+        expected = declared_versions(desired.file, registry.read(names), alias=args.alias)
+        token = settings.server_token.get_secret_value() if settings.server_token else None
+        seen = wait_for_rollout(
+            args.server,
+            expected,
+            timeout=args.timeout,
+            interval=args.interval,
+            fetch=http_fetcher(token),
+        )
         for observation in seen:
             _print(f"ok {observation.server} {observation.model} v{observation.served}\n")
         return EXIT_OK

@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from contracts.registry import ONNX_FILE_NAME, Stage
 from reconciler.errors import RegistryRequestError, RegistryUnavailableError
-from reconciler.state import ActualModel, ActualVersion, RegistryState
+from reconciler.state import LOCK_TAG, ActualModel, ActualVersion, RegistryState
 
 log = logging.getLogger(__name__)
 
@@ -359,7 +359,22 @@ class MlflowRegistry:
             raise
         return dict(found.tags or {})
 
-    def unlock(self, name: str) -> None:
+    def unlock(self, name: str, token: str) -> None:
+        try:
+            found = self._call(
+                "checking the apply lock before releasing it",
+                lambda: self.client.get_registered_model(name),
+            )
+        except RegistryRequestError as exc:
+            if error_code(exc) == "RESOURCE_DOES_NOT_EXIST":
+                return
+            raise
+        tags = dict(found.tags or {})
+        if tags.get(LOCK_TAG) != "true" or tags.get("token") != token or found.latest_versions:
+            log.warning(
+                "not deleting registered model %s: it is not the apply lock this run holds", name
+            )
+            return
         try:
             self._call(
                 "releasing the apply lock", lambda: self.client.delete_registered_model(name)

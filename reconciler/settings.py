@@ -6,7 +6,7 @@ import getpass
 import os
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.registry import APPLY_LOCK_MODEL
@@ -60,3 +60,5 @@ class ReconcilerSettings(BaseSettings):
         default_factory=_default_actor, validation_alias=AliasChoices("RECONCILER_APPLIED_BY")
     )
     log_level: str = "INFO"
+    server_token: SecretStr | None = None
+    """Bearer token ``status`` sends to the servers (their SERVER_AUTH_TOKEN), if auth is on."""

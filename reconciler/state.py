@@ -9,6 +9,9 @@ from typing import Protocol
 
 from contracts.registry import MANAGED_TAG, SHA256_TAG, TAG_PREFIX, Stage
 
+LOCK_TAG = f"{TAG_PREFIX}apply-lock"
+"""Marks the registered model that is the apply lock: only such a model is ever deleted."""
+
 RESERVED_TAG_PREFIXES = (TAG_PREFIX, "mlflow.")
 """Tags the reconciler writes for itself or MLflow writes: never diffed as user tags."""
 
@@ -126,6 +129,11 @@ class Registry(Protocol):
         """Create the lock (a registered model); False if it exists already."""
         ...
 
-    def lock_tags(self, name: str) -> Mapping[str, str] | None: ...
+    def lock_tags(self, name: str) -> Mapping[str, str] | None:
+        """The tags of the registered model named ``name``; None if there is none."""
+        ...
 
-    def unlock(self, name: str) -> None: ...
+    def unlock(self, name: str, token: str) -> None:
+        """Delete the lock if it is still the one ``token`` took (a lock-tagged model with no
+        versions); anything else under that name is left alone."""
+        ...

@@ -7,7 +7,8 @@ import os
 import subprocess
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,11 @@ from contracts.registry import (
     STAGE_TAG,
 )
 from reconciler.cli import main
+from reconciler.state import LOCK_TAG
 from tests.reconciler.logging_fixture import restore_logging  # noqa: F401 (autouse)
+from tests.server.volume import publish_version
 from tests.support.onnx_models import BuiltModel
-from tests.support.processes import MlflowServer
+from tests.support.processes import MlflowServer, Process, free_port, python_module
 
 pytestmark = pytest.mark.integration
 
@@ -261,12 +264,13 @@ def test_a_second_apply_waits_for_the_lock_or_refuses(
     lock = f"lock-{unique_name}"
     os.environ["RECONCILER_LOCK_NAME"] = lock
     try:
-        assert registry.try_lock(lock, {"holder": "another apply", "expires_at": "9e12"})
+        held = {LOCK_TAG: "true", "holder": "another apply", "token": "t1", "expires_at": "9e12"}
+        assert registry.try_lock(lock, held)
         os.environ["RECONCILER_LOCK_WAIT_SECONDS"] = "0"
         code, _, err = cli("apply")
         assert code == 1
         assert "another apply is running (another apply)" in err
-        registry.unlock(lock)
+        registry.unlock(lock, "t1")
         # Two real applies at once: one waits for the other; both succeed, nothing twice.
         os.environ.pop("RECONCILER_LOCK_WAIT_SECONDS")
         argv = [sys.executable, "-m", "reconciler", "apply", "-f", str(cli.models_file)]
@@ -279,6 +283,18 @@ def test_a_second_apply_waits_for_the_lock_or_refuses(
         found = MlflowClient(mlflow_server.url).search_model_versions(f"name='{unique_name}'")
         assert [(v.version, v.current_stage) for v in found] == [("1", "Staging")]
         assert registry.lock_tags(lock) is None
+        # A team's model under the lock's name, with a version: apply refuses, never deletes it.
+        client = MlflowClient(mlflow_server.url)
+        client.create_registered_model(lock)
+        client.create_model_version(lock, "s3://elsewhere/model.onnx")
+        cli.write(
+            [{"name": unique_name, "versions": [version_entry(v1, base, stage="Production")]}]
+        )
+        code, _, err = cli("apply")
+        assert code == 1
+        assert "exists and is not an apply lock" in err
+        registry.unlock(lock, "")
+        assert [v.version for v in client.search_model_versions(f"name='{lock}'")] == ["1"]
     finally:
         os.environ.pop("RECONCILER_LOCK_NAME", None)
         os.environ.pop("RECONCILER_LOCK_WAIT_SECONDS", None)
@@ -308,80 +324,6 @@ def test_validate_on_the_command_line(tmp_path: Path) -> None:
     assert f"{broken}:7: models[0].tag: unknown field" in bad.stderr
     assert f"{broken}:12: models[0].versions[0].stage: Input should be" in bad.stderr
     assert "Traceback" not in bad.stderr
-
-
-class KServeMetadata:
-    """A stand-in model server on loopback: answers GET /v2/models/{name} (KServe V2)."""
-
-    def __init__(self, served: dict[str, list[str]]) -> None:
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        self.served = served
-        self.requests = 0
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                outer.requests += 1
-                name = self.path.removeprefix("/v2/models/")
-                versions = outer.served.get(name)
-                body = json.dumps(
-                    {"name": name, "versions": versions, "platform": "onnxruntime"}
-                    if versions
-                    else {"error": "unknown model"}
-                ).encode()
-                self.send_response(200 if versions else 404)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def test_status_waits_until_servers_serve_the_declared_version(
-    cli: Cli, unique_name: str, make_onnx: Callable[..., BuiltModel]
-) -> None:
-    base = cli.models_file.parent
-    v1, v2 = make_onnx("st1.onnx", seed=8), make_onnx("st2.onnx", seed=9)
-    cli.write(
-        [
-            {
-                "name": unique_name,
-                "versions": [
-                    version_entry(v1, base, stage="Archived"),
-                    version_entry(v2, base, stage="Production"),
-                ],
-            }
-        ]
-    )
-    assert cli("apply")[0] == 0
-    current, stale = KServeMetadata({unique_name: ["2"]}), KServeMetadata({unique_name: ["1"]})
-    try:
-        code, out, _ = cli("status", "--server", current.url, "--timeout", "30")
-        assert code == 0
-        assert f"ok {current.url} {unique_name} v2" in out
-        code, _, err = cli(
-            "status", "--server", current.url, "--server", stale.url,
-            "--timeout", "1", "--interval", "0.2",
-        )  # fmt: skip
-        assert code == 1
-        assert f"{stale.url} {unique_name}: expected version 2, serves version 1" in err
-        assert stale.requests >= 2
-    finally:
-        current.close()
-        stale.close()
 
 
 def test_mlflow_5xx_are_retried_then_reported(
@@ -441,3 +383,82 @@ def test_unmanaged_versions_are_shown_and_left_alone_prune_archives_managed_ones
     assert cli("apply")[0] == 0
     assert stages(client, unique_name) == {"1": "Archived", "2": "Staging", "3": "None"}
     assert client.get_model_version(unique_name, "2").tags == {"by": "hand"}
+
+
+# --- status against real server pods ----------------------------------------------------
+
+TOKEN = "status-test-token"
+
+
+@contextmanager
+def server_pod(volume: Path, host: str, port: int, log_dir: Path) -> Iterator[str]:
+    """One server process (gunicorn, auth on) bound to ``host:port``: a pod of its own."""
+    argv = python_module(
+        "server", "--volume", str(volume), "--host", host, "--port", str(port), "--workers", "1"
+    )  # fmt: skip
+    env = {"SERVER_AUTH_TOKEN": TOKEN, "SERVER_RESCAN_SECONDS": "1", "SERVER_POLL_DELAY_MS": "100"}
+    process = Process(f"server-{host}", argv, env=env, log_dir=log_dir).start()
+    url = f"http://{host}:{port}"
+    try:
+        process.wait_http(f"{url}/v2/health/live", timeout=90)
+        yield url
+    finally:
+        process.stop()
+
+
+def test_status_waits_for_every_pod_and_names_the_one_behind(
+    cli: Cli,
+    mlflow_server: MlflowServer,
+    unique_name: str,
+    make_onnx: Callable[..., BuiltModel],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    base = cli.models_file.parent
+    v1, v2 = make_onnx("p1.onnx", seed=21), make_onnx("p2.onnx", seed=22)
+    cli.write(
+        [{"name": unique_name, "versions": [
+            version_entry(v1, base, stage="Archived"),
+            version_entry(v2, base, stage="Production", aliases=["champion"]),
+        ]}]
+    )  # fmt: skip
+    assert cli("apply")[0] == 0
+    volumes = {"a": tmp_path / "volume-a", "b": tmp_path / "volume-b"}
+    publish_version(volumes["a"], unique_name, "2", v2.path)
+    publish_version(volumes["b"], unique_name, "1", v1.path)  # this pod lags behind
+    port = free_port()
+    with (
+        server_pod(volumes["a"], "127.0.0.1", port, tmp_path) as pod_a,
+        server_pod(volumes["b"], "127.0.0.2", port, tmp_path) as pod_b,
+    ):
+        servers = ["--server", pod_a, "--server", pod_b]
+        quick = ["--timeout", "2", "--interval", "0.2"]
+        # Auth is on: without the token every pod answers 401, and status says what to set.
+        code, _, err = cli("status", *servers, *quick)
+        assert code == 1
+        assert (
+            f"{pod_a} {unique_name}: expected version 2, HTTP 401 (set RECONCILER_SERVER_TOKEN"
+            in err
+        )
+
+        monkeypatch.setenv("RECONCILER_SERVER_TOKEN", TOKEN)
+        code, _, err = cli("status", *servers, *quick)
+        assert code == 1
+        assert f"{pod_b} {unique_name}: expected version 2, serves version 1" in err
+        assert f"{pod_a} {unique_name}: expected" not in err
+        assert TOKEN not in err
+
+        # Started while pod b still serves version 1: it waits, then both serve version 2.
+        waiting = subprocess.Popen(
+            [sys.executable, "-m", "reconciler", "status", "-f", str(cli.models_file), *servers,
+             "--alias", "champion", "--timeout", "90", "--interval", "0.3"],
+            env={**os.environ}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            publish_version(volumes["b"], unique_name, "2", v2.path)
+            out, err = waiting.communicate(timeout=120)
+        finally:
+            waiting.kill()
+        assert waiting.returncode == 0, err
+        assert f"ok {pod_a} {unique_name} v2" in out
+        assert f"ok {pod_b} {unique_name} v2" in out

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from contracts.registry import Stage
-from reconciler.state import ActualModel, ActualVersion, RegistryState
+from reconciler.state import LOCK_TAG, ActualModel, ActualVersion, RegistryState
 
 
 @dataclass
@@ -139,18 +139,22 @@ class FakeRegistry:
 
     # --- lock
     def try_lock(self, name: str, tags: Mapping[str, str]) -> bool:
-        if name in self.locks:
+        if name in self.locks or name in self.models:
             return False
         self.locks[name] = dict(tags)
         self.calls.append(("lock", name))
         return True
 
     def lock_tags(self, name: str) -> Mapping[str, str] | None:
+        if name in self.models:
+            return dict(self.models[name].tags)
         return self.locks.get(name)
 
-    def unlock(self, name: str) -> None:
+    def unlock(self, name: str, token: str) -> None:
         self.calls.append(("unlock", name))
-        self.locks.pop(name, None)
+        lock = self.locks.get(name)
+        if lock is not None and lock.get(LOCK_TAG) == "true" and lock.get("token") == token:
+            del self.locks[name]
 
     def add_version(
         self, name: str, *, stage: Stage = Stage.NONE, tags: Mapping[str, str] | None = None

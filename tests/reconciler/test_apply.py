@@ -12,7 +12,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, TEMPORARILY_UNAVAILABLE
 
 from contracts.registry import MANAGED_TAG, SHA256_TAG, STAGE_TAG, Stage
-from reconciler.apply import Audit, LockOptions, apply, apply_lock
+from reconciler.apply import Audit, LockNameTakenError, LockOptions, apply, apply_lock
 from reconciler.errors import (
     ApplyError,
     LockedError,
@@ -23,6 +23,7 @@ from reconciler.errors import (
 from reconciler.plan import Plan
 from reconciler.registry import RetryPolicy, call_with_retries
 from reconciler.spec import Desired, ModelsFile
+from reconciler.state import LOCK_TAG
 from tests.reconciler.fakes import FakeRegistry
 from tests.support.onnx_models import BuiltModel
 
@@ -172,7 +173,7 @@ class Clock:
 
 def test_lock_refuses_after_waiting_for_a_live_holder() -> None:
     registry, clock = FakeRegistry(), Clock()
-    registry.locks["lock"] = {"holder": "ci job 7", "expires_at": "5000"}
+    registry.locks["lock"] = {LOCK_TAG: "true", "holder": "ci job 7", "expires_at": "5000"}
     options = LockOptions(name="lock", wait_seconds=30, poll_seconds=1)
     with (
         pytest.raises(LockedError, match=r"another apply is running \(ci job 7\); waited 30s"),
@@ -184,7 +185,7 @@ def test_lock_refuses_after_waiting_for_a_live_holder() -> None:
 
 def test_lock_waits_for_the_holder_to_finish() -> None:
     registry, clock = FakeRegistry(), Clock()
-    registry.locks["lock"] = {"holder": "other", "expires_at": "5000"}
+    registry.locks["lock"] = {LOCK_TAG: "true", "holder": "other", "expires_at": "5000"}
 
     def sleep(seconds: float) -> None:
         clock.sleep(seconds)
@@ -199,9 +200,70 @@ def test_lock_waits_for_the_holder_to_finish() -> None:
 
 def test_an_expired_lock_is_taken_over() -> None:
     registry, clock = FakeRegistry(), Clock()
-    registry.locks["lock"] = {"holder": "dead", "expires_at": "999"}
+    registry.locks["lock"] = {LOCK_TAG: "true", "holder": "dead", "token": "t", "expires_at": "999"}
     with apply_lock(registry, LOCK, holder="me", clock=clock, sleep=clock.sleep):
         assert registry.locks["lock"]["holder"] == "me"
+
+
+def test_a_model_named_like_the_lock_is_never_deleted() -> None:
+    """Registered by hand under the lock's name (no lock tag, expired or not): left alone."""
+    registry, clock = FakeRegistry(), Clock()
+    registry.create_model("lock", None, {"team": "fraud"})
+    registry.add_version("lock")
+    registry.calls.clear()
+    with (
+        pytest.raises(LockNameTakenError, match="'lock' exists and is not an apply lock"),
+        apply_lock(registry, LOCK, holder="me", clock=clock, sleep=clock.sleep),
+    ):
+        pass
+    assert "lock" in registry.models
+    assert [call for call in registry.calls if call[0] == "unlock"] == []
+
+
+def test_a_lock_taken_over_by_another_run_is_not_released_by_this_one() -> None:
+    registry, clock = FakeRegistry(), Clock()
+    with apply_lock(registry, LOCK, holder="me", clock=clock, sleep=clock.sleep):
+        registry.locks["lock"] = {LOCK_TAG: "true", "holder": "next", "token": "theirs"}
+    assert registry.locks["lock"]["holder"] == "next"
+
+
+def test_mlflow_failing_mid_apply_reports_its_own_error_and_releases_the_lock(
+    tmp_path: Path, promoted: tuple[FakeRegistry, BuiltModel, BuiltModel]
+) -> None:
+    """The failure is reported as it was (not as a failure to read the lock), and the lock
+    goes even when MLflow refused the call outright."""
+    registry, v1, v2 = promoted
+
+    def refused(*_: object) -> None:
+        raise RegistryRequestError(
+            "registering a version of m", MlflowException("INTERNAL_ERROR: disk I/O error")
+        )
+
+    registry.register_version = refused  # type: ignore[method-assign,assignment]
+    original_unlock = registry.unlock
+    desired = make_desired(
+        tmp_path,
+        [{"source": "s3://b/1", "sha256": v1.sha256, "stage": "Archived"},
+         {"source": "models/v2.onnx", "sha256": v2.sha256, "stage": "Production"}],
+    )  # fmt: skip
+    result = apply(registry, desired, AUDIT, LOCK)
+    assert any("disk I/O error" in failure for failure in result.failures)
+    assert registry.locks == {}
+
+    def down(*_: object) -> None:
+        raise RegistryUnavailableError("setting a stage", 3, ConnectionError("refused"))
+
+    def unlock_while_down(name: str, token: str) -> None:
+        raise RegistryUnavailableError("releasing the apply lock", 3, ConnectionError("refused"))
+
+    registry.set_stage = down  # type: ignore[method-assign,assignment]
+    registry.unlock = unlock_while_down  # type: ignore[method-assign]
+    del registry.register_version
+    with pytest.raises(ApplyError) as caught:
+        apply(registry, desired, AUDIT, LOCK)
+    assert "failed setting a stage 3 time(s)" in str(caught.value)
+    assert "apply lock" not in str(caught.value)
+    registry.unlock = original_unlock  # type: ignore[method-assign]
 
 
 def test_temporary_failures_are_retried_with_backoff() -> None:

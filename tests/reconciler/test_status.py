@@ -1,4 +1,4 @@
-"""status: wait until every server serves the declared Production version."""
+"""status: wait until every server pod serves the declared version (Production or an alias)."""
 
 from __future__ import annotations
 
@@ -7,32 +7,52 @@ from typing import Any
 
 import pytest
 
-from reconciler.status import RolloutTimeoutError, served_version, wait_for_rollout
+from contracts.registry import SHA256_TAG, Stage
+from reconciler.spec import ModelsFile
+from reconciler.state import ActualModel, ActualVersion, RegistryState
+from reconciler.status import (
+    NothingToCheckError,
+    NotRegisteredError,
+    Pod,
+    RolloutTimeoutError,
+    declared_versions,
+    pods,
+    served_version,
+    wait_for_rollout,
+)
+
+A, B = "a" * 64, "b" * 64
 
 
 class Servers:
-    """Fake servers: each call to fetch advances time; the version changes after a while."""
+    """Fake pods by address: each call advances time; versions change after a while."""
 
-    def __init__(self, switch_after: int) -> None:
-        self.calls = 0
+    def __init__(self, switch_after: int, stuck: frozenset[str] = frozenset()) -> None:
+        self.calls: list[tuple[str, str]] = []
         self.switch_after = switch_after
+        self.stuck = stuck
         self.now = 0.0
 
-    def fetch(self, url: str) -> tuple[int, Mapping[str, Any] | None]:
-        self.calls += 1
-        if "down" in url:
+    def fetch(self, pod: Pod, path: str) -> tuple[int, Mapping[str, Any] | None]:
+        self.calls.append((pod.url, pod.host))
+        if "down" in pod.url:
             return 503, None
-        version = "2" if self.calls > self.switch_after else "1"
-        return 200, {"name": "m", "versions": [version], "platform": "onnxruntime"}
+        stuck = any(address in pod.url for address in self.stuck)
+        version = "2" if len(self.calls) > self.switch_after and not stuck else "1"
+        return 200, {"name": path.rsplit("/", 1)[-1], "versions": [version]}
 
     def sleep(self, seconds: float) -> None:
         self.now += seconds
 
 
+def no_dns(host: str, port: int) -> list[str]:
+    return [host]
+
+
 def test_waits_until_the_declared_version_is_served() -> None:
     servers = Servers(switch_after=3)
     seen = wait_for_rollout(
-        ["http://a", "http://b"], {"m": "2"}, timeout=60, fetch=servers.fetch,
+        ["http://a", "http://b"], {"m": "2"}, timeout=60, fetch=servers.fetch, resolve=no_dns,
         clock=lambda: servers.now, sleep=servers.sleep,
     )  # fmt: skip
     assert sorted((o.server, o.served) for o in seen) == [("http://a", "2"), ("http://b", "2")]
@@ -43,13 +63,104 @@ def test_times_out_naming_what_each_server_serves() -> None:
     with pytest.raises(RolloutTimeoutError) as caught:
         wait_for_rollout(
             ["http://a", "http://down"], {"m": "2"}, timeout=5, fetch=servers.fetch,
-            clock=lambda: servers.now, sleep=servers.sleep,
+            resolve=no_dns, clock=lambda: servers.now, sleep=servers.sleep,
         )  # fmt: skip
     assert "http://a m: expected version 2, serves version 1" in str(caught.value)
     assert "http://down m: expected version 2, HTTP 503" in str(caught.value)
+
+
+def test_a_name_with_several_addresses_means_every_pod_is_checked() -> None:
+    """A headless Service: each address is asked (Host kept); the stuck pod is named."""
+    servers = Servers(switch_after=0, stuck=frozenset({"10.0.0.8"}))
+
+    def resolve(host: str, port: int) -> list[str]:
+        assert (host, port) == ("server-pods", 8000)
+        return ["10.0.0.7", "10.0.0.8"]
+
+    with pytest.raises(RolloutTimeoutError) as caught:
+        wait_for_rollout(
+            ["http://server-pods:8000"], {"m": "2"}, timeout=3, fetch=servers.fetch,
+            resolve=resolve, clock=lambda: servers.now, sleep=servers.sleep,
+        )  # fmt: skip
+    message = str(caught.value)
+    assert "http://server-pods:8000 (pod 10.0.0.8) m: expected version 2, serves" in message
+    assert "10.0.0.7" not in message
+    assert ("http://10.0.0.7:8000", "server-pods") in servers.calls
+    # The healthy pod was confirmed once and not asked again.
+    assert servers.calls.count(("http://10.0.0.7:8000", "server-pods")) == 1
+
+
+def test_pods_come_and_go_between_rounds() -> None:
+    """Names are resolved every round: a pod that appears later must serve it too."""
+    servers = Servers(switch_after=1)
+    rounds = iter([["10.0.0.7"], ["10.0.0.7", "10.0.0.9"], ["10.0.0.7", "10.0.0.9"]])
+
+    def resolve(host: str, port: int) -> list[str]:
+        return next(rounds)
+
+    seen = wait_for_rollout(
+        ["http://pods"], {"m": "2"}, timeout=60, fetch=servers.fetch, resolve=resolve,
+        clock=lambda: servers.now, sleep=servers.sleep,
+    )  # fmt: skip
+    assert [o.server for o in seen] == [
+        "http://pods (pod 10.0.0.7)",
+        "http://pods (pod 10.0.0.9)",
+    ]
+
+
+def test_ipv6_addresses_are_bracketed_and_an_ip_is_one_pod() -> None:
+    found = pods("http://svc:80/", lambda h, p: ["fd00::1"])
+    assert [pod.url for pod in found] == ["http://[fd00::1]:80"]
+    assert pods("http://127.0.0.1:9", lambda h, p: ["127.0.0.1"]) == [
+        Pod("http://127.0.0.1:9", "127.0.0.1", "http://127.0.0.1:9")
+    ]
+
+
+def test_an_unresolvable_name_is_pending_with_its_reason() -> None:
+    def resolve(host: str, port: int) -> list[str]:
+        raise OSError("Name or service not known")
+
+    with pytest.raises(RolloutTimeoutError, match="cannot resolve: Name or service not known"):
+        wait_for_rollout(
+            ["http://nowhere"], {"m": "1"}, timeout=0, fetch=Servers(0).fetch, resolve=resolve,
+            sleep=lambda s: None,
+        )  # fmt: skip
 
 
 def test_served_version_reads_kserve_metadata() -> None:
     assert served_version({"versions": ["7", "6"]}) == "7"
     assert served_version({"version": 3}) == "3"
     assert served_version({}) is None
+
+
+def _state(**numbers: str) -> RegistryState:
+    versions = tuple(
+        ActualVersion(number, "s3://x", Stage.NONE, {SHA256_TAG: sha})
+        for sha, number in numbers.items()
+    )
+    return RegistryState({"m": ActualModel("m", versions=versions)})
+
+
+def test_declared_versions_for_production_or_an_alias() -> None:
+    file = ModelsFile.model_validate(
+        {"models": [{"name": "m", "versions": [
+            {"source": "s3://x/a", "sha256": A, "stage": "Production"},
+            {"source": "s3://x/b", "sha256": B, "aliases": ["champion"]},
+        ]}]}
+    )  # fmt: skip
+    state = _state(**{A: "1", B: "2"})
+    assert declared_versions(file, state) == {"m": "1"}
+    assert declared_versions(file, state, alias="champion") == {"m": "2"}
+    with pytest.raises(NothingToCheckError, match="no version for alias shadow"):
+        declared_versions(file, state, alias="shadow")
+    with pytest.raises(NotRegisteredError, match="declares for alias champion"):
+        declared_versions(file, _state(**{A: "1"}), alias="champion")
+
+
+def test_an_aliases_only_file_without_alias_is_refused_not_passed() -> None:
+    file = ModelsFile.model_validate(
+        {"models": [{"name": "m", "versions": [
+            {"source": "s3://x/b", "sha256": B, "aliases": ["champion"]}]}]}
+    )  # fmt: skip
+    with pytest.raises(NothingToCheckError, match="pass --alias NAME"):
+        declared_versions(file, _state(**{B: "1"}))

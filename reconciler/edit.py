@@ -16,6 +16,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from contracts.digest import sha256_file
 from contracts.registry import Stage
 from reconciler import spec
+from reconciler.document import round_trip_yaml
 from reconciler.errors import ReconcilerError, SourceError, SpecError
 
 
@@ -57,7 +58,7 @@ def add_version(
         if sha256 is not None and sha256 != computed:
             raise EditError(f"--sha256 {sha256} does not match {local} (its sha256: {computed})")
         sha256 = computed
-    yaml = spec.round_trip_yaml()
+    yaml = round_trip_yaml()
     if path.exists():
         spec.load(path, check_files=False)  # an invalid file: its problems, located, first
     document = yaml.load(path.read_text(encoding="utf-8")) if path.exists() else None

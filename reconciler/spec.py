@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -19,12 +19,10 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError
-from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.reader import ReaderError
 
 from contracts.digest import sha256_file
 from contracts.registry import APPLY_LOCK_MODEL, TAG_PREFIX, Stage
+from reconciler.document import field_path, line_of, read
 from reconciler.errors import Problem, SpecError
 
 URI_SCHEMES = ("s3://", "runs:/", "models:/", "mlflow-artifacts:")
@@ -210,15 +208,6 @@ def json_schema() -> str:
 # --- loading -------------------------------------------------------------------------------
 
 
-def round_trip_yaml() -> YAML:
-    """The YAML used to read and rewrite models.yaml (keeps comments, order, formatting)."""
-    yaml = YAML(typ="rt")
-    yaml.indent(mapping=2, sequence=4, offset=2)
-    yaml.preserve_quotes = True
-    yaml.width = 4096
-    return yaml
-
-
 def load(path: Path, *, check_files: bool = True, lock_name: str = APPLY_LOCK_MODEL) -> Desired:
     """Read and validate models.yaml; raise SpecError listing every problem found.
 
@@ -228,36 +217,10 @@ def load(path: Path, *, check_files: bool = True, lock_name: str = APPLY_LOCK_MO
         lock_name: the registered model apply uses as its lock (RECONCILER_LOCK_NAME): reserved.
     """
     name = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SpecError([Problem(name, 0, "", f"cannot read: {exc.strerror or exc}")]) from None
-    except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        message = f"not UTF-8 text (byte {exc.object[exc.start]:#04x}); save the file as UTF-8"
-        raise SpecError([Problem(name, line, "", message)]) from None
-    try:
-        document = round_trip_yaml().load(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else 0
-        problem = " ".join(str(part) for part in (exc.context, exc.problem) if part)
-        raise SpecError([Problem(name, line, "", f"not valid YAML: {problem}")]) from None
-    except ReaderError as exc:  # a character YAML does not allow (control characters)
-        line = text[: exc.position].count("\n") + 1
-        char = exc.character
-        shown = f"#x{char:04x}" if isinstance(char, int) else repr(char)
-        problem = f"character {shown}: {exc.reason}"
-        raise SpecError([Problem(name, line, "", f"not valid YAML: {problem}")]) from None
-    except YAMLError as exc:
-        raise SpecError([Problem(name, 0, "", f"not valid YAML: {exc}")]) from None
+    document = read(path)
     if document is None:
         document = {}
-    try:
-        plain = _plain(document)
-    except RecursionError:
-        problem = "an alias refers to its own anchor (recursive data)"
-        raise SpecError([Problem(name, 0, "", f"not valid YAML: {problem}")]) from None
+    plain = _plain(document)
     try:
         models_file = ModelsFile.model_validate(plain)
     except ValidationError as exc:
@@ -335,45 +298,6 @@ def _plain(node: Any) -> Any:
     if isinstance(node, str):
         return str(node)
     return str(node)
-
-
-_PLAIN_KEY = re.compile(r"[A-Za-z0-9_./-]+")
-
-
-def field_path(loc: Sequence[str | int]) -> str:
-    """("models", 0, "versions", 1, "stage") -> "models[0].versions[1].stage"."""
-    text = ""
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        elif part == "[key]":  # pydantic's marker: the key itself is wrong, not its value
-            text += part
-        elif _PLAIN_KEY.fullmatch(part) is None:  # a newline or a quote is shown, not printed
-            text += f"[{json.dumps(part)}]"
-        else:
-            text += f".{part}" if text else part
-    return text
-
-
-def line_of(document: Any, loc: Sequence[str | int]) -> int:
-    """1-based line of the deepest node of ``loc`` present in the round-trip document."""
-    line = 1
-    node = document
-    for part in loc:
-        lc = getattr(node, "lc", None)
-        if lc is None:
-            break
-        if isinstance(node, Mapping) and isinstance(part, str):
-            if part not in node:
-                break
-            line = lc.key(part)[0] + 1
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-            line = lc.item(part)[0] + 1
-            node = node[part]
-        else:
-            break
-    return line
 
 
 # --- rules across fields ----------------------------------------------------------------------

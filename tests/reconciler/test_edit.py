@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from contracts.registry import Stage
-from reconciler import spec
+from reconciler import document, spec
 from reconciler.edit import EditError, add_version
 from reconciler.errors import SpecError
 from tests.support.onnx_models import BuiltModel
@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_the_repository_file_round_trips_byte_for_byte() -> None:
     text = (REPO / "models.yaml").read_text()
-    yaml = spec.round_trip_yaml()
+    yaml = document.round_trip_yaml()
     out = io.StringIO()
     yaml.dump(yaml.load(text), out)
     assert out.getvalue() == text

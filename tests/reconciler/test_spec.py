@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
@@ -137,9 +138,18 @@ def test_every_problem_is_reported_with_its_line(
         pytest.param(b"models:\n  - name: m\x07\n",
                      "2: not valid YAML: character #x0007: special characters are not allowed",
                      id="control-character"),
-        pytest.param(b"&a [*a]\n",
-                     " not valid YAML: an alias refers to its own anchor (recursive data)",
+        pytest.param(b"models:\n  - &a [*a]\n",
+                     "2: models[0][0]: an alias refers to its own anchor (recursive data)",
                      id="recursive-alias"),
+        pytest.param(b"models:\n  - name: m\n    prune: " + b"9" * 5000 + b"\n",
+                     "3: models[0].prune: a number with more than 4300 digits",
+                     id="huge-integer"),
+        pytest.param(b"models:\n  - name: " + b"[" * 100 + b"]" * 100 + b"\n",
+                     "2: models[0].name" + "[0]" * 61 + ": nested deeper than 64 levels",
+                     id="deep-nesting"),
+        pytest.param(b"models: []\n" + b"# padding\n" * 120_000,
+                     "104858: larger than 1048576 bytes (1 MiB); split it or remove what is unused",
+                     id="too-large"),
         pytest.param(b"- m\n", "1: the file must be a mapping with a `models:` list",
                      id="not-a-mapping"),
     ],
@@ -236,3 +246,36 @@ def test_the_apply_lock_name_is_reserved(tmp_path: Path, name: str) -> None:
         f"{path}:3: models[1].name: {name!r} is reserved: apply takes it as its lock and deletes "
         "it (RECONCILER_LOCK_NAME); choose another name"
     ]
+
+
+def test_an_alias_bomb_is_refused_located_without_expanding_it(tmp_path: Path) -> None:
+    """A billion laughs: 9**9 copies of a 10-character string from 440 bytes of YAML."""
+    lines = ["models:", "  - name: m", '    tags: {a: &a "xxxxxxxxxx"}', "    bombs:"]
+    previous = "a"
+    for level in "bcdefghij":
+        lines.append(f"      {level}: &{level} [{', '.join([f'*{previous}'] * 9)}]")
+        previous = level
+    path = tmp_path / "models.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    tracemalloc.start()
+    try:
+        with pytest.raises(SpecError) as caught:
+            spec.load(path, check_files=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [str(p) for p in caught.value.problems] == [
+        f"{path}:10: models[0].bombs.g[3]: aliases expand the document beyond 2097152 values "
+        "and characters; write the values out or use fewer aliases"
+    ]
+    assert peak < 20 * 2**20, "the bomb was expanded (or read) before it was refused"
+
+
+def test_aliases_within_the_bound_still_work(tmp_path: Path) -> None:
+    path = tmp_path / "models.yaml"
+    path.write_text(
+        "models:\n  - name: a\n    tags: &team {team: ds, cost-center: '42'}\n"
+        "  - name: b\n    tags: *team\n"
+    )
+    models = spec.load(path, check_files=False).file.models
+    assert [m.tags for m in models] == [{"team": "ds", "cost-center": "42"}] * 2

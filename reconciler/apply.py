@@ -35,6 +35,8 @@ from reconciler.errors import (
 )
 from reconciler.gate import fetch, gate
 from reconciler.plan import Action, Change, Kind, Plan, make_plan
+from reconciler.probe import SignatureProbe
+from reconciler.serving import refusals
 from reconciler.spec import Desired, ModelSpec, VersionSpec
 from reconciler.state import LOCK_TAG, Registry
 
@@ -348,8 +350,10 @@ def apply(
     if not unlocked.has_changes and expected is None:
         # Nothing to do: not even the lock is taken, so a converged apply writes nothing.
         return ApplyResult(first_plan=unlocked, final_plan=unlocked)
+    probe = SignatureProbe(registry, desired)
     with apply_lock(registry, lock, holder=holder or default_holder()) as keep_alive:
-        plan = make_plan(desired.file, registry.read(names))
+        state = registry.read(names)
+        plan = make_plan(desired.file, state, probe.signatures(state))
         result = ApplyResult(first_plan=plan)
         if expected is not None:
             _check_fresh(expected, plan)
@@ -365,7 +369,12 @@ def apply(
                 blocked=blocked,
                 keep_alive=keep_alive,
             )
-            second = make_plan(desired.file, registry.read(names))
+            state = registry.read(names)
+            second = make_plan(desired.file, state, probe.signatures(state))
+            for refusal in refusals(second.reviews):  # breaking, not acknowledged
+                blocked.add(refusal.model)
+                result.failures.append(str(refusal))
+                log.error("breaking change refused", extra={"model": refusal.model})
             _gate_and_apply(
                 registry,
                 specs=specs,

@@ -137,8 +137,10 @@ def run(args: argparse.Namespace, settings: ReconcilerSettings) -> int:
     names = [model.name for model in desired.file.models]
     if args.command == "plan":
         from reconciler.plan import make_plan
+        from reconciler.probe import SignatureProbe
 
-        plan = make_plan(desired.file, registry.read(names))
+        state = registry.read(names)
+        plan = make_plan(desired.file, state, SignatureProbe(registry, desired).signatures(state))
         _print(render.RENDERERS[args.format](plan))
         if args.out:
             args.out.write_text(render.json_text(plan))

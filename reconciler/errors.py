@@ -150,3 +150,17 @@ class ApplyError(ReconcilerError):
         done_text = "\n".join(f"  done: {item}" for item in done) or "  done: nothing"
         fail_text = "\n".join(f"  failed: {item}" for item in failures)
         super().__init__(f"apply did not complete:\n{fail_text}\n{done_text}")
+
+
+class BreakingChangeError(ReconcilerError):
+    """A version would become served with a signature that breaks clients of the served one."""
+
+    def __init__(self, model: str, what: str, changes: Sequence[str], field: str) -> None:
+        self.model = model
+        self.changes = tuple(changes)
+        super().__init__(
+            f"{model}: refused {what}: its signature breaks existing clients ("
+            + "; ".join(self.changes)
+            + f"). Nothing of {model} was promoted or moved. If clients are ready, set "
+            f"`{field}: <reason>` on that version in models.yaml and apply again."
+        )

@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Any
 
 from contracts.registry import MANAGED_TAG, ROLLOUT_TAG, STAGE_TAG, Stage
+from reconciler.serving import SignatureReview, Signatures, review
 from reconciler.spec import ModelsFile, ModelSpec
 from reconciler.state import ActualModel, ActualVersion, RegistryState
 
@@ -73,6 +74,8 @@ class Change:
 @dataclass(frozen=True, slots=True)
 class Plan:
     changes: tuple[Change, ...] = ()
+    reviews: tuple[SignatureReview, ...] = ()
+    """The signatures of the versions that become served against the served ones."""
 
     @property
     def actionable(self) -> tuple[Change, ...]:
@@ -130,12 +133,19 @@ def decode_rollout(text: str | None) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else {"invalid": text}
 
 
-def make_plan(desired: ModelsFile, actual: RegistryState) -> Plan:
-    """The changes that make ``actual`` match ``desired``: pure, no I/O."""
+def make_plan(
+    desired: ModelsFile, actual: RegistryState, signatures: Signatures | None = None
+) -> Plan:
+    """The changes that make ``actual`` match ``desired``: pure, no I/O.
+
+    With ``signatures`` (read by reconciler.probe), the plan also reviews the signature of
+    every version that becomes served against the served one.
+    """
     changes: list[Change] = []
     for model in desired.models:
         changes.extend(_model_changes(model, actual.models.get(model.name)))
-    return Plan(tuple(changes))
+    reviews = review(desired, actual, signatures) if signatures is not None else ()
+    return Plan(tuple(changes), reviews)
 
 
 def _model_changes(model: ModelSpec, found: ActualModel | None) -> Iterator[Change]:

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 from reconciler.plan import Action, Change, Kind, Plan, Target
+from reconciler.serving import SignatureReview
+from reconciler.signature import TensorDiff, TensorSpec, Verdict
 
 SYMBOLS = {
     Action.CREATE: "+",
@@ -16,6 +18,7 @@ SYMBOLS = {
     Action.DELETE: "-",
     Action.NOOP: "#",
 }
+VERDICT_SYMBOLS = {Verdict.BREAKING: "!", Verdict.COMPATIBLE: "~", Verdict.UNCHANGED: "="}
 FORMAT_VERSION = 1
 
 
@@ -61,7 +64,9 @@ def text(plan: Plan) -> str:
         lines.append(_visible(f"  {SYMBOLS[change.action]} {_what(change)}    # {change.reason}"))
     if lines:
         lines.append("")
+    lines += [_visible(line) for line in _signature_text(plan.reviews)]
     lines.append(plan.summary())
+    lines += _refusal_lines(plan.reviews)
     return "\n".join(lines) + "\n"
 
 
@@ -76,6 +81,7 @@ def to_dict(plan: Plan) -> dict[str, Any]:
             "archive": counts[Action.ARCHIVE],
             "delete": counts[Action.DELETE],
         },
+        "signatures": [item.to_dict() for item in plan.reviews],
         "changes": [
             {
                 "action": c.action.value,
@@ -147,6 +153,7 @@ def _cell(value: str | None) -> str:
 def markdown(plan: Plan) -> str:
     """For a pull-request comment or a CI job summary: no value is read as markdown or HTML."""
     lines = ["### mlgitops plan", "", f"**{plan.summary()}**", ""]
+    lines += [f"**{line}**\n" for line in _refusal_lines(plan.reviews)]
     if plan.changes:
         lines += ["| | Change | Before | After | Why |", "|---|---|---|---|---|"]
         for change in plan.changes:
@@ -157,7 +164,75 @@ def markdown(plan: Plan) -> str:
                 f"{_cell(change.after)} | {_prose(change.reason)} |"
             )
         lines.append("")
+    lines += _signature_markdown(plan.reviews)
     return "\n".join(lines) + "\n"
+
+
+# --- signatures of the versions that become served --------------------------------------------
+
+
+def _tensor(tensor: TensorSpec | None) -> str:
+    return tensor.describe() if tensor is not None else "(none)"
+
+
+def _tensor_cell(tensor: TensorSpec | None) -> str:
+    return "(none)" if tensor is None else _code(tensor.describe())
+
+
+def _refusal_lines(reviews: tuple[SignatureReview, ...]) -> list[str]:
+    refused = sum(1 for item in reviews if item.refused)
+    if not refused:
+        return []
+    return [
+        f"{refused} breaking signature change(s) not acknowledged in models.yaml: "
+        "apply refuses them."
+    ]
+
+
+def _diff_text(diff: TensorDiff, compared: bool) -> str:
+    head = f"    {VERDICT_SYMBOLS[diff.verdict]} {diff.side} {diff.name}: "
+    if not compared:
+        return head + _tensor(diff.becoming)
+    if diff.verdict is Verdict.UNCHANGED:
+        return head + _tensor(diff.served)
+    return (
+        f"{head}{_tensor(diff.served)} -> {_tensor(diff.becoming)}    "
+        f"# {diff.verdict.value}: {'; '.join(diff.reasons)}"
+    )
+
+
+def _signature_text(reviews: tuple[SignatureReview, ...]) -> list[str]:
+    if not reviews:
+        return []
+    lines = ["Signatures of the versions that become served:"]
+    for item in reviews:
+        lines.append(f"  {item.headline()}")
+        lines += [_diff_text(diff, item.compared) for diff in item.diffs]
+        if item.breaking:
+            lines.append(f"    {item.verdict_line()}")
+    return [*lines, ""]
+
+
+def _signature_markdown(reviews: tuple[SignatureReview, ...]) -> list[str]:
+    if not reviews:
+        return []
+    lines = ["#### Signatures of the versions that become served", ""]
+    for item in reviews:
+        # Names, dims and reasons come from models.yaml and from the model files: never markup.
+        headline = f"**{_prose(item.headline())}**"
+        if item.breaking:
+            headline += f" {_prose(item.verdict_line())}"
+        lines += [headline, ""]
+        if item.diffs:
+            lines += ["| | Tensor | Served | Becoming | What changed |", "|---|---|---|---|---|"]
+            lines += [
+                f"| {VERDICT_SYMBOLS[diff.verdict]} {diff.verdict.value} | "
+                f"{diff.side} {_code(diff.name)} | {_tensor_cell(diff.served)} | "
+                f"{_tensor_cell(diff.becoming)} | {_prose('; '.join(diff.reasons))} |"
+                for diff in item.diffs
+            ]
+            lines.append("")
+    return lines
 
 
 RENDERERS: dict[str, Callable[[Plan], str]] = {

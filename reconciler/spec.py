@@ -98,6 +98,14 @@ class VersionSpec(_Strict):
         description="Input for the promotion gate's inference: a nested list for the first "
         "input, or {input name: nested list}. Default: zeros shaped by the model's inputs.",
     )
+    breaking_change_acknowledged: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Why clients are ready for this version's breaking signature change (an "
+        "input or output removed or renamed, a type, rank or fixed dimension changed, a new "
+        "required input) against the version served now. Without it, apply refuses to make "
+        "this version Production or move an alias to it when its signature breaks clients.",
+    )
 
 
 class RolloutSpec(_Strict):

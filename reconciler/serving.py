@@ -1,0 +1,229 @@
+"""Which versions become what serving follows, and their signatures against the served ones (pure).
+
+Serving follows the Production stage or an alias (the sidecar's ``--stage``/``--alias``). A
+version that becomes Production, or that an alias moves to, is reviewed against the version
+Production or that alias names now. The signatures come in as data (``reconciler.probe`` reads
+them); nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from contracts.registry import Stage
+from reconciler.errors import BreakingChangeError
+from reconciler.signature import Signature, TensorDiff, Verdict, compare, listing
+from reconciler.spec import ModelsFile, ModelSpec, VersionSpec
+from reconciler.state import ActualModel, ActualVersion, RegistryState
+
+ACKNOWLEDGE_FIELD = "breaking_change_acknowledged"
+"""The version field of models.yaml that lets a breaking change through."""
+
+SignatureKey = tuple[str, str]
+"""(model, ``sha256:<hex>`` or ``v<number>``): how a version's signature is looked up."""
+
+Signatures = Mapping[SignatureKey, Signature | str]
+"""The signatures read, or why one could not be read."""
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRef:
+    """A version by MLflow number (None while not registered) and sha256 (None if unmanaged)."""
+
+    model: str
+    version: str | None
+    sha256: str | None
+    source: str
+    """Where to read it while it is not registered (models.yaml's source)."""
+
+    @property
+    def key(self) -> SignatureKey:
+        return (self.model, f"sha256:{self.sha256}" if self.sha256 else f"v{self.version}")
+
+    def label(self) -> str:
+        if self.version is not None:
+            return f"v{self.version}"
+        return f"new {(self.sha256 or '')[:12]}"
+
+
+@dataclass(frozen=True, slots=True)
+class ServingMove:
+    """``becoming`` takes over what ``follows`` names (from ``served``, or from nothing)."""
+
+    model: str
+    follows: str
+    """``stage Production`` or ``alias <name>``."""
+    served: VersionRef | None
+    becoming: VersionRef
+    acknowledged: str | None = None
+    """models.yaml's reason for letting a breaking change through, if it gives one."""
+
+
+@dataclass(frozen=True, slots=True)
+class SignatureReview:
+    """The signature of a move's version against the served one, tensor by tensor."""
+
+    move: ServingMove
+    diffs: tuple[TensorDiff, ...] = ()
+    problem: str | None = None
+    """Why the signatures could not be compared (then nothing is judged breaking)."""
+    compared: bool = field(default=False)
+    """True when there was a served signature to compare against."""
+
+    @property
+    def breaking(self) -> tuple[TensorDiff, ...]:
+        return tuple(diff for diff in self.diffs if diff.verdict is Verdict.BREAKING)
+
+    @property
+    def refused(self) -> bool:
+        """A breaking change models.yaml does not acknowledge: apply does not make it."""
+        return bool(self.breaking) and self.move.acknowledged is None
+
+    def transition(self) -> str:
+        """``stage Production: v1 -> v2``."""
+        move = self.move
+        served = move.served.label() if move.served is not None else "nothing served"
+        return f"{move.follows}: {served} -> {move.becoming.label()}"
+
+    def headline(self) -> str:
+        """``m stage Production: v1 -> v2: 1 breaking, 1 compatible change(s)``."""
+        text = f"{self.move.model} {self.transition()}"
+        if self.problem is not None:
+            return f"{text}: not compared ({self.problem})"
+        if not self.compared:
+            return f"{text}: first version served"
+        breaking = len(self.breaking)
+        compatible = sum(1 for diff in self.diffs if diff.verdict is Verdict.COMPATIBLE)
+        if not breaking and not compatible:
+            return f"{text}: same signature"
+        return f"{text}: {breaking} breaking, {compatible} compatible change(s)"
+
+    def verdict_line(self) -> str:
+        """What apply does about it, for people."""
+        if not self.breaking:
+            return "no breaking change"
+        if self.move.acknowledged is not None:
+            return f"BREAKING, acknowledged in models.yaml: {self.move.acknowledged}"
+        return (
+            f"BREAKING: apply refuses it; if clients are ready, set `{ACKNOWLEDGE_FIELD}: "
+            f"<reason>` on this version in models.yaml"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        move = self.move
+        return {
+            "model": move.model,
+            "follows": move.follows,
+            "served_version": move.served.version if move.served is not None else None,
+            "version": move.becoming.version,
+            "sha256": move.becoming.sha256,
+            "compared": self.compared,
+            "problem": self.problem,
+            "breaking": bool(self.breaking),
+            "acknowledged": move.acknowledged,
+            "refused": self.refused,
+            "tensors": [diff.to_dict() for diff in self.diffs],
+        }
+
+
+# --- which versions become served -----------------------------------------------------------
+
+
+def _ref(model: str, version: ActualVersion) -> VersionRef:
+    return VersionRef(model, version.version, version.sha256, version.source)
+
+
+def _becoming(model: str, spec: VersionSpec, actual: ActualModel) -> VersionRef:
+    found = actual.by_sha256().get(spec.sha256)
+    number = found.version if found is not None else spec.version
+    return VersionRef(model, number, spec.sha256, spec.source)
+
+
+def _model_moves(model: ModelSpec, actual: ActualModel) -> Iterator[ServingMove]:
+    production = model.production()
+    if production is not None:
+        served = sorted(
+            (v for v in actual.versions if v.stage is Stage.PRODUCTION), key=lambda v: v.number
+        )
+        becoming = _becoming(model.name, production, actual)
+        if not any(v.sha256 == production.sha256 for v in served):
+            yield ServingMove(
+                model.name,
+                f"stage {Stage.PRODUCTION.value}",
+                _ref(model.name, served[-1]) if served else None,
+                becoming,
+                production.breaking_change_acknowledged,
+            )
+    for spec in model.versions:
+        becoming = _becoming(model.name, spec, actual)
+        for alias in spec.aliases:
+            current = actual.aliases.get(alias)
+            if current is not None and current == becoming.version:
+                continue
+            pointed = actual.version(current) if current is not None else None
+            yield ServingMove(
+                model.name,
+                f"alias {alias}",
+                _ref(model.name, pointed) if pointed is not None else None,
+                becoming,
+                spec.breaking_change_acknowledged,
+            )
+
+
+def serving_moves(desired: ModelsFile, actual: RegistryState) -> tuple[ServingMove, ...]:
+    """Every version that becomes Production or that an alias moves to."""
+    return tuple(
+        move
+        for model in desired.models
+        for move in _model_moves(model, actual.models.get(model.name, ActualModel(model.name)))
+    )
+
+
+def needed(moves: tuple[ServingMove, ...]) -> dict[SignatureKey, VersionRef]:
+    """The versions whose signatures a review of ``moves`` reads (each once)."""
+    refs: dict[SignatureKey, VersionRef] = {}
+    for move in moves:
+        for ref in (move.served, move.becoming):
+            if ref is not None:
+                refs.setdefault(ref.key, ref)
+    return refs
+
+
+# --- reviewing -------------------------------------------------------------------------------
+
+
+def _review(move: ServingMove, signatures: Signatures) -> SignatureReview:
+    becoming = signatures.get(move.becoming.key, "not read")
+    if isinstance(becoming, str):
+        return SignatureReview(move, problem=f"{move.becoming.label()}: {becoming}")
+    if move.served is None:
+        return SignatureReview(move, listing(becoming))
+    served = signatures.get(move.served.key, "not read")
+    if isinstance(served, str):
+        return SignatureReview(
+            move, listing(becoming), problem=f"served {move.served.label()}: {served}"
+        )
+    return SignatureReview(move, compare(served, becoming), compared=True)
+
+
+def review(
+    desired: ModelsFile, actual: RegistryState, signatures: Signatures
+) -> tuple[SignatureReview, ...]:
+    """Each serving move with its signature against the served one."""
+    return tuple(_review(move, signatures) for move in serving_moves(desired, actual))
+
+
+def refusals(reviews: tuple[SignatureReview, ...]) -> tuple[BreakingChangeError, ...]:
+    """The moves apply must not make: breaking and not acknowledged in models.yaml."""
+    return tuple(
+        BreakingChangeError(
+            item.move.model,
+            item.transition(),
+            [f"{diff.side} {diff.name}: {', '.join(diff.reasons)}" for diff in item.breaking],
+            ACKNOWLEDGE_FIELD,
+        )
+        for item in reviews
+        if item.refused
+    )

@@ -1,0 +1,101 @@
+"""A breaking signature change against a real ``mlflow server``: planned, refused, acknowledged.
+
+The models are scikit-learn classifiers converted by skl2onnx at its default options (the ZipMap
+output users get), the served one on 4 features and its retrained successor on 5.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.integration.test_reconciler import (  # noqa: F401 (fixtures)
+    Cli,
+    cli,
+    client,
+    stages,
+)
+from tests.reconciler.logging_fixture import restore_logging  # noqa: F401 (autouse)
+from tests.support.onnx_models import sha256_of
+
+pytestmark = pytest.mark.integration
+
+
+def classifier(path: Path, features: int) -> dict[str, str]:
+    """A LogisticRegression on ``features`` inputs, converted as users convert it."""
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(features)
+    x = rng.standard_normal((40, features)).astype(np.float32)
+    fitted = LogisticRegression().fit(x, (x[:, 0] > 0).astype(np.int64))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(to_onnx(fitted, x[:1]).SerializeToString())
+    return {"source": f"models/{path.name}", "sha256": sha256_of(path)}
+
+
+def test_a_breaking_change_is_planned_refused_then_applied_once_acknowledged(
+    cli: Cli,  # noqa: F811 (the fixture imported above)
+    client: MlflowClient,  # noqa: F811
+    unique_name: str,
+) -> None:
+    models = cli.models_file.parent / "models"
+    v1 = classifier(models / "four.onnx", 4)
+    v2 = classifier(models / "five.onnx", 5)
+    cli.write([{"name": unique_name, "versions": [{**v1, "stage": "Production"}]}])
+    code, out, err = cli("apply")
+    assert code == 0, out + err
+    assert f"{unique_name} stage Production: nothing served -> new " in out
+    assert "first version served" in out
+
+    promotion = [{**v1, "stage": "Archived"}, {**v2, "stage": "Production", "aliases": ["live"]}]
+    cli.write([{"name": unique_name, "versions": promotion}])
+    code, out, _ = cli("plan")
+    assert code == 2
+    assert f"  {unique_name} stage Production: v1 -> new {v2['sha256'][:12]}: 1 breaking" in out
+    assert (
+        "    ! input X: tensor(float)[?,4] -> tensor(float)[?,5]    "
+        "# breaking: dim 1: 4 -> 5 (fixed size changed)"
+    ) in out
+    assert "    = output output_probability: seq(map(int64,tensor(float)))[]" in out
+    assert "apply refuses them." in out
+    code, out, _ = cli("plan", "--format", "markdown")
+    assert "| ! breaking | input ` X ` | ` tensor(float)[?,4] ` | ` tensor(float)[?,5] ` |" in out
+    code, out, _ = cli("plan", "--format", "json")
+    production, alias = json.loads(out)["signatures"]
+    assert (production["follows"], production["served_version"]) == ("stage Production", "1")
+    assert (production["breaking"], production["refused"]) == (True, True)
+    assert (alias["follows"], alias["served_version"], alias["refused"]) == (
+        "alias live",
+        None,
+        False,
+    )
+
+    code, out, err = cli("apply")
+    assert code == 1
+    assert f"FAILED: {unique_name}: refused stage Production: v1 -> v2" in out
+    assert "input X: dim 1: 4 -> 5 (fixed size changed)" in out
+    assert "breaking_change_acknowledged: <reason>" in out
+    assert "1 failure(s)" in err
+    # Registered (nothing is lost), but Production and its clients stay on v1.
+    assert stages(client, unique_name) == {"1": "Production", "2": "None"}
+    assert client.get_registered_model(unique_name).aliases == {}
+
+    reason = "the app sends petal area as a fifth feature since release 2.4"
+    promotion[1]["breaking_change_acknowledged"] = reason
+    cli.write([{"name": unique_name, "versions": promotion}])
+    code, out, _ = cli("plan")
+    assert code == 2
+    assert f"  {unique_name} stage Production: v1 -> v2: 1 breaking" in out
+    assert f"BREAKING, acknowledged in models.yaml: {reason}" in out
+    assert "apply refuses" not in out
+    code, out, err = cli("apply")
+    assert code == 0, out + err
+    assert stages(client, unique_name) == {"1": "Archived", "2": "Production"}
+    assert client.get_registered_model(unique_name).aliases == {"live": "2"}
+    code, out, _ = cli("plan")
+    assert (code, out.strip()) == (0, "No changes. MLflow matches models.yaml.")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.converters import BUILDERS, ConvertedModel
 from tests.support.onnx_models import BuiltModel, write_corrupt, write_mlp
 from tests.support.postgres import (
     POSTGRES_URL,
@@ -122,6 +123,21 @@ def make_onnx(tmp_path: Path) -> Callable[..., BuiltModel]:
         return write_mlp(tmp_path / "models" / filename, **kwargs)
 
     return build
+
+
+@pytest.fixture(scope="session")
+def converted(session_dir: Path) -> Callable[[str], ConvertedModel]:
+    """Factory: ``converted("sklearn-random-forest")``, a real converter's model at its default
+    options (see tests/support/converters.py), built once per session and shared: never modify
+    its files (copy them)."""
+    built: dict[str, ConvertedModel] = {}
+
+    def get(kind: str) -> ConvertedModel:
+        if kind not in built:
+            built[kind] = BUILDERS[kind](session_dir / "converters" / kind)
+        return built[kind]
+
+    return get
 
 
 @pytest.fixture

@@ -13,25 +13,32 @@ from typing import Any
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from contracts.digest import sha256_file
 from contracts.registry import Stage
-from reconciler import spec
+from reconciler import sources, spec
 from reconciler.document import round_trip_yaml
 from reconciler.errors import ReconcilerError, SourceError, SpecError
+from reconciler.sources import is_uri
 
 
 class EditError(ReconcilerError):
     """add-version cannot make the change."""
 
 
-def _relative_source(path: Path, source: str) -> tuple[str, Path]:
-    """A local source as written in models.yaml (relative to its directory) and its file."""
+def _repository_source(path: Path, source: str) -> tuple[str, str]:
+    """A local source as models.yaml will name it (relative to its directory), and its identity.
+
+    ``source`` is a file or directory given relative to the current directory (or to
+    models.yaml's). It must be inside models.yaml's repository: checked before it is read.
+    """
     given = Path(source)
     candidates = [given] if given.is_absolute() else [Path.cwd() / given, path.parent / given]
-    local = next((c.resolve() for c in candidates if c.is_file()), None)
+    local = next((c for c in candidates if c.exists()), None)
     if local is None:
-        raise SourceError(source, "file not found (relative to the current directory)")
-    return os.path.relpath(local, path.parent.resolve()), local
+        raise SourceError(source, "not found (relative to the current directory)")
+    base = Path(os.path.realpath(path)).parent
+    written = os.path.relpath(os.path.realpath(local), base)
+    _, digest = sources.identify(path, written)
+    return Path(written).as_posix(), digest
 
 
 def add_version(
@@ -48,15 +55,17 @@ def add_version(
     A new Production demotes the previous one to Archived; a given alias leaves other versions.
     A URI source needs ``sha256`` (the file is not at hand); a local one has it computed.
     """
-    if spec.is_uri(source):
+    if is_uri(source):
         if sha256 is None:
-            raise EditError(f"{source} is a URI: pass --sha256 (the sha256 of its ONNX file)")
+            raise EditError(
+                f"{source} is a URI: pass --sha256 (its identity: the ONNX file's sha256, or "
+                "for a directory the sha256 of its listing, see contracts/digest.py)"
+            )
         written = source
     else:
-        written, local = _relative_source(path, source)
-        computed = sha256_file(local)
+        written, computed = _repository_source(path, source)
         if sha256 is not None and sha256 != computed:
-            raise EditError(f"--sha256 {sha256} does not match {local} (its sha256: {computed})")
+            raise EditError(f"--sha256 {sha256} does not match {written} (its sha256: {computed})")
         sha256 = computed
     yaml = round_trip_yaml()
     if path.exists():

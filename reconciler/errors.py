@@ -83,6 +83,7 @@ class SourceError(ReconcilerError):
 
     def __init__(self, source: str, detail: str) -> None:
         self.source = source
+        self.detail = mask_credentials(detail)
         super().__init__(f"cannot read source {source}: {detail}")
 
 

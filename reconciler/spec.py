@@ -20,13 +20,11 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from contracts.digest import sha256_file
 from contracts.registry import APPLY_LOCK_MODEL, TAG_PREFIX, Stage
+from reconciler import sources
 from reconciler.document import field_path, line_of, read
-from reconciler.errors import Problem, SpecError
-
-URI_SCHEMES = ("s3://", "runs:/", "models:/", "mlflow-artifacts:")
-"""Sources that are URIs; anything else is a path relative to models.yaml."""
+from reconciler.errors import Problem, SourceError, SpecError
+from reconciler.sources import is_uri
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 ALIAS_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,254}$"
@@ -74,14 +72,18 @@ Tags = dict[TagKey, str]
 
 
 class VersionSpec(_Strict):
-    """One model version; its identity is the sha256 of its ONNX file."""
+    """One model version; its identity is ``contracts.digest.identity`` of its source."""
 
     source: str = Field(
         min_length=1,
-        description="Path relative to this file (uploaded by the reconciler as a run artifact), "
-        "or an s3://, runs:/, models:/ or mlflow-artifacts: URI.",
+        description="A file or directory of this repository, relative to this file (uploaded by "
+        "the reconciler as a run artifact; a directory holds the ONNX file and its external "
+        "data), or an s3://, runs:/, models:/ or mlflow-artifacts: URI.",
     )
-    sha256: Sha256 = Field(description="Hex sha256 of the ONNX file.")
+    sha256: Sha256 = Field(
+        description="The version's identity: the hex sha256 of the ONNX file, or for a "
+        "directory the sha256 of its `sha256sum` listing (every file, sorted by path)."
+    )
     stage: Stage = Field(default=Stage.NONE, description="MLflow stage (default None).")
     aliases: list[AliasName] = Field(
         default_factory=list, description="Aliases naming this version."
@@ -198,14 +200,17 @@ class Desired:
         return self.path.parent
 
     def local_path(self, source: str) -> Path | None:
-        """The file a repository-path source names; None for a URI."""
+        """The repository file or directory a path source names, resolved; None for a URI.
+
+        Always inside the repository (symbolic links followed) and outside ``.git``: see
+        ``reconciler.sources``. Its identity is ``contracts.digest.identity(path)``.
+
+        Raises:
+            SourceError: the source leaves the repository (checked again at every call).
+        """
         if is_uri(source):
             return None
-        return (self.base_dir / source).resolve()
-
-
-def is_uri(source: str) -> bool:
-    return source.startswith(URI_SCHEMES)
+        return sources.resolve(self.path, source)
 
 
 def json_schema() -> str:
@@ -276,7 +281,9 @@ def _message(error: Mapping[str, Any]) -> str:
     if error["type"] == "string_pattern_mismatch":
         loc = [part for part in error["loc"] if isinstance(part, str)]
         if loc[-1] == "sha256":
-            return "must be 64 lowercase hex digits (the sha256 of the ONNX file)"
+            return (
+                "must be 64 lowercase hex digits (the version's identity: add-version computes it)"
+            )
         if loc[-1] in ("aliases", "alias"):
             return (
                 f"{error['input']!r} is not a valid alias: a letter or _, then letters, digits, "
@@ -392,32 +399,16 @@ def _source_rules(
     source = version.source
     if is_uri(source):
         return
-    if "://" in source or source.startswith("file:"):
-        yield (
-            (*here, "source"),
-            f"unsupported URI {source!r}: use a path relative to models.yaml or an "
-            f"{', '.join(URI_SCHEMES)} URI",
-        )
+    try:
+        if not check_files:
+            sources.resolve(desired.path, source)
+            return
+        _, actual = sources.identify(desired.path, source)
+    except SourceError as exc:
+        yield ((*here, "source"), exc.detail)
         return
-    if Path(source).is_absolute():
-        yield ((*here, "source"), "absolute path: give a path relative to models.yaml")
-        return
-    if not check_files:
-        return
-    local = desired.local_path(source)
-    assert local is not None
-    if not local.is_file():
-        yield (
-            (*here, "source"),
-            f"file not found: {local} (paths are relative to the directory of models.yaml)",
-        )
-        return
-    actual = sha256_file(local)
     if actual != version.sha256:
-        yield (
-            (*here, "sha256"),
-            f"does not match {source} (its sha256 is {actual})",
-        )
+        yield ((*here, "sha256"), f"does not match {source} (its sha256 is {actual})")
 
 
 def _rollout_rules(model: ModelSpec, base: Loc) -> Iterator[tuple[Loc, str]]:

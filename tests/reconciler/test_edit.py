@@ -6,13 +6,15 @@ import io
 from collections.abc import Callable
 from pathlib import Path
 
+import onnx
 import pytest
 
+from contracts.digest import identity
 from contracts.registry import Stage
 from reconciler import document, spec
 from reconciler.edit import EditError, add_version
-from reconciler.errors import SpecError
-from tests.support.onnx_models import BuiltModel
+from reconciler.errors import SourceError, SpecError
+from tests.support.onnx_models import BuiltModel, mlp_model, sha256_of
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -76,3 +78,40 @@ def test_a_refused_edit_names_the_file_not_its_scratch_copy(tmp_path: Path) -> N
     ]
     assert path.read_text() == "models: []\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["models.yaml"]
+
+
+def test_add_version_identifies_a_directory_by_every_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = tmp_path / "models" / "torch"
+    directory.mkdir(parents=True)
+    onnx.save_model(
+        mlp_model(), directory / "model.onnx", save_as_external_data=True,
+        location="model.onnx.data", size_threshold=0,
+    )  # fmt: skip
+    path = tmp_path / "models.yaml"
+    path.write_text("# kept\nmodels: []\n")
+    monkeypatch.chdir(tmp_path / "models")
+    entry = add_version(path, model="m", source="torch")
+    assert entry == {"source": "models/torch", "sha256": identity(directory)}
+    assert path.read_text() == (
+        "# kept\nmodels:\n  - name: m\n    versions:\n"
+        f"      - source: models/torch\n        sha256: {identity(directory)}\n"
+    )
+    assert spec.load(path).local_path("models/torch") == directory
+
+
+def test_add_version_refuses_a_file_outside_the_repository_unread(tmp_path: Path) -> None:
+    (tmp_path / "repo" / ".git").mkdir(parents=True)
+    secret = tmp_path / "secret.onnx"
+    secret.write_bytes(b"outside")
+    path = tmp_path / "repo" / "models.yaml"
+    path.write_text("models: []\n")
+    with pytest.raises(SourceError) as caught:
+        add_version(path, model="m", source=str(secret), sha256="a" * 64)
+    assert str(caught.value) == (
+        f"cannot read source ../secret.onnx: leaves the repository ({tmp_path / 'repo'}); "
+        "sources are files in it"
+    )
+    assert sha256_of(secret) not in str(caught.value)
+    assert path.read_text() == "models: []\n"

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
+import onnx
 import pytest
 
+from contracts.digest import identity
 from reconciler import spec
+from reconciler.cli import main
 from reconciler.errors import SpecError
-from tests.support.onnx_models import BuiltModel
+from tests.reconciler.logging_fixture import restore_logging  # noqa: F401 (autouse)
+from tests.support.onnx_models import BuiltModel, mlp_model, sha256_of, write_mlp
 
 REPO = Path(__file__).resolve().parents[2]
 A, B = "a" * 64, "b" * 64
@@ -184,7 +189,7 @@ def test_repository_files_must_exist_and_match(
     assert found == [
         f"5: models[0].versions[0].sha256: does not match models/m.onnx (its sha256 is "
         f"{built.sha256})",
-        f"6: models[0].versions[1].source: file not found: {tmp_path}/models/missing.onnx "
+        f"6: models[0].versions[1].source: not found: {tmp_path}/models/missing.onnx "
         "(paths are relative to the directory of models.yaml)",
     ]
 
@@ -279,3 +284,144 @@ def test_aliases_within_the_bound_still_work(tmp_path: Path) -> None:
     )
     models = spec.load(path, check_files=False).file.models
     assert [m.tags for m in models] == [{"team": "ds", "cost-center": "42"}] * 2
+
+
+# --- repository sources: inside the repository, a file or a directory ---------------------------
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A repository (it has .git) inside tmp_path; tmp_path/secret.onnx lies outside it."""
+    (tmp_path / "repo" / ".git").mkdir(parents=True)
+    (tmp_path / "repo" / ".git" / "config").write_text("[http] extraheader = token\n")
+    (tmp_path / "secret.onnx").write_bytes(b"outside the repository")
+    return tmp_path / "repo"
+
+
+def _declare(repo: Path, source: str, sha256: str = A, where: str = "models.yaml") -> Path:
+    path = repo / where
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"models:\n  - name: m\n    versions:\n      - source: {source}\n        sha256: {sha256}\n"
+    )
+    return path
+
+
+def _refusal(path: Path, *, check_files: bool = True) -> str:
+    with pytest.raises(SpecError) as caught:
+        spec.load(path, check_files=check_files)
+    [problem] = caught.value.problems
+    return str(problem)
+
+
+@pytest.mark.parametrize("check_files", [True, False])
+def test_a_source_that_leaves_the_repository_is_refused_unread(
+    repo: Path, check_files: bool
+) -> None:
+    outside = sha256_of(repo.parent / "secret.onnx")
+    path = _declare(repo, "models/../../secret.onnx", sha256=outside)
+    refusal = _refusal(path, check_files=check_files)
+    assert refusal == (
+        f"{path}:4: models[0].versions[0].source: leaves the repository ({repo}); sources are "
+        "files in it"
+    )
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        pytest.param("models/m.onnx", id="file-link"),
+        pytest.param("models", id="directory-link-on-the-way"),
+    ],
+)
+def test_a_symbolic_link_pointing_outside_is_refused_and_no_digest_is_printed(
+    repo: Path, link: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    outside_dir = repo.parent / "outside"
+    outside_dir.mkdir()
+    (outside_dir / "m.onnx").symlink_to(repo.parent / "secret.onnx")
+    if link == "models":
+        (repo / "models").symlink_to(outside_dir)
+    else:
+        (repo / "models").mkdir()
+        (repo / link).symlink_to(repo.parent / "secret.onnx")
+    path = _declare(repo, "models/m.onnx")
+    assert _refusal(path) == (
+        f"{path}:4: models[0].versions[0].source: a symbolic link on the way resolves outside "
+        f"the repository ({repo}); copy the file into the repository"
+    )
+    assert main(["validate", "-f", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert sha256_of(repo.parent / "secret.onnx") not in out + err
+    assert "models[0].versions[0].source: a symbolic link on the way resolves outside" in err
+
+
+def test_git_files_are_never_a_source(repo: Path) -> None:
+    path = _declare(repo, ".git/config")
+    assert _refusal(path).endswith("source: inside .git: git's own files are never a model")
+
+
+def test_a_special_file_is_refused_without_reading_it(repo: Path) -> None:
+    os.mkfifo(repo / "pipe.onnx")  # reading it would block for ever
+    path = _declare(repo, "pipe.onnx")
+    assert _refusal(path).endswith("source: neither a regular file nor a directory")
+
+
+def test_a_models_yaml_below_the_root_may_name_files_elsewhere_in_the_repository(
+    repo: Path,
+) -> None:
+    built = write_mlp(repo / "models" / "m.onnx")
+    path = _declare(repo, "../models/m.onnx", sha256=built.sha256, where="deploy/models.yaml")
+    desired = spec.load(path)
+    assert desired.local_path("../models/m.onnx") == built.path
+
+
+def _external_data_model(directory: Path) -> Path:
+    """model.onnx + model.onnx.data, as torch.onnx and onnx write weights as external data."""
+    directory.mkdir(parents=True)
+    onnx.save_model(
+        mlp_model(),
+        directory / "model.onnx",
+        save_as_external_data=True,
+        location="model.onnx.data",
+        size_threshold=0,
+    )
+    return directory
+
+
+def test_a_directory_source_is_identified_by_every_file_in_it(repo: Path) -> None:
+    directory = _external_data_model(repo / "models" / "torch")
+    expected = identity(directory)
+    assert sorted(p.name for p in directory.iterdir()) == ["model.onnx", "model.onnx.data"]
+    desired = spec.load(_declare(repo, "models/torch", sha256=expected))
+    assert desired.local_path("models/torch") == directory
+    (directory / "model.onnx.data").write_bytes(b"tampered weights")
+    path = _declare(repo, "models/torch", sha256=expected)
+    assert _refusal(path) == (
+        f"{path}:5: models[0].versions[0].sha256: does not match models/torch (its sha256 is "
+        f"{identity(directory)})"
+    )
+
+
+@pytest.mark.parametrize(
+    ("arrange", "detail"),
+    [
+        pytest.param(
+            lambda d: (d / "extra").symlink_to(d.parent.parent.parent / "secret.onnx"),
+            "is not a regular file (symbolic links are refused)",
+            id="symlink-inside",
+        ),
+        pytest.param(
+            lambda d: (d / "model.onnx").rename(d / "weights.bin"),
+            "a directory source holds model.onnx (or exactly one .onnx file) at its top; no "
+            ".onnx file there",
+            id="no-onnx",
+        ),
+    ],
+)
+def test_a_directory_source_that_cannot_be_identified_is_located(
+    repo: Path, arrange: Callable[[Path], object], detail: str
+) -> None:
+    directory = _external_data_model(repo / "models" / "torch")
+    arrange(directory)
+    assert _refusal(_declare(repo, "models/torch")).endswith(detail)

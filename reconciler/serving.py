@@ -9,7 +9,7 @@ them); nothing here does I/O.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from contracts.registry import Stage
@@ -173,12 +173,22 @@ def _model_moves(model: ModelSpec, actual: ActualModel) -> Iterator[ServingMove]
 
 
 def serving_moves(desired: ModelsFile, actual: RegistryState) -> tuple[ServingMove, ...]:
-    """Every version that becomes Production or that an alias moves to."""
-    return tuple(
-        move
-        for model in desired.models
-        for move in _model_moves(model, actual.models.get(model.name, ActualModel(model.name)))
-    )
+    """Every version that becomes Production or that an alias moves to.
+
+    Moves of one model from the same served version to the same version are one move
+    (``stage Production, alias champion``): one review, one refusal.
+    """
+    merged: dict[tuple[Any, ...], ServingMove] = {}
+    for model in desired.models:
+        for move in _model_moves(model, actual.models.get(model.name, ActualModel(model.name))):
+            same = (move.served.key if move.served else None, move.becoming.key)
+            found = merged.get(same)
+            merged[same] = (
+                move
+                if found is None
+                else replace(found, follows=f"{found.follows}, {move.follows}")
+            )
+    return tuple(merged.values())
 
 
 def needed(moves: tuple[ServingMove, ...]) -> dict[SignatureKey, VersionRef]:

@@ -29,6 +29,9 @@ Dim = int | str | None
 
 Side = Literal["input", "output"]
 
+TENSOR_TYPE_PREFIXES = ("tensor(", "sparse_tensor(")
+"""Types that have a shape; sequences, maps and optionals do not."""
+
 
 @dataclass(frozen=True, slots=True)
 class TensorSpec:
@@ -42,12 +45,15 @@ class TensorSpec:
     """An input with a default value (clients may leave it out)."""
 
     def describe(self) -> str:
-        """``tensor(float)[N,4]``; ``tensor(float)[?]`` for an unknown rank."""
-        if self.shape is None:
+        """``tensor(float)[N,4]``; ``tensor(float)[?]`` for an unknown rank; ``seq(...)`` as is."""
+        if not self.type.startswith(TENSOR_TYPE_PREFIXES):
+            dims = None
+        elif self.shape is None:
             dims = "?"
         else:
             dims = ",".join("?" if dim is None else str(dim) for dim in self.shape)
-        return f"{self.type}[{dims}]" + (" optional" if self.optional else "")
+        shown = self.type if dims is None else f"{self.type}[{dims}]"
+        return shown + (" optional" if self.optional else "")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -111,7 +117,10 @@ def _dims(shape: Sequence[Any] | None) -> tuple[Dim, ...] | None:
 
 
 def _tensor(arg: Any, *, optional: bool = False) -> TensorSpec:
-    return TensorSpec(str(arg.name), str(arg.type), _dims(arg.shape), optional)
+    type_ = str(arg.type)
+    # onnxruntime reports [] as the shape of a sequence or a map: they have no shape.
+    shape = _dims(arg.shape) if type_.startswith(TENSOR_TYPE_PREFIXES) else None
+    return TensorSpec(str(arg.name), type_, shape, optional)
 
 
 def read_signature(onnx_file: Path) -> Signature:
@@ -182,7 +191,10 @@ def _diff(
     else:
         if served.type != becoming.type:
             reasons.append((Verdict.BREAKING, f"element type {served.type} -> {becoming.type}"))
-        reasons += _shape_reasons(side, served, becoming)
+        if served.type.startswith(TENSOR_TYPE_PREFIXES) and becoming.type.startswith(
+            TENSOR_TYPE_PREFIXES
+        ):
+            reasons += _shape_reasons(side, served, becoming)
         if served.optional and not becoming.optional:
             reasons.append((Verdict.BREAKING, "optional input now required"))
         elif becoming.optional and not served.optional:

@@ -61,7 +61,7 @@ def test_a_breaking_change_is_planned_refused_then_applied_once_acknowledged(
         "    ! input X: tensor(float)[?,4] -> tensor(float)[?,5]    "
         "# breaking: dim 1: 4 -> 5 (fixed size changed)"
     ) in out
-    assert "    = output output_probability: seq(map(int64,tensor(float)))[]" in out
+    assert "    = output output_probability: seq(map(int64,tensor(float)))\n" in out
     assert "apply refuses them." in out
     code, out, _ = cli("plan", "--format", "markdown")
     assert "| ! breaking | input ` X ` | ` tensor(float)[?,4] ` | ` tensor(float)[?,5] ` |" in out

@@ -92,6 +92,13 @@ CASES = [
     ),
     pytest.param(
         desired(promote_b(aliases=["champion"])),
+        actual(managed("1", A, Stage.PRODUCTION), aliases={"champion": "1"}),
+        sigs(A=S, B=WIDER),
+        [("stage Production, alias champion", "v1", f"new {B[:12]}", True, True, True, None)],
+        id="production-and-alias-moving-together-are-one-review",
+    ),
+    pytest.param(
+        desired(promote_b(aliases=["champion"])),
         actual(managed("1", A, Stage.PRODUCTION)),
         sigs(A=S, B=WIDER),
         [

@@ -14,8 +14,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainValidator,
     StringConstraints,
     ValidationError,
+    WithJsonSchema,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -36,6 +38,7 @@ VERSION_PATTERN = r"^[1-9][0-9]*$"
 Loc = tuple[str | int, ...]
 
 SampleInput = list[Any] | dict[str, list[Any]]
+"""Rows for a model with one input, or input name -> rows; see ``_sample_input``."""
 
 
 class _Strict(BaseModel):
@@ -71,6 +74,75 @@ VersionNumber = Annotated[str, StringConstraints(pattern=VERSION_PATTERN), _whol
 Tags = dict[TagKey, str]
 
 
+def _kind(value: Any) -> str | None:
+    """A sample value's kind: boolean, number or string; None for anything else."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return "string" if isinstance(value, str) else None
+
+
+def _shape(node: Any, at: str, kinds: set[str]) -> tuple[int, ...]:
+    """The shape of nested rows (every row alike); the kinds of their values go to ``kinds``."""
+    if not isinstance(node, list):
+        kind = _kind(node)
+        if kind is None:
+            shown = "null" if node is None else type(node).__name__
+            raise ValueError(f"{at}: {shown} is not a value (numbers, strings or booleans)")
+        kinds.add(kind)
+        return ()
+    if not node:
+        raise ValueError(f"{at}: an empty list (give at least one row)")
+    shapes = [_shape(item, f"{at}[{i}]", kinds) for i, item in enumerate(node)]
+    for i, shape in enumerate(shapes):
+        if shape != shapes[0]:
+            raise ValueError(
+                f"{at}[{i}] is shaped {list(shape)}, {at}[0] {list(shapes[0])}: rows are alike"
+            )
+    return (len(node), *shapes[0])
+
+
+def _rows(rows: Any, at: str) -> list[Any]:
+    if not isinstance(rows, list):
+        raise ValueError(f"{at} must be a list of rows")
+    kinds: set[str] = set()
+    _shape(rows, at, kinds)
+    if len(kinds) > 1:
+        raise ValueError(f"{at} mixes {' and '.join(sorted(kinds))}: one kind of value per input")
+    return rows
+
+
+def _sample_input(value: Any) -> SampleInput:
+    """Rows (one input), or input name -> rows: numbers, strings or booleans, nested alike."""
+    if isinstance(value, dict):
+        if not value:
+            raise ValueError("an empty mapping: give {input name: rows} for at least one input")
+        return {str(name): _rows(rows, f"input {name!r}") for name, rows in value.items()}
+    if isinstance(value, list):
+        return _rows(value, "rows")
+    raise ValueError("a list of rows (one input) or a mapping of input name to rows")
+
+
+_ROWS_SCHEMA: dict[str, Any] = {
+    "type": "array",
+    "minItems": 1,
+    "items": {"anyOf": [{"type": ["number", "string", "boolean"]}, {"type": "array"}]},
+}
+CheckedSampleInput = Annotated[
+    SampleInput,
+    PlainValidator(_sample_input),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                _ROWS_SCHEMA,
+                {"type": "object", "minProperties": 1, "additionalProperties": _ROWS_SCHEMA},
+            ]
+        }
+    ),
+]
+
+
 class VersionSpec(_Strict):
     """One model version; its identity is ``contracts.digest.identity`` of its source."""
 
@@ -95,10 +167,12 @@ class VersionSpec(_Strict):
         description="Adopt this existing MLflow version (registered outside the reconciler, "
         "so unmanaged) instead of registering a new one: apply checks its sha256, then tags it.",
     )
-    sample_input: SampleInput | None = Field(
+    sample_input: CheckedSampleInput | None = Field(
         default=None,
-        description="Input for the promotion gate's inference: a nested list for the first "
-        "input, or {input name: nested list}. Default: zeros shaped by the model's inputs.",
+        description="Input for the promotion gate's inference: a list of rows (a model with "
+        "one input, or its first input), or {input name: rows} for several inputs. Rows are "
+        "numbers, strings or booleans (one kind per input), nested alike. Default: zeros, "
+        '"" or false shaped by the model\'s inputs.',
     )
     breaking_change_acknowledged: str | None = Field(
         default=None,

@@ -425,3 +425,54 @@ def test_a_directory_source_that_cannot_be_identified_is_located(
     directory = _external_data_model(repo / "models" / "torch")
     arrange(directory)
     assert _refusal(_declare(repo, "models/torch")).endswith(detail)
+
+
+# --- sample_input: rows for one input, or input name -> rows ------------------------------------
+
+
+def _with_sample(tmp_path: Path, sample: str) -> Path:
+    path = tmp_path / "models.yaml"
+    path.write_text(
+        "models:\n  - name: m\n    versions:\n      - source: s3://b/k\n"
+        f"        sha256: {A}\n        sample_input: {sample}\n"
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("sample", "expected"),
+    [
+        ("[[5.1, 3.5, 1.4, 0.2], [1, 2, 3, 4]]", [[5.1, 3.5, 1.4, 0.2], [1, 2, 3, 4]]),
+        ('["good movie", "bad plot"]', ["good movie", "bad plot"]),
+        ("[[true, false]]", [[True, False]]),
+        ('{city: [["Paris"]], size: [[3.5, 2]]}', {"city": [["Paris"]], "size": [[3.5, 2]]}),
+        ('{"text": ["01"]}', {"text": ["01"]}),
+    ],
+)
+def test_sample_input_takes_rows_or_inputs_by_name(
+    tmp_path: Path, sample: str, expected: object
+) -> None:
+    [version] = spec.load(_with_sample(tmp_path, sample), check_files=False).file.models[0].versions
+    assert version.sample_input == expected
+
+
+@pytest.mark.parametrize(
+    ("sample", "message"),
+    [
+        ("[[1, 2], [3]]", "rows[1] is shaped [1], rows[0] [2]: rows are alike"),
+        ('[[1, "a"]]', "rows mixes number and string: one kind of value per input"),
+        ("[[1, null]]", "rows[0][1]: null is not a value (numbers, strings or booleans)"),
+        ("[{a: 1}]", "rows[0]: dict is not a value (numbers, strings or booleans)"),
+        ("[]", "rows: an empty list (give at least one row)"),
+        ("{x: 3}", "input 'x' must be a list of rows"),
+        ("{x: [[1]], y: [[true, 2]]}", "input 'y' mixes boolean and number: one kind of value"),
+        ("{}", "an empty mapping: give {input name: rows} for at least one input"),
+        ("hello", "a list of rows (one input) or a mapping of input name to rows"),
+    ],
+)
+def test_a_sample_input_numpy_cannot_take_is_located(
+    tmp_path: Path, sample: str, message: str
+) -> None:
+    path = _with_sample(tmp_path, sample)
+    problem = _refusal(path, check_files=False)
+    assert problem.startswith(f"{path}:6: models[0].versions[0].sample_input: {message}")

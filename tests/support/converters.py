@@ -10,7 +10,8 @@ test can hold a server's answer against it.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+import shutil
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -250,8 +251,11 @@ def lightgbm_classifier(directory: Path) -> ConvertedModel:
     return ConvertedModel("lightgbm-classifier", directory, {"input": IRIS_ROWS})
 
 
-def torch_export(directory: Path) -> ConvertedModel:
-    """``torch.onnx.export`` at its defaults (dynamo): model.onnx + model.onnx.data."""
+def torch_export(directory: Path, seed: int = 0) -> ConvertedModel:
+    """``torch.onnx.export`` at its defaults (dynamo): model.onnx + model.onnx.data.
+
+    ``seed`` sets the initial weights: another seed, another version of the same model.
+    """
     import contextlib
     import io
     import warnings
@@ -267,7 +271,7 @@ def torch_export(directory: Path) -> ConvertedModel:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return torch.softmax(self.out(torch.relu(self.hidden(x))), dim=-1)
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     directory.mkdir(parents=True, exist_ok=True)
     # The exporter prints its progress and warns about its own internals; neither is ours.
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
@@ -371,3 +375,36 @@ def log_as_artifact(tracking_uri: str, model: ConvertedModel) -> LoggedArtifact:
         f"runs:/{run.info.run_id}/{path}",
         f"{run.info.artifact_uri}/{path}",
     )
+
+
+# --- declared in models.yaml -------------------------------------------------------------------
+
+
+def commit_to(repository: Path, model: ConvertedModel, folder: str) -> str:
+    """Copy what a user commits into ``repository/models/<folder>/``: the ONNX file, or the whole
+    directory with its external data. Returns the source to declare (relative to the root)."""
+    target = repository / "models" / folder
+    if model.has_external_data:
+        shutil.copytree(model.directory, target)
+        return f"models/{folder}"
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(model.path, target / model.model_file)
+    return f"models/{folder}/{model.model_file}"
+
+
+def declared_version(
+    model: ConvertedModel,
+    source: str,
+    *,
+    sha256: str | None = None,
+    stage: str | None = "Production",
+    aliases: Sequence[str] = (),
+) -> dict[str, Any]:
+    """A models.yaml ``versions:`` entry for ``model`` with its rows as ``sample_input``."""
+    entry: dict[str, Any] = {"source": source, "sha256": sha256 or model.sha256}
+    if stage is not None:
+        entry["stage"] = stage
+    if aliases:
+        entry["aliases"] = list(aliases)
+    entry["sample_input"] = model.sample_input()
+    return entry

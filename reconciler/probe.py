@@ -9,7 +9,7 @@ from typing import Protocol
 
 from contracts.redact import mask_credentials
 from reconciler.errors import RegistryUnavailableError
-from reconciler.gate import fetch
+from reconciler.gate import fetch, onnx_file_in
 from reconciler.serving import SignatureKey, Signatures, VersionRef, needed, serving_moves
 from reconciler.signature import Signature, read_signature
 from reconciler.spec import Desired
@@ -54,10 +54,10 @@ class SignatureProbe:
     def _signature(self, ref: VersionRef) -> Signature | str:
         try:
             local = self.desired.local_path(ref.source) if ref.version is None else None
-            if local is not None:
-                if not local.is_file():
-                    return f"file not found: {local}"
-                return read_signature(local)
+            if local is not None:  # a repository file, or a directory with external data
+                if not local.exists():
+                    return f"not found: {local}"
+                return read_signature(onnx_file_in(local))
             uri = (
                 ref.source
                 if ref.version is None

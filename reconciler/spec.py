@@ -352,6 +352,8 @@ def _message(error: Mapping[str, Any]) -> str:
         return "the file must be a mapping with a `models:` list"
     if error["type"] == "extra_forbidden":
         return "unknown field (check its spelling and indentation)"
+    if error["loc"] and error["loc"][-1] == "breaking_change_acknowledged":
+        return "give the reason clients are ready, as text (it is shown in the plan)"
     if error["type"] == "string_pattern_mismatch":
         loc = [part for part in error["loc"] if isinstance(part, str)]
         if loc[-1] == "sha256":

@@ -19,6 +19,7 @@ from reconciler import render, spec
 from reconciler.errors import PlanFileError, ReconcilerError, SettingsError, SpecError
 from reconciler.logs import configure
 from reconciler.settings import ReconcilerSettings
+from reconciler.sources import is_uri
 
 if TYPE_CHECKING:
     from reconciler.plan import Plan
@@ -65,10 +66,14 @@ def _parser(settings: ReconcilerSettings) -> argparse.ArgumentParser:
     )
     add = with_file(commands.add_parser("add-version", help="add a version to models.yaml"))
     add.add_argument("--model", required=True)
-    add.add_argument("--source", required=True, help="a local .onnx file or a URI")
+    add.add_argument(
+        "--source",
+        required=True,
+        help="a repository .onnx file or directory, or a URI (downloaded to compute its sha256)",
+    )
     add.add_argument("--stage", choices=[stage.value for stage in Stage])
     add.add_argument("--alias", action="append", default=[], help="repeatable")
-    add.add_argument("--sha256", help="required for a URI source")
+    add.add_argument("--sha256", help="checked against the source's (default: computed)")
     commands.add_parser("schema", help="print the JSON Schema of models.yaml")
     status = with_file(
         commands.add_parser("status", help="wait until servers serve the declared versions")
@@ -92,6 +97,8 @@ def _registry(settings: ReconcilerSettings) -> MlflowRegistry:
     # The reconciler retries with its own backoff; MLflow's inner retries would multiply it.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(settings.request_timeout))
+    # MLflow prints "View run at <tracking URI>" (credentials included) where the plan goes.
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     from reconciler.registry import MlflowRegistry, RetryPolicy
 
     policy = RetryPolicy(settings.retries, settings.backoff_seconds)
@@ -124,6 +131,7 @@ def run(args: argparse.Namespace, settings: ReconcilerSettings) -> int:
             stage=Stage(args.stage) if args.stage else None,
             aliases=args.alias,
             sha256=args.sha256,
+            downloader=_registry(settings) if is_uri(args.source) else None,
         )
         _print(f"added to {args.file}: {args.model} {entry['source']} sha256 {entry['sha256']}\n")
         return EXIT_OK

@@ -9,10 +9,11 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
+from contracts.digest import DigestError, identity
 from contracts.registry import Stage
 from reconciler import sources, spec
 from reconciler.document import round_trip_yaml
@@ -30,6 +31,7 @@ def _repository_source(path: Path, source: str) -> tuple[str, str]:
     ``source`` is a file or directory given relative to the current directory (or to
     models.yaml's). It must be inside models.yaml's repository: checked before it is read.
     """
+    sources.refuse_other_uri(source)
     given = Path(source)
     candidates = [given] if given.is_absolute() else [Path.cwd() / given, path.parent / given]
     local = next((c for c in candidates if c.exists()), None)
@@ -41,6 +43,27 @@ def _repository_source(path: Path, source: str) -> tuple[str, str]:
     return Path(written).as_posix(), digest
 
 
+class Downloader(Protocol):
+    """Fetches a URI source (MLflow's artifact client): the local file or directory."""
+
+    def download(self, uri: str, destination: Path) -> Path: ...
+
+
+def _remote_identity(downloader: Downloader, uri: str) -> str:
+    """Download ``uri`` into a scratch directory and compute its identity (file or directory)."""
+    with tempfile.TemporaryDirectory(prefix="mlgitops-add-") as scratch:
+        try:
+            local = downloader.download(uri, Path(scratch))
+        except ReconcilerError:
+            raise
+        except Exception as exc:  # each artifact store fails in its own way
+            raise SourceError(uri, f"{type(exc).__name__}: {exc}") from exc
+        try:
+            return identity(local)
+        except DigestError as exc:
+            raise SourceError(uri, str(exc)) from None
+
+
 def add_version(
     path: Path,
     *,
@@ -49,27 +72,32 @@ def add_version(
     stage: Stage | None = None,
     aliases: Sequence[str] = (),
     sha256: str | None = None,
+    downloader: Downloader | None = None,
 ) -> dict[str, Any]:
     """Append a version to ``model`` (created if absent) in models.yaml; return the entry.
 
     A new Production demotes the previous one to Archived; a given alias leaves other versions.
-    A URI source needs ``sha256`` (the file is not at hand); a local one has it computed.
+    The identity (``sha256``) of a repository file or directory is computed, and checked
+    against ``sha256`` if given. A URI source is downloaded with ``downloader`` to compute
+    (or check) it; without a downloader, ``sha256`` is written as given.
     """
+    if path.exists():
+        spec.load(path, check_files=False)  # an invalid file: its problems, located, first
     if is_uri(source):
-        if sha256 is None:
+        written = source
+        if downloader is None and sha256 is None:
             raise EditError(
                 f"{source} is a URI: pass --sha256 (its identity: the ONNX file's sha256, or "
                 "for a directory the sha256 of its listing, see contracts/digest.py)"
             )
-        written = source
+        computed = _remote_identity(downloader, source) if downloader is not None else sha256
     else:
         written, computed = _repository_source(path, source)
-        if sha256 is not None and sha256 != computed:
-            raise EditError(f"--sha256 {sha256} does not match {written} (its sha256: {computed})")
-        sha256 = computed
+    if sha256 is not None and sha256 != computed:
+        raise EditError(f"--sha256 {sha256} does not match {written} (its sha256: {computed})")
+    assert computed is not None
+    sha256 = computed
     yaml = round_trip_yaml()
-    if path.exists():
-        spec.load(path, check_files=False)  # an invalid file: its problems, located, first
     document = yaml.load(path.read_text(encoding="utf-8")) if path.exists() else None
     if document is None:
         document = CommentedMap()

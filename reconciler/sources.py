@@ -33,6 +33,16 @@ def repository_root(models_file: Path) -> Path:
     return next((d for d in (start, *start.parents) if (d / GIT_DIR).exists()), start)
 
 
+def refuse_other_uri(source: str) -> None:
+    """SourceError for a URI whose scheme models.yaml does not take (http://, file:, ...)."""
+    if not is_uri(source) and ("://" in source or source.startswith("file:")):
+        raise SourceError(
+            source,
+            f"unsupported URI {source!r}: use a path relative to models.yaml or an "
+            f"{', '.join(URI_SCHEMES)} URI",
+        )
+
+
 def resolve(models_file: Path, source: str) -> Path:
     """The repository file or directory ``source`` names, resolved; nothing is read.
 
@@ -40,12 +50,7 @@ def resolve(models_file: Path, source: str) -> Path:
         SourceError: a URI of another scheme, an absolute path, a path that leaves the
             repository (``..``, a symbolic link pointing outside) or enters ``.git``.
     """
-    if "://" in source or source.startswith("file:"):
-        raise SourceError(
-            source,
-            f"unsupported URI {source!r}: use a path relative to models.yaml or an "
-            f"{', '.join(URI_SCHEMES)} URI",
-        )
+    refuse_other_uri(source)
     if Path(source).is_absolute():
         raise SourceError(source, "absolute path: give a path relative to models.yaml")
     root = repository_root(models_file)

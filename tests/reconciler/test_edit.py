@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -115,3 +117,48 @@ def test_add_version_refuses_a_file_outside_the_repository_unread(tmp_path: Path
     )
     assert sha256_of(secret) not in str(caught.value)
     assert path.read_text() == "models: []\n"
+
+
+class CopyingDownloader:
+    """A tiny fake of MLflow's artifact download: the URI names a local directory here."""
+
+    def __init__(self, artifacts: Path) -> None:
+        self.artifacts = artifacts
+        self.asked: list[str] = []
+
+    def download(self, uri: str, destination: Path) -> Path:
+        self.asked.append(uri)
+        return Path(shutil.copytree(self.artifacts, destination / "model"))
+
+
+def test_add_version_downloads_a_uri_source_to_compute_or_check_its_identity(
+    tmp_path: Path,
+) -> None:
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    onnx.save_model(
+        mlp_model(), artifacts / "model.onnx", save_as_external_data=True,
+        location="model.onnx.data", size_threshold=0,
+    )  # fmt: skip
+    (artifacts / "MLmodel").write_text("flavors: {onnx: {data: model.onnx}}\n")
+    path = tmp_path / "models.yaml"
+    path.write_text("models: []\n")
+    downloader = CopyingDownloader(artifacts)
+    entry = add_version(path, model="m", source="runs:/abc/model", downloader=downloader)
+    assert entry == {"source": "runs:/abc/model", "sha256": identity(artifacts)}
+    with pytest.raises(EditError) as caught:
+        add_version(
+            path, model="n", source="runs:/abc/model", sha256="c" * 64, downloader=downloader
+        )
+    assert str(caught.value) == (
+        f"--sha256 {'c' * 64} does not match runs:/abc/model (its sha256: {identity(artifacts)})"
+    )
+    assert downloader.asked == ["runs:/abc/model"] * 2
+    assert [m.name for m in spec.load(path, check_files=False).file.models] == ["m"]
+
+
+def test_add_version_refuses_a_uri_scheme_models_yaml_does_not_take(tmp_path: Path) -> None:
+    with pytest.raises(
+        SourceError, match=re.escape("unsupported URI 'https://example.com/m.onnx'")
+    ):
+        add_version(tmp_path / "models.yaml", model="m", source="https://example.com/m.onnx")

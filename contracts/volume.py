@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ CURRENT_LINK = "current"
 CANDIDATE_LINK = "candidate"
 VERSIONS_DIR = "versions"
 TMP_PREFIX = ".tmp-"
+MAX_MANIFEST_BYTES = 1 << 20
 
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 """A whole name (``fullmatch``: a trailing newline is refused) that is one directory name."""
@@ -64,9 +66,58 @@ class Manifest:
 
     @classmethod
     def from_json(cls, text: str) -> Manifest:
+        """Parse and check a manifest: every known field of its type, every file name relative
+        to the version directory. Unknown fields are ignored (a newer writer).
+
+        Raises:
+            ValueError: not JSON, or a field of the wrong type or an unsafe file name.
+        """
         data = json.loads(text)
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        if not isinstance(data, dict):
+            raise ValueError("a manifest is a JSON object")
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        for key in ("name", "version", "sha256"):
+            if key not in known:
+                raise ValueError(f"{key!r} is missing")
+        for key, value in known.items():
+            _check_field(key, value)
+        return cls(**known)
+
+
+_STRINGS = {"name", "version", "sha256", "source", "fetched_at", "role", "model_file"}
+_OPTIONAL_STRINGS = {"run_id", "stage", "alias"}
+
+
+def _check_field(key: str, value: Any) -> None:
+    if key in _STRINGS:
+        ok = isinstance(value, str) and (bool(value) or key not in {"name", "version", "sha256"})
+    elif key in _OPTIONAL_STRINGS:
+        ok = value is None or isinstance(value, str)
+    elif key == "size":
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    elif key == "files":
+        ok = isinstance(value, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        )
+    else:  # rollout: parsed by contracts.rollout where it is used
+        ok = value is None or isinstance(value, dict)
+    if not ok:
+        raise ValueError(f"{key!r} has an invalid value {value!r:.80}")
+    if key == "model_file" and not is_safe_relative(value):
+        raise ValueError(f"model_file {value!r:.80} is not a relative path inside the version")
+    if key == "files":
+        unsafe = [name for name in value if not is_safe_relative(name)]
+        if unsafe:
+            raise ValueError(
+                f"files names {unsafe[0]!r:.80}, not a relative path inside the version"
+            )
+
+
+def is_safe_relative(name: str) -> bool:
+    """A relative POSIX path with no ``..``, no empty or ``.`` part, no backslash or NUL."""
+    if not name or name.startswith("/") or "\\" in name or "\0" in name:
+        return False
+    return all(part not in {"", ".", ".."} for part in name.split("/"))
 
 
 def is_valid_model_name(name: str) -> bool:
@@ -113,7 +164,24 @@ class PublishedModel:
 
     @property
     def model_file(self) -> Path:
-        return self.directory / MODEL_FILE
+        return self.file(self.manifest.model_file)
+
+    def file(self, relative: str) -> Path:
+        """The path of a file of this version, refused unless it is a regular file inside the
+        version directory (no symlink out of it, no device, no FIFO)."""
+        if not is_safe_relative(relative):
+            raise VolumeError(f"{relative!r:.80} is not a relative path inside the version")
+        path = self.directory / relative
+        real = Path(os.path.realpath(path))
+        if not real.is_relative_to(self.directory):
+            raise VolumeError(f"{relative!r:.80} resolves outside its version directory")
+        try:
+            mode = real.stat().st_mode
+        except OSError as exc:
+            raise VolumeError(f"{relative!r:.80} cannot be read: {exc.strerror}") from None
+        if not stat.S_ISREG(mode):
+            raise VolumeError(f"{relative!r:.80} is not a regular file")
+        return path
 
 
 def resolve(volume: Path, name: str, role: str = CURRENT_LINK) -> PublishedModel | None:
@@ -122,10 +190,21 @@ def resolve(volume: Path, name: str, role: str = CURRENT_LINK) -> PublishedModel
     if not link.is_symlink():
         return None
     directory = Path(os.path.realpath(link))
+    if not directory.is_relative_to(os.path.realpath(volume)):
+        raise VolumeError(f"{link} resolves outside the volume; refused")
+    manifest_path = directory / MANIFEST_FILE
     try:
-        text = (directory / MANIFEST_FILE).read_text(encoding="utf-8")
+        info = manifest_path.lstat()
     except FileNotFoundError as exc:
         raise VolumeError(f"{link} points at {directory}, which has no {MANIFEST_FILE}") from exc
+    if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_MANIFEST_BYTES:
+        raise VolumeError(
+            f"{manifest_path} is not a regular file of at most {MAX_MANIFEST_BYTES} bytes"
+        )
+    try:
+        text = manifest_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise VolumeError(f"{manifest_path} cannot be read: {exc}") from None
     try:
         manifest = Manifest.from_json(text)
     except (ValueError, TypeError) as exc:

@@ -24,14 +24,15 @@ from server.resources import (
     InferResource,
     LiveResource,
     MetricsResource,
-    ModelMetadataResource,
-    ModelReadyResource,
+    ModelResource,
     ModelsResource,
     PredictResource,
     ReadyResource,
+    ServerMetadataResource,
 )
 from server.settings import ServerSettings
 from server.sync import SyncOptions, VolumeSync
+from server.v2 import JSON_OPTIONS
 from server.watcher import VolumeWatcher
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,9 @@ class ServerApp:
         predictor: Predictor,
         token: BearerToken | None,
         retry_after: int,
+        body_timeout: float = 30.0,
     ) -> None:
+        self.body_timeout = body_timeout
         self.falcon = falcon_app
         self.predictor = predictor
         self.token = token
@@ -60,12 +63,12 @@ def create_app(registry: Registry, settings: ServerSettings) -> ServerApp:
     """The app serving ``registry``; nothing here reads the environment or the volume."""
     middleware: list[Any] = []
     token = None
-    if settings.auth_token is not None and settings.auth_token.get_secret_value():
+    if settings.auth_token is not None:  # never empty (ServerSettings refuses that)
         token = BearerToken(settings.auth_token.get_secret_value())
         middleware.append(BearerTokenAuth(token))
     app = falcon.asgi.App(middleware=middleware)
     json_handler = falcon.media.JSONHandler(
-        dumps=partial(orjson.dumps, option=orjson.OPT_SERIALIZE_NUMPY), loads=orjson.loads
+        dumps=partial(orjson.dumps, option=JSON_OPTIONS), loads=orjson.loads
     )
     app.req_options.media_handlers = falcon.media.Handlers({falcon.MEDIA_JSON: json_handler})
     app.resp_options.media_handlers = falcon.media.Handlers({falcon.MEDIA_JSON: json_handler})
@@ -76,16 +79,21 @@ def create_app(registry: Registry, settings: ServerSettings) -> ServerApp:
     app.add_route("/predict", predict)
     app.add_route("/models/{name}/predict", predict)
     app.add_route("/models", ModelsResource(registry))
-    app.add_route(
-        "/v2/models/{name}/infer", InferResource(registry, settings.max_body_bytes, shadows)
-    )
-    app.add_route("/v2/models/{name}", ModelMetadataResource(registry))
-    app.add_route("/v2/models/{name}/ready", ModelReadyResource(registry))
+    infer = InferResource(registry, settings.max_body_bytes, shadows)
+    metadata = ModelResource(registry)
+    model_ready = ModelResource(registry, ready=True)
+    for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
+        app.add_route(f"{prefix}/infer", infer)
+        app.add_route(prefix, metadata)
+        app.add_route(f"{prefix}/ready", model_ready)
+    app.add_route("/v2", ServerMetadataResource())
     app.add_route("/v2/health/live", LiveResource())
     app.add_route("/v2/health/ready", ReadyResource(registry, settings.retry_after_seconds))
     app.add_route("/metrics", MetricsResource())
     add_error_handlers(app, settings.retry_after_seconds)
-    return ServerApp(app, predictor, token, settings.retry_after_seconds)
+    return ServerApp(
+        app, predictor, token, settings.retry_after_seconds, settings.body_timeout_seconds
+    )
 
 
 class _Lifespan:
@@ -107,7 +115,7 @@ class _Lifespan:
 def get_app() -> ServerApp:
     """Read ``ServerSettings``, load what the volume holds, watch it, build the app."""
     settings = ServerSettings()  # type: ignore[call-arg,unused-ignore]
-    registry = Registry(settings.default_model)
+    registry = Registry(settings.default_model, settings.required)
     sync = VolumeSync(
         settings.volume,
         registry,
@@ -117,6 +125,7 @@ def get_app() -> ServerApp:
                 batch_max_rows=settings.batch_max_rows,
                 batch_window_us=settings.batch_window_us,
                 inline_max_us=settings.inline_max_us,
+                timeout_s=settings.load_timeout_seconds,
             ),
             allow_schema_change=settings.allow_schema_change,
         ),
@@ -135,4 +144,6 @@ def get_app() -> ServerApp:
     app = create_app(registry, settings)
     app.falcon.add_middleware(_Lifespan(watcher, MetricsFlusher()))
     log.info("serving %s: %s", settings.volume, ", ".join(registry.names()) or "nothing yet")
+    if app.token is None:
+        log.warning("SERVER_AUTH_TOKEN is not set: the inference routes take no authentication")
     return app

@@ -7,6 +7,7 @@ from typing import Any
 
 import falcon
 import falcon.asgi
+import orjson
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ class NoDefaultModelError(ServerError):
 
 
 class ModelNotReadyError(ServerError):
+    """503. ``reason`` is shown to clients: never a path or a digest (see ``refused``)."""
+
     status, title = 503, "Model not ready"
 
     def __init__(self, name: str | None, reason: str = "") -> None:
@@ -45,6 +48,11 @@ class ModelNotReadyError(ServerError):
         what = f"model {name!r}" if name else "no model"
         detail = f": {reason}" if reason else ""
         super().__init__(f"{what} is not loaded yet{detail}; retry shortly")
+
+    @classmethod
+    def refused(cls, name: str) -> ModelNotReadyError:
+        """Its published version was refused; the reason is for operators (GET /models, log)."""
+        return cls(name, "its published version was refused (GET /models or the log say why)")
 
 
 class InvalidInputError(ServerError):
@@ -110,11 +118,25 @@ class InferenceError(ServerError):
 class ModelLoadError(ServerError):
     """A published version cannot be served (checksum, ONNX, schema, warm-up); not for HTTP."""
 
-    def __init__(self, name: str, version: str, reason: str) -> None:
+    def __init__(self, name: str, version: str, reason: str, kind: str = "invalid") -> None:
         self.model = name
         self.version = version
         self.reason = reason
+        self.kind = kind
+        """A closed set, the metrics' ``reason`` label: volume, checksum, onnx, type, schema,
+        warmup, timeout, invalid."""
         super().__init__(f"cannot load {name} version {version}: {reason}")
+
+
+def error_body(path: str, title: str, description: str | None) -> bytes:
+    """The one error body of every route and worker: the Open Inference Protocol's
+    ``{"error": "..."}`` under ``/v2/``, Falcon's ``{"title", "description"}`` elsewhere."""
+    if path == "/v2" or path.startswith("/v2/"):
+        return orjson.dumps({"error": f"{title}: {description}" if description else title})
+    body: dict[str, str] = {"title": title}
+    if description:
+        body["description"] = description
+    return orjson.dumps(body)
 
 
 def error_headers(exc: ServerError, retry_after: int) -> dict[str, str] | None:
@@ -127,7 +149,14 @@ def error_headers(exc: ServerError, retry_after: int) -> dict[str, str] | None:
 
 
 def add_error_handlers(app: falcon.asgi.App[Any, Any], retry_after: int) -> None:
-    """Map the domain errors to HTTP statuses on ``app``."""
+    """Map the domain errors to HTTP statuses on ``app``, and serialise every error (Falcon's
+    own 404/405 too) with :func:`error_body`."""
+
+    def serialize(req: falcon.Request, resp: falcon.Response, exc: falcon.HTTPError) -> None:
+        resp.content_type = falcon.MEDIA_JSON
+        resp.data = error_body(req.path, exc.title or "Error", exc.description)
+
+    app.set_error_serializer(serialize)
 
     async def handle(
         req: falcon.asgi.Request, resp: falcon.asgi.Response, exc: Exception, params: Any

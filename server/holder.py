@@ -79,15 +79,21 @@ class ModelHolder:
     def require(self) -> Serving:
         serving = self.serving
         if serving is None:
-            raise ModelNotReadyError(self.name, self.status.last_error or "")
+            if self.status.last_error:
+                raise ModelNotReadyError.refused(self.name)
+            raise ModelNotReadyError(self.name)
         return serving
 
 
 class Registry:
     """Every model of the volume by name; the dict is replaced, never mutated, on change."""
 
-    def __init__(self, default_model: str | None = None) -> None:
+    def __init__(
+        self, default_model: str | None = None, required: frozenset[str] = frozenset()
+    ) -> None:
         self._default = default_model
+        self.required = required | ({default_model} if default_model else set())
+        """Models the pod must serve to be ready (SERVER_REQUIRED_MODELS and the default)."""
         self.holders: dict[str, ModelHolder] = {}
 
     def names(self) -> list[str]:
@@ -98,6 +104,11 @@ class Registry:
         if holder is None:
             raise ModelNotFoundError(name, self.names())
         return holder
+
+    def label(self, name: str | None) -> str:
+        """The metrics label for a request naming ``name``: unknown names share one value
+        (``""``), so that random names never add label children."""
+        return name if name is not None and name in self.holders else ""
 
     def default(self) -> ModelHolder:
         holders = self.holders
@@ -122,6 +133,21 @@ class Registry:
     def remove(self, name: str) -> None:
         self.holders = {key: value for key, value in self.holders.items() if key != name}
 
+    def waiting(self) -> list[str]:
+        """Why the pod is not ready: the required models not served, sorted; with no required
+        set, every model when none serves. Empty when ready."""
+        holders = self.holders
+        if self.required:
+            return sorted(
+                name
+                for name in self.required
+                if getattr(holders.get(name), "serving", None) is None
+            )
+        if any(holder.serving is not None for holder in holders.values()):
+            return []
+        return sorted(holders)
+
     def ready(self) -> bool:
-        holders = list(self.holders.values())
-        return bool(holders) and all(holder.serving is not None for holder in holders)
+        """Every required model serves (or, with none declared, at least one model serves):
+        a refused model that is not required never makes the pod unready."""
+        return bool(self.holders) and not self.waiting()

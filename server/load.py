@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnxruntime as ort
 
 from contracts.digest import sha256_file
 from contracts.tensors import UnsupportedTensorType, sample_array
-from contracts.volume import MANIFEST_FILE, MODEL_FILE, PublishedModel
+from contracts.volume import MANIFEST_FILE, PublishedModel, VolumeError
 from server.batcher import Array, Batcher
 from server.errors import InferenceError, InvalidInputError, ModelLoadError
 from server.metrics import ModelMetrics
-from server.validation import TensorSpec, jsonable, rows_from_data
+from server.validation import TensorSpec
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,11 +32,13 @@ class LoadOptions:
     batch_max_rows: int = 256
     batch_window_us: int = 0
     inline_max_us: int = 300
+    timeout_s: float = 60.0
+    """Most seconds one load (verify, open, warm up) may take; past it the version is refused."""
 
 
 @dataclass(frozen=True, slots=True)
 class LoadedModel:
-    """One version ready to serve; everything a request needs is computed here, once."""
+    """One version ready to serve: the session and its metadata, nothing about HTTP."""
 
     name: str
     version: str
@@ -44,113 +52,109 @@ class LoadedModel:
     inline: bool
     batcher: Batcher | None
     metrics: ModelMetrics
-    v2_metadata: dict[str, Any] = field(repr=False)
     _output_names: list[str] = field(repr=False)
     _run_fast: Any = field(repr=False, default=None)
-    encoded_version: bytes = field(repr=False, default=b"")
-    """The version as an HTTP header value, encoded once."""
     """The session's C++ ``run``, skipping the Python wrapper's per-call checks (inputs are
     checked by ``validation`` already); the public ``run`` if that is not there."""
+    encoded_version: bytes = field(repr=False, default=b"")
+    """The version as an HTTP header value, encoded once."""
+    _map_outputs: tuple[int, ...] = field(repr=False, default=())
+    """Indexes of the ZipMap outputs (lists of dicts), turned into object arrays per row."""
 
     @property
     def schema(self) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
         return self.inputs, self.outputs
 
+    @property
+    def only_input(self) -> str | None:
+        """The name of the input when there is exactly one (batchable requests)."""
+        return self.inputs[0].name if len(self.inputs) == 1 else None
+
     def run(self, feeds: Mapping[str, Array]) -> list[Array]:
         try:
-            outputs: list[Array] = self._run_fast(self._output_names, feeds, None)
+            outputs: list[Any] = self._run_fast(self._output_names, feeds, None)
         except Exception as exc:  # onnxruntime's errors are untyped pybind classes
             if "INVALID_ARGUMENT" in str(exc):
                 raise InvalidInputError(f"the model rejected the input: {exc}") from None
             raise InferenceError(self.name, self.version, str(exc)) from exc
+        for index in self._map_outputs:
+            outputs[index] = rows_of(outputs[index])
         return outputs
 
-    def run_rows(self, rows: Array) -> list[Array]:
-        """One call for checked rows of the only input, on this thread (no batching)."""
-        outputs = self.run({self.inputs[0].name: rows})
-        self.metrics.batch_rows.observe(len(rows))
+    def run_feeds(self, feeds: Mapping[str, Array]) -> list[Array]:
+        """One call on this thread (no batching), counted in the batch-size metric."""
+        outputs = self.run(feeds)
+        self.metrics.batch_rows.observe(len(next(iter(feeds.values()))))
         return outputs
 
     def _run_rows(self, rows: Array) -> list[Array]:
         return self.run({self.inputs[0].name: rows})
 
-    def rows(self, data: Any) -> tuple[Array, bool]:
-        """``{"data": ...}`` -> checked rows for the first input, and whether it was one row."""
-        if len(self.inputs) != 1:
-            names = ", ".join(spec.describe() for spec in self.inputs)
-            raise InvalidInputError(
-                f"model {self.name!r} takes several inputs ({names}): use "
-                f"POST /v2/models/{self.name}/infer"
-            )
-        return rows_from_data(data, self.inputs[0])
-
-    async def infer_rows(self, rows: Array) -> list[Array]:
-        if self.batcher is not None:
-            return await self.batcher.infer(rows)
-        return await self.infer({self.inputs[0].name: rows})
+    async def infer_feeds(self, feeds: Mapping[str, Array]) -> list[Array]:
+        """Batched with other requests when the model has one input; else one call."""
+        if self.batcher is not None and len(feeds) == 1:
+            return await self.batcher.infer(next(iter(feeds.values())))
+        return await self.infer(feeds)
 
     async def infer(self, feeds: Mapping[str, Array]) -> list[Array]:
-        """Any feeds, one call (no batching): V2 requests with several inputs."""
+        """Any feeds, one call (no batching)."""
         if self.inline:
             return self.run(feeds)
         return await asyncio.get_running_loop().run_in_executor(None, self.run, feeds)
 
-    def answer(self, outputs: list[Array], single: bool) -> dict[str, Any]:
-        """The ``/predict`` body: first output as ``prediction``; all of them when several."""
-        values = [jsonable(out[0] if single else out) for out in outputs]
-        body: dict[str, Any] = {
-            "model": self.name,
-            "modelVersion": self.version,
-            "prediction": values[0],
-        }
-        if len(values) > 1:
-            body["outputs"] = {
-                spec.name: value for spec, value in zip(self.outputs, values, strict=True)
-            }
-        return body
 
-    def v2_answer(self, outputs: list[Array], request_id: Any) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "model_name": self.name,
-            "model_version": self.version,
-            "outputs": [
-                {
-                    "name": spec.name,
-                    "datatype": spec.datatype,
-                    "shape": list(out.shape),
-                    "data": jsonable(out.reshape(-1)),
-                }
-                for spec, out in zip(self.outputs, outputs, strict=True)
-            ],
-        }
-        if request_id is not None:
-            body["id"] = request_id
-        return body
+def rows_of(values: list[Any]) -> Array:
+    """A sequence output (ZipMap's list of dicts) as a 1-D object array, one item per row."""
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array
 
 
-def _verify_files(published: PublishedModel) -> None:
+def _verify_files(published: PublishedModel) -> Path:
+    """Check every file the manifest lists (or the model file against ``sha256``); refuse a
+    file that is not a regular file inside the version directory. Returns the model file."""
     manifest = published.manifest
-    model_file = published.model_file
-    if not model_file.is_file():
-        raise ModelLoadError(manifest.name, manifest.version, f"{model_file} is missing")
-    expected = dict(manifest.files)
-    expected.setdefault(MODEL_FILE, manifest.sha256)
+    try:
+        model_file = published.model_file
+        expected = dict(manifest.files) or {manifest.model_file: manifest.sha256}
+        expected.pop(MANIFEST_FILE, None)
+        if manifest.model_file not in expected:
+            raise VolumeError(
+                f"the manifest's files do not list its model_file {manifest.model_file!r}"
+            )
+        paths = {relative: published.file(relative) for relative in expected}
+    except VolumeError as exc:
+        raise ModelLoadError(manifest.name, manifest.version, str(exc), "volume") from None
     for relative, want in expected.items():
-        if relative == MANIFEST_FILE:
-            continue
-        path = published.directory / relative
         try:
-            got = sha256_file(path)
+            got = sha256_file(paths[relative])
         except OSError as exc:
             raise ModelLoadError(
-                manifest.name, manifest.version, f"cannot read {path}: {exc}"
+                manifest.name, manifest.version, f"cannot read {relative}: {exc.strerror}", "volume"
             ) from None
         if got != want:
             raise ModelLoadError(
                 manifest.name,
                 manifest.version,
-                f"sha256 of {path} is {got}, the manifest says {want} (partial or corrupt file)",
+                f"the sha256 of {relative} differs from the manifest's (partial or corrupt file)",
+                "checksum",
             )
+    return model_file
+
+
+_LOCALE = re.compile(r"Failed to construct locale with name:\s*([^:\s]+)")
+
+
+def _load_failure(exc: Exception) -> str:
+    """onnxruntime's refusal in words that say what to do."""
+    missing = _LOCALE.search(str(exc))
+    if missing:
+        return (
+            f"the model needs the {missing.group(1)} locale (skl2onnx's StringNormalizer), "
+            "which this machine lacks: install it (the server image has en_US.UTF-8), or "
+            "convert with skl2onnx's 'locale' option set to an installed one"
+        )
+    return f"onnxruntime cannot load it: {exc}"
 
 
 def _warmup_feeds(inputs: tuple[TensorSpec, ...]) -> dict[str, Array]:
@@ -169,26 +173,62 @@ def load_version(
     options: LoadOptions,
     expected_schema: tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]] | None = None,
 ) -> LoadedModel:
-    """Verify, load, check against ``expected_schema`` (the serving version's) and warm up.
+    """Verify, load, check against ``expected_schema`` (the serving version's) and warm up,
+    within ``options.timeout_s`` (a warm-up past it is stopped with onnxruntime's terminate flag;
+    a load past it is abandoned in its thread).
 
     Raises:
         ModelLoadError: anything that makes the version unfit to serve; the caller keeps the
             old one.
     """
     manifest = published.manifest
+    run_options = ort.RunOptions()
+    result: list[LoadedModel | BaseException] = []
+
+    def attempt() -> None:
+        try:
+            result.append(_load(published, options, expected_schema, run_options))
+        except BaseException as exc:  # handed to the caller's thread
+            result.append(exc)
+
+    thread = threading.Thread(target=attempt, name=f"load-{manifest.name}", daemon=True)
+    thread.start()
+    thread.join(options.timeout_s)
+    if not result:
+        run_options.terminate = True  # stops a warm-up inference that never ends
+        raise ModelLoadError(
+            manifest.name,
+            manifest.version,
+            f"loading and warming up took longer than {options.timeout_s:g}s "
+            "(SERVER_LOAD_TIMEOUT_SECONDS); refused",
+            "timeout",
+        )
+    outcome = result[0]
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+def _load(
+    published: PublishedModel,
+    options: LoadOptions,
+    expected_schema: tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]] | None,
+    run_options: ort.RunOptions,
+) -> LoadedModel:
+    manifest = published.manifest
     name, version = manifest.name, manifest.version
     started = time.perf_counter()
-    _verify_files(published)
+    model_file = _verify_files(published)
     session_options = ort.SessionOptions()
     session_options.intra_op_num_threads = options.intra_op_threads
     session_options.inter_op_num_threads = 1
     session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     try:
         session = ort.InferenceSession(
-            str(published.model_file), session_options, providers=["CPUExecutionProvider"]
+            str(model_file), session_options, providers=["CPUExecutionProvider"]
         )
     except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
-        raise ModelLoadError(name, version, f"onnxruntime cannot load it: {exc}") from exc
+        raise ModelLoadError(name, version, _load_failure(exc), "onnx") from exc
     try:
         inputs = tuple(
             TensorSpec.from_onnxruntime(arg.name, arg.type, arg.shape)
@@ -199,7 +239,7 @@ def load_version(
             for arg in session.get_outputs()
         )
     except UnsupportedTensorType as exc:
-        raise ModelLoadError(name, version, str(exc)) from exc
+        raise ModelLoadError(name, version, f"an input or output has {exc}", "type") from exc
     if expected_schema is not None and (inputs, outputs) != expected_schema:
         want = "; ".join(spec.describe() for spec in (*expected_schema[0], *expected_schema[1]))
         got = "; ".join(spec.describe() for spec in (*inputs, *outputs))
@@ -208,19 +248,31 @@ def load_version(
             version,
             f"inputs/outputs changed ({got}) from the serving version's ({want}); set "
             "SERVER_ALLOW_SCHEMA_CHANGE=true to accept that",
+            "schema",
         )
     output_names = [spec.name for spec in outputs]
     feeds = _warmup_feeds(inputs)
+    warmup_us = float("inf")  # unknown: the model runs in a thread
     try:
-        session.run(output_names, feeds)
+        session.run(output_names, feeds, run_options)
         timings = []
         for _ in range(3):
             tick = time.perf_counter()
-            session.run(output_names, feeds)
+            session.run(output_names, feeds, run_options)
             timings.append(time.perf_counter() - tick)
+        warmup_us = sorted(timings)[1] * 1e6
     except Exception as exc:
-        raise ModelLoadError(name, version, f"warm-up inference failed: {exc}") from exc
-    warmup_us = sorted(timings)[1] * 1e6
+        if run_options.terminate:
+            raise ModelLoadError(
+                name, version, "warm-up stopped at the time limit", "timeout"
+            ) from None
+        # Zeros and empty strings are not the users' data: a OneHotEncoder without
+        # handle_unknown refuses "" although the model is fine. Served; the requests tell.
+        log.warning(
+            "%s version %s: the warm-up input (zeros, empty strings) failed: %s; serving it, "
+            "in a thread",
+            name, version, exc,
+        )  # fmt: skip
     inline = warmup_us <= options.inline_max_us
     metrics = ModelMetrics(name, version)
     batchable = len(inputs) == 1 and inputs[0].batch_dynamic
@@ -237,16 +289,10 @@ def load_version(
         inline=inline,
         batcher=None,
         metrics=metrics,
-        v2_metadata={
-            "name": name,
-            "versions": [version],
-            "platform": "onnxruntime",
-            "inputs": [spec.metadata() for spec in inputs],
-            "outputs": [spec.metadata() for spec in outputs],
-        },
         _output_names=output_names,
         _run_fast=_fast_run(session),
         encoded_version=version.encode("latin-1", errors="replace"),
+        _map_outputs=tuple(i for i, spec in enumerate(outputs) if spec.sequence_of_maps),
     )
     if batchable:
         batcher = Batcher(

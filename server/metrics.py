@@ -45,6 +45,12 @@ SWAPS = Counter(
     "Attempts to load a published version, by result (loaded, failed).",
     ["model", "role", "result"],
 )
+REFUSALS = Counter(
+    "server_model_refusals_total",
+    "Published versions refused, by reason (volume, checksum, onnx, type, schema, warmup, "
+    "timeout, invalid).",
+    ["model", "role", "reason"],
+)
 LOAD_SECONDS = Histogram(
     "server_model_load_seconds",
     "Seconds to verify, load and warm up a version.",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,19 +28,33 @@ from server.holder import Registry, Serving
 from server.load import LoadedModel
 from server.metrics import SHADOW, record_failure
 from server.routing import choose
+from server.validation import feeds_from_data, jsonable
 
 log = logging.getLogger(__name__)
 
 ROUTING_KEY_HEADER = "X-Routing-Key"
 VERSION_HEADER = "X-Model-Version"
+INLINE_MAX_BODY_BYTES = 64 * 1024
+"""Bodies up to this size are decoded on the event loop; larger ones in a thread."""
 
 Header = Callable[[str], str | None]
 """Looks a request header up by name (case-insensitive), None when absent."""
 
 
-def check_body(content_type: str | None, length: int | None, limit: int) -> None:
-    """415 for anything but JSON, 413 past the limit (before reading the body)."""
-    if content_type is None or not content_type.startswith("application/json"):
+def media_type(content_type: str | None) -> str | None:
+    """``application/json; charset=utf-8`` -> ``application/json`` (lower case); None if absent."""
+    if content_type is None:
+        return None
+    return content_type.partition(";")[0].strip().lower()
+
+
+def check_body(
+    content_type: str | None, length: int | None, limit: int, *, json_by_default: bool = False
+) -> None:
+    """415 for anything but JSON (the whole media type, not a prefix), 413 past the limit
+    (before reading the body). ``json_by_default``: no Content-Type means JSON (V2)."""
+    kind = media_type(content_type)
+    if not (kind == "application/json" or (kind is None and json_by_default)):
         raise UnsupportedMediaTypeError(content_type)
     if length is not None and length > limit:
         raise BodyTooLargeError(length, limit)
@@ -77,8 +91,11 @@ class Shadows:
         self._tolerance = tolerance
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def submit(self, candidate: LoadedModel, rows: Array, served: list[Array]) -> None:
-        task = asyncio.get_running_loop().create_task(self._compare(candidate, rows.copy(), served))
+    def submit(
+        self, candidate: LoadedModel, feeds: Mapping[str, Array], served: list[Array]
+    ) -> None:
+        copies = {name: array.copy() for name, array in feeds.items()}
+        task = asyncio.get_running_loop().create_task(self._compare(candidate, copies, served))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -91,14 +108,16 @@ class Shadows:
             if a.dtype.kind in "fiub" and b.dtype.kind in "fiub":
                 if not np.allclose(a, b, rtol=0.0, atol=self._tolerance, equal_nan=True):
                     return True
-            elif not np.array_equal(a, b):
+            elif a.tolist() != b.tolist():  # strings, ZipMap dicts
                 return True
         return False
 
-    async def _compare(self, candidate: LoadedModel, rows: Array, served: list[Array]) -> None:
+    async def _compare(
+        self, candidate: LoadedModel, feeds: dict[str, Array], served: list[Array]
+    ) -> None:
         started = time.perf_counter()
         try:
-            outputs = await candidate.infer_rows(rows)
+            outputs = await candidate.infer_feeds(feeds)
         except Exception as exc:
             SHADOW.labels(candidate.name, candidate.version, "error").inc()
             log.warning("shadow %s %s failed: %s", candidate.name, candidate.version, exc)
@@ -121,7 +140,7 @@ class Predictor:
         try:
             check_body(content_type, length, self.max_body_bytes)
         except ServerError as exc:
-            record_failure(name or "", exc.status)
+            record_failure(self.registry.label(name), exc.status)
             raise
 
     def prepare(
@@ -137,38 +156,50 @@ class Predictor:
             serving = holder.require()
             if sync_only and (serving.candidate is not None or not serving.current.inline):
                 return None
+            if sync_only and len(raw) > INLINE_MAX_BODY_BYTES:
+                return None  # decoded off the event loop (predict_async)
             body = parse_json(raw, self.max_body_bytes)
             if not isinstance(body, dict) or "data" not in body:
                 raise InvalidInputError(
-                    'the body must be a JSON object {"data": [...]} with one row or a list of rows'
+                    'the body must be a JSON object {"data": [...]} with one row or a list of '
+                    'rows, or {"data": {"<input name>": rows, ...}}'
                 )
             model, shadow = route(serving, header)
-            rows, single = model.rows(body["data"])
+            feeds, single = feeds_from_data(body["data"], model.inputs)
         except ServerError as exc:
             if model is not None:
                 model.metrics.request(exc.status, None)
             else:
-                record_failure(name or "", exc.status)
+                record_failure(self.registry.label(name), exc.status)
             raise
-        return Prepared(model, shadow, rows, single, started)
+        return Prepared(model, shadow, feeds, single, started)
 
     def failed(self, prepared: Prepared, exc: ServerError) -> None:
         prepared.model.metrics.request(exc.status, None)
 
     def finish(self, prepared: Prepared, outputs: list[Array]) -> Answer:
         model = prepared.model
-        answer = Answer(model, model.answer(outputs, prepared.single))
+        answer = Answer(model, predict_body(model, outputs, prepared.single))
         model.metrics.request(200, time.perf_counter() - prepared.started)
         if prepared.shadow is not None:
-            self.shadows.submit(prepared.shadow, prepared.rows, outputs)
+            self.shadows.submit(prepared.shadow, prepared.feeds, outputs)
         return answer
 
     async def predict(self, name: str | None, raw: bytes, header: Header) -> Answer:
-        """Answer one request whose headers passed :func:`check_body` (batched with others)."""
-        prepared = self.prepare(name, raw, header)
+        """Answer one request whose headers passed :func:`check_body` (batched with others).
+
+        A large body is decoded and checked in a thread, so that it never stalls the event
+        loop (health probes, other connections)."""
+        if len(raw) > INLINE_MAX_BODY_BYTES:
+            prepared = await asyncio.to_thread(self.prepare, name, raw, header)
+        else:
+            prepared = self.prepare(name, raw, header)
         assert prepared is not None
         try:
-            outputs = await prepared.model.infer_rows(prepared.rows)
+            if len(raw) > INLINE_MAX_BODY_BYTES:
+                outputs = await asyncio.to_thread(prepared.model.run_feeds, prepared.feeds)
+            else:
+                outputs = await prepared.model.infer_feeds(prepared.feeds)
         except ServerError as exc:
             prepared.model.metrics.request(exc.status, None)
             raise
@@ -181,6 +212,21 @@ class Prepared:
 
     model: LoadedModel
     shadow: LoadedModel | None
-    rows: Array
+    feeds: dict[str, Array]
     single: bool
     started: float
+
+
+def predict_body(model: LoadedModel, outputs: list[Array], single: bool) -> dict[str, Any]:
+    """The ``/predict`` body: first output as ``prediction``; all of them when several."""
+    values = [jsonable(out[0] if single else out) for out in outputs]
+    body: dict[str, Any] = {
+        "model": model.name,
+        "modelVersion": model.version,
+        "prediction": values[0],
+    }
+    if len(values) > 1:
+        body["outputs"] = {
+            spec.name: value for spec, value in zip(model.outputs, values, strict=True)
+        }
+    return body

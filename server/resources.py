@@ -9,19 +9,20 @@ from typing import Any
 import falcon
 import falcon.asgi
 
-from server.errors import InvalidInputError, ServerError
-from server.holder import Registry
+from server import v2
+from server.batcher import Array
+from server.errors import ServerError, VersionNotServedError
+from server.holder import Registry, Serving
 from server.load import LoadedModel
 from server.metrics import record_failure, render
 from server.predict import (
+    INLINE_MAX_BODY_BYTES,
     VERSION_HEADER,
     Predictor,
     Shadows,
     check_body,
-    parse_json,
     route,
 )
-from server.validation import v2_inputs
 
 
 async def read_body(req: falcon.asgi.Request, max_bytes: int) -> bytes:
@@ -47,7 +48,8 @@ class PredictResource:
 
 
 class InferResource:
-    """``POST /v2/models/{name}/infer`` (Open Inference Protocol)."""
+    """``POST /v2/models/{name}[/versions/{version}]/infer`` (Open Inference Protocol), JSON or
+    with the binary tensor data extension; a large body is decoded and run in a thread."""
 
     def __init__(self, registry: Registry, max_body_bytes: int, shadows: Shadows) -> None:
         self._registry = registry
@@ -55,63 +57,93 @@ class InferResource:
         self._shadows = shadows
 
     async def on_post(
-        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, name: str
+        self,
+        req: falcon.asgi.Request,
+        resp: falcon.asgi.Response,
+        name: str,
+        version: str | None = None,
     ) -> None:
         started = time.perf_counter()
         model: LoadedModel | None = None
         try:
             serving = self._registry.get(name).require()
-            check_body(req.content_type, req.content_length, self._max_body_bytes)
-            body = parse_json(await read_body(req, self._max_body_bytes), self._max_body_bytes)
-            if not isinstance(body, dict) or "inputs" not in body:
-                raise InvalidInputError(
-                    'the body must be a JSON object {"inputs": [{"name", "shape", "datatype", '
-                    '"data"}]}'
+            header_length = req.get_header(v2.HEADER_LENGTH)
+            v2.check_media_type(req.content_type, header_length)
+            check_body("application/json", req.content_length, self._max_body_bytes)
+            raw = await read_body(req, self._max_body_bytes)
+            large = len(raw) > INLINE_MAX_BODY_BYTES
+            pinned = version if version is not None else req.get_header(VERSION_HEADER)
+            model, shadow = route(serving, lambda key: pinned if key == VERSION_HEADER else (
+                req.get_header(key)
+            ))  # fmt: skip
+
+            def decode() -> tuple[v2.InferRequest, dict[str, Array], list[v2.OutputChoice]]:
+                assert model is not None
+                request = v2.parse_request(raw, header_length, self._max_body_bytes)
+                return (
+                    request,
+                    v2.feeds(request, model.inputs),
+                    v2.choose_outputs(request, model.outputs),
                 )
-            model, shadow = route(serving, req.get_header)
-            feeds = v2_inputs(body["inputs"], model.inputs)
-            if model.batcher is not None:
-                rows = feeds[model.inputs[0].name]
-                outputs = await model.infer_rows(rows)
+
+            request, feeds, chosen = await asyncio.to_thread(decode) if large else decode()
+            if large:
+                outputs = await asyncio.to_thread(model.run_feeds, feeds)
             else:
-                shadow = None
-                outputs = await model.infer(feeds)
+                outputs = await model.infer_feeds(feeds)
+            data, headers = v2.encode_answer(
+                model.name, model.version, outputs, chosen, request.body.get("id")
+            )
         except ServerError as exc:
             if model is not None:
                 model.metrics.request(exc.status, None)
             else:
-                record_failure(name, exc.status)
+                record_failure(self._registry.label(name), exc.status)
             raise
-        resp.media = model.v2_answer(outputs, body.get("id"))
+        resp.data = data
+        resp.content_type = headers.pop("Content-Type")
+        resp.set_headers(headers)
         resp.set_header(VERSION_HEADER, model.version)
         model.metrics.request(200, time.perf_counter() - started)
         if shadow is not None:
-            self._shadows.submit(shadow, rows, outputs)
+            self._shadows.submit(shadow, feeds, outputs)
 
 
-class ModelMetadataResource:
-    """``GET /v2/models/{name}``: inputs, outputs and versions (current first)."""
+def _served(registry: Registry, name: str, version: str | None) -> tuple[Serving, LoadedModel]:
+    """The serving value and the version asked for (the current one by default); 404 for a
+    version not served."""
+    serving = registry.get(name).require()
+    if version is None or version == serving.current.version:
+        return serving, serving.current
+    if serving.candidate is not None and version == serving.candidate.version:
+        return serving, serving.candidate
+    raise VersionNotServedError(name, version, serving.versions())
 
-    def __init__(self, registry: Registry) -> None:
+
+class ModelResource:
+    """``GET /v2/models/{name}[/versions/{version}]``: inputs, outputs, versions (current
+    first); with ``ready``, ``.../ready``: 200 when it serves, 503 before."""
+
+    def __init__(self, registry: Registry, *, ready: bool = False) -> None:
         self._registry = registry
+        self._ready = ready
 
-    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, name: str) -> None:
-        serving = self._registry.get(name).require()
-        metadata = serving.current.v2_metadata
-        if serving.candidate is not None:
-            metadata = {**metadata, "versions": serving.versions()}
-        resp.media = metadata
+    async def on_get(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, **route: str
+    ) -> None:
+        name = route["name"]
+        serving, model = _served(self._registry, name, route.get("version"))
+        if self._ready:
+            resp.media = {"name": name, "ready": True}
+        else:
+            resp.media = v2.model_metadata(name, serving.versions(), model.inputs, model.outputs)
 
 
-class ModelReadyResource:
-    """``GET /v2/models/{name}/ready``: 200 when it serves, 503 before."""
+class ServerMetadataResource:
+    """``GET /v2``: the server's name, version and protocol extensions."""
 
-    def __init__(self, registry: Registry) -> None:
-        self._registry = registry
-
-    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, name: str) -> None:
-        self._registry.get(name).require()
-        resp.media = {"name": name, "ready": True}
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        resp.media = v2.SERVER_METADATA
 
 
 class ModelsResource:
@@ -147,7 +179,8 @@ class LiveResource:
 
 
 class ReadyResource:
-    """``GET /v2/health/ready``: every model of the volume serves a version."""
+    """``GET /v2/health/ready`` (the pod's readiness): the required models serve (see
+    ``Registry.ready``)."""
 
     def __init__(self, registry: Registry, retry_after: int) -> None:
         self._registry = registry
@@ -155,11 +188,11 @@ class ReadyResource:
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         if not self._registry.ready():
-            waiting = [n for n, h in self._registry.holders.items() if h.serving is None]
+            waiting = self._registry.waiting()
             raise falcon.HTTPServiceUnavailable(
                 title="Not ready",
                 description=(
-                    f"models not loaded yet: {', '.join(waiting)}"
+                    f"models not served yet: {', '.join(waiting)}"
                     if waiting
                     else "nothing is published in the volume yet"
                 ),

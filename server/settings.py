@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -17,9 +17,22 @@ class ServerSettings(BaseSettings):
     default_model: str | None = Field(
         default=None, description="Model served by POST /predict; default: the only one."
     )
+    required_models: str = Field(
+        default="",
+        description="Comma-separated models the pod must serve to be ready (/v2/health/ready), "
+        "besides the default model; empty: ready when any model serves.",
+    )
+    load_timeout_seconds: float = Field(
+        default=60.0, gt=0, description="Most seconds one load and warm-up may take (refused)."
+    )
+    body_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Most seconds a request may take to arrive."
+    )
     max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
     auth_token: SecretStr | None = Field(
-        default=None, description="Bearer token required on the inference routes when set."
+        default=None,
+        description="Bearer token required on the inference routes when set (printable "
+        "ASCII, no spaces); an empty value is refused: unset the variable to serve without auth.",
     )
     force_polling: bool = Field(
         default=False, description="Poll the volume instead of inotify (network volumes)."
@@ -54,3 +67,23 @@ class ServerSettings(BaseSettings):
         description="Shadow outputs differing more than this count as different.",
     )
     retry_after_seconds: int = Field(default=1, ge=1)
+
+    @field_validator("auth_token")
+    @classmethod
+    def _token_is_usable(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        token = value.get_secret_value()
+        if not token:
+            raise ValueError(
+                "is empty: set a token, or unset SERVER_AUTH_TOKEN to serve without auth"
+            )
+        if not all("!" <= char <= "~" for char in token):
+            raise ValueError(
+                "must be printable ASCII without spaces (HTTP headers carry no other text)"
+            )
+        return value
+
+    @property
+    def required(self) -> frozenset[str]:
+        return frozenset(name.strip() for name in self.required_models.split(",") if name.strip())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from contracts.volume import (
 from server.errors import ModelLoadError
 from server.holder import ModelHolder, Registry, Rollout, Serving
 from server.load import LoadedModel, LoadOptions, load_version
-from server.metrics import LOAD_SECONDS, LOADED, SWAPS
+from server.metrics import LOAD_SECONDS, LOADED, REFUSALS, SWAPS
 
 log = logging.getLogger(__name__)
 
@@ -42,18 +43,29 @@ class VolumeSync:
         with self._lock:
             names = list_models(self._volume)
             for name in names:
-                self._sync_model(self._registry.add(name))
+                holder = self._registry.add(name)
+                try:
+                    self._sync_model(holder)
+                except Exception as exc:  # one model's surprise never stops the others
+                    log.exception("syncing %s failed", name)
+                    holder.status.last_error = self._public(f"syncing failed: {exc}")
             for name in self._registry.names():
                 if name not in names:
                     log.warning("model %s left the volume; no longer served", name)
                     self._retire(self._registry.get(name).serving, None)
                     self._registry.remove(name)
 
+    def _public(self, text: str) -> str:
+        """``text`` with the volume's own path left out (it is served in /models)."""
+        for prefix in {str(self._volume), os.path.realpath(self._volume)}:
+            text = text.replace(prefix + os.sep, "").replace(prefix, "<volume>")
+        return text
+
     def _resolve(self, holder: ModelHolder, role: str) -> PublishedModel | None:
         try:
             return resolve(self._volume, holder.name, role)
         except VolumeError as exc:
-            reason = str(exc)
+            reason = self._public(str(exc))
             if holder.status.last_error != reason:
                 log.error("cannot read %s/%s: %s", holder.name, role, reason)
                 SWAPS.labels(holder.name, role, "failed").inc()
@@ -71,8 +83,9 @@ class VolumeSync:
             model = load_version(published, self._options.load, expected)
         except ModelLoadError as exc:
             holder.status.failed_directories[directory] = exc.reason
-            holder.status.last_error = str(exc)
+            holder.status.last_error = self._public(str(exc))
             SWAPS.labels(holder.name, role, "failed").inc()
+            REFUSALS.labels(holder.name, role, exc.kind).inc()
             log.error(
                 "%s; still serving %s",
                 exc,

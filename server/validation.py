@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +25,15 @@ _KIND_WORDS = {
 }
 
 
+# What skl2onnx's and onnxmltools' classifiers emit by default (ZipMap): a list of {label: p}.
+_SEQUENCE_OF_MAPS = re.compile(r"seq\(map\((int64|string),tensor\((float|double)\)\)\)")
+
+MAX_RANK = 16
+"""Most dimensions a request's shape may have."""
+MAX_ELEMENTS = 1 << 24
+"""Most values one request's tensor may hold (the body limit bounds it further)."""
+
+
 @dataclass(frozen=True, slots=True)
 class TensorSpec:
     """One input or output of a model, as onnxruntime reports it."""
@@ -34,10 +45,15 @@ class TensorSpec:
     """Fixed dimensions as ints; symbolic or unknown ones as None."""
     onnx_type: str = ""
     """onnxruntime's type string, e.g. ``tensor(float)`` (contracts.tensors)."""
+    sequence_of_maps: bool = False
+    """A ZipMap output (``seq(map(int64|string, tensor(float)))``): one JSON object per row."""
 
     @classmethod
     def from_onnxruntime(cls, name: str, type_: str, shape: Sequence[Any]) -> TensorSpec:
-        """Raises UnsupportedTensorType for a type outside ``contracts.tensors``."""
+        """Raises UnsupportedTensorType for a type outside ``contracts.tensors`` (and not a
+        ZipMap output: those are read as one JSON object per row)."""
+        if _SEQUENCE_OF_MAPS.fullmatch(type_):
+            return cls(name, np.dtype(object), "BYTES", (None,), type_, sequence_of_maps=True)
         dtype, datatype = numpy_dtype(type_), v2_datatype(type_)
         dims = tuple(d if isinstance(d, int) and d >= 0 else None for d in shape)
         return cls(name=name, dtype=dtype, datatype=datatype, shape=dims, onnx_type=type_)
@@ -81,7 +97,27 @@ class TensorSpec:
             raise InvalidInputError(f"{what} is empty; expected {self.describe()}")
         if array.dtype == self.dtype:
             return array
-        return array.astype(self.dtype)
+        return _cast(array, self, what)
+
+
+def _cast(array: np.ndarray[Any, Any], spec: TensorSpec, what: str) -> np.ndarray[Any, Any]:
+    """``array`` as the input's dtype; values the dtype cannot hold are a 400, never inf or a
+    wrapped integer."""
+    target = spec.dtype
+    if target.kind in "iu" and array.dtype.kind in "iu":
+        info = np.iinfo(target)
+        if array.min() < info.min or array.max() > info.max:
+            raise InvalidInputError(
+                f"{what} has values outside {target.name}'s range [{info.min}, {info.max}] "
+                f"for {spec.describe()}"
+            )
+    cast = array.astype(target)
+    if target.kind == "f" and not np.isfinite(cast).all():
+        raise InvalidInputError(
+            f"{what} has values beyond {target.name}'s range (+-{np.finfo(target).max:.4g}) "
+            f"for {spec.describe()}"
+        )
+    return cast
 
 
 def _as_array(data: Any, what: str, spec: TensorSpec) -> np.ndarray[Any, Any]:
@@ -104,7 +140,8 @@ def rows_from_data(data: Any, spec: TensorSpec) -> tuple[np.ndarray[Any, Any], b
     One row has the model's rank minus one (``[..16 numbers..]`` for ``float32[N,16]``); a batch
     has the full rank (``[[..], [..]]``).
     """
-    if not isinstance(data, list):
+    scalar_row = len(spec.shape) == 1 and isinstance(data, str | int | float | bool)
+    if not isinstance(data, list) and not scalar_row:
         raise InvalidInputError(
             f"'data' must be a JSON array (one row or a list of rows); expected {spec.describe()}"
         )
@@ -115,8 +152,65 @@ def rows_from_data(data: Any, spec: TensorSpec) -> tuple[np.ndarray[Any, Any], b
     return spec.check_array(array, "'data'" if not single else "'data' (one row)"), single
 
 
-def v2_inputs(inputs: Any, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray[Any, Any]]:
-    """The V2 ``inputs`` list -> feeds, each checked against the model's input of that name."""
+def check_shape(shape: Any, what: str) -> list[int]:
+    """A V2 ``shape``: a list of non-negative ints (not booleans), rank and product bounded."""
+    if (
+        not isinstance(shape, list)
+        or len(shape) > MAX_RANK
+        or not all(type(d) is int and d >= 0 for d in shape)
+    ):
+        raise InvalidInputError(
+            f"{what} needs 'shape', a list of at most {MAX_RANK} non-negative integers"
+        )
+    if math.prod(shape) > MAX_ELEMENTS:
+        raise InvalidInputError(f"{what} has shape {shape}: more than {MAX_ELEMENTS} values")
+    return shape
+
+
+def feeds_from_data(
+    data: Any, specs: Sequence[TensorSpec]
+) -> tuple[dict[str, np.ndarray[Any, Any]], bool]:
+    """The ``/predict`` ``data``: rows of the only input, or ``{input name: rows}`` for any
+    number of inputs -> (feeds, whether it was one row)."""
+    if not isinstance(data, Mapping):
+        if len(specs) != 1:
+            names = ", ".join(spec.describe() for spec in specs)
+            raise InvalidInputError(
+                f"the model takes several inputs ({names}): send 'data' as an object "
+                '{"<input name>": rows, ...}'
+            )
+        rows, single = rows_from_data(data, specs[0])
+        return {specs[0].name: rows}, single
+    expected = {spec.name for spec in specs}
+    if set(data) != expected:
+        unknown = sorted(set(data) - expected)
+        missing = sorted(expected - set(data))
+        raise InvalidInputError(
+            f"'data' names inputs {sorted(data)}; the model's inputs are {sorted(expected)}"
+            + (f" (unknown: {unknown})" if unknown else "")
+            + (f" (missing: {missing})" if missing else "")
+        )
+    feeds: dict[str, np.ndarray[Any, Any]] = {}
+    singles = set()
+    for spec in specs:
+        rows, single = rows_from_data(data[spec.name], spec)
+        feeds[spec.name] = rows
+        singles.add(single)
+    if len(singles) > 1:
+        raise InvalidInputError(
+            "'data' mixes one row and lists of rows: send every input in the same form"
+        )
+    return feeds, singles.pop()
+
+
+def v2_inputs(
+    inputs: Any,
+    specs: Sequence[TensorSpec],
+    binary: Mapping[str, np.ndarray[Any, Any]] | None = None,
+) -> dict[str, np.ndarray[Any, Any]]:
+    """The V2 ``inputs`` list -> feeds, each checked against the model's input of that name.
+
+    ``binary``: the inputs sent with the binary tensor data extension, already decoded."""
     by_name = {spec.name: spec for spec in specs}
     expected = ", ".join(spec.describe() for spec in specs)
     if not isinstance(inputs, list) or not inputs:
@@ -137,13 +231,12 @@ def v2_inputs(inputs: Any, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray[
                 f"input {name!r} has datatype {datatype!r}; expected {spec.datatype!r} "
                 f"for {spec.describe()}"
             )
-        shape = item.get("shape")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-            raise InvalidInputError(f"input {name!r} needs 'shape', a list of sizes")
-        array = _as_array(item.get("data"), f"input {name!r}", spec)
-        if array.size != int(np.prod(shape)):
+        shape = check_shape(item.get("shape"), f"input {name!r}")
+        data = binary.get(spec.name) if binary else None
+        array = data if data is not None else _as_array(item.get("data"), f"input {name!r}", spec)
+        if array.size != math.prod(shape):
             raise InvalidInputError(
-                f"input {name!r} has {array.size} values; shape {shape} needs {int(np.prod(shape))}"
+                f"input {name!r} has {array.size} values; shape {shape} needs {math.prod(shape)}"
             )
         feeds[spec.name] = spec.check_array(array.reshape(shape), f"input {name!r}")
     missing = [spec.describe() for spec in specs if spec.name not in feeds]
@@ -156,6 +249,8 @@ def jsonable(array: Any) -> Any:
     """An output in a form orjson serialises (arrays natively; scalars and strings as Python)."""
     if isinstance(array, np.generic):  # one row of a 1-D output, e.g. a label
         return array.item()
+    if not isinstance(array, np.ndarray):  # one row of a string or ZipMap output: str, dict
+        return array
     if array.dtype.kind in "OUS":
         return array.tolist()
     return array if array.flags.c_contiguous else np.ascontiguousarray(array)

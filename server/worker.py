@@ -32,7 +32,7 @@ import orjson
 import uvloop
 from gunicorn.workers.base import Worker
 
-from server.errors import BodyTooLargeError, ServerError, error_headers
+from server.errors import BodyTooLargeError, ServerError, error_body, error_headers
 
 if TYPE_CHECKING:  # gunicorn imports this module in the master: keep onnxruntime out of it
     from server.app import ServerApp
@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 _JSON = b"application/json"
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS  # ZipMap: {label: p}
 _PREDICT = b"/predict"
 _MODELS = b"/models/"
 
@@ -67,11 +68,12 @@ class _Request:
     refusal: _Answer | None = None  # answered as is (malformed, too large): then close
 
     def header(self, name: str) -> str | None:
+        """The header's value; several headers of that name joined by a comma (as Falcon)."""
         wanted = name.lower().encode("latin-1")
-        for key, value in self.headers:
-            if key == wanted:
-                return value.decode("latin-1")
-        return None
+        found = [value for key, value in self.headers if key == wanted]
+        if not found:
+            return None
+        return (found[0] if len(found) == 1 else b",".join(found)).decode("latin-1")
 
 
 @dataclass(slots=True)
@@ -83,6 +85,8 @@ class _Shared:
     max_body_bytes: int
     retry_after: int
     keepalive: float
+    body_timeout: float = 30.0
+    """Most seconds one request (head and body) may take to arrive, however it trickles."""
     connections: set[HttpProtocol] = field(default_factory=set)
     stopping: bool = False
     ready: list[tuple[HttpProtocol, _Request, str | None]] = field(default_factory=list)
@@ -120,17 +124,18 @@ def _response(
     return b"".join(lines)
 
 
-def _error(exc: ServerError, retry_after: int) -> _Answer:
-    body = orjson.dumps({"title": exc.title, "description": str(exc)})
+def _error(exc: ServerError, retry_after: int, path: bytes = b"") -> _Answer:
+    body = error_body(path.decode("latin-1"), exc.title, str(exc))
     headers = [(b"content-type", _JSON)]
     for name, value in (error_headers(exc, retry_after) or {}).items():
         headers.append((name.lower().encode(), value.encode("latin-1")))
     return exc.status, body, headers
 
 
-def _refusal(status: int, description: str, *extra: tuple[bytes, bytes]) -> _Answer:
-    title = HTTPStatus(status).phrase
-    body = orjson.dumps({"title": title, "description": description})
+def _refusal(
+    status: int, description: str, *extra: tuple[bytes, bytes], path: bytes = b""
+) -> _Answer:
+    body = error_body(path.decode("latin-1"), HTTPStatus(status).phrase, description)
     return status, body, [(b"content-type", _JSON), *extra]
 
 
@@ -168,6 +173,7 @@ class HttpProtocol(asyncio.Protocol):
         self._local: tuple[str, int] | None = None
         self.last_active = time.monotonic()
         self._head_started: float | None = None  # a request head is arriving since then
+        self._message_started = 0.0  # the current request's first byte arrived then
         self._linger_until = 0.0
 
     # asyncio.Protocol
@@ -228,7 +234,7 @@ class HttpProtocol(asyncio.Protocol):
     # httptools callbacks
     def on_message_begin(self) -> None:
         self._in_message = True
-        self._head_started = time.monotonic()
+        self._head_started = self._message_started = time.monotonic()
         self._url = b""
         self._headers = []
         self._head_bytes = 0
@@ -265,7 +271,9 @@ class HttpProtocol(asyncio.Protocol):
         limit = self._shared.max_body_bytes
         if length is not None and length > limit:
             # Refused on the head alone: the body is never read into memory.
-            self._refuse_answer(_error(self._too_large(length), self._shared.retry_after))
+            self._refuse_answer(
+                _error(self._too_large(length), self._shared.retry_after, self._url)
+            )
             return
         if (
             expect
@@ -286,7 +294,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         self._body_size += len(body)
         if self._body_size > self._shared.max_body_bytes:  # chunked: no length up front
-            self._refuse_answer(_error(self._too_large(None), self._shared.retry_after))
+            self._refuse_answer(_error(self._too_large(None), self._shared.retry_after, self._url))
             return
         self._body.append(body)
 
@@ -392,10 +400,12 @@ class HttpProtocol(asyncio.Protocol):
         if self._busy or self._queue:
             return
         trickling = self._head_started is not None and now - self._head_started > keepalive
-        if now - self.last_active <= keepalive and not trickling:
+        overdue = self._in_message and now - self._message_started > self._shared.body_timeout
+        if now - self.last_active <= keepalive and not trickling and not overdue:
             return
-        if self._in_message:  # a request begun and never finished, or its head trickling in
-            self._refuse(408, f"the request did not arrive within {keepalive:g}s")
+        if self._in_message:  # a request begun and never finished, or trickling in
+            limit = self._shared.body_timeout if overdue else keepalive
+            self._refuse(408, f"the request did not arrive within {limit:g}s")
         else:
             self.close()
 
@@ -544,7 +554,7 @@ def _predict_route(path: bytes) -> tuple[bool, str | None]:
 
 
 def _ok(answer: Answer) -> _Answer:
-    body = orjson.dumps(answer.body, option=orjson.OPT_SERIALIZE_NUMPY)
+    body = orjson.dumps(answer.body, option=_JSON_OPTIONS)
     return 200, body, [(b"content-type", _JSON), (b"x-model-version", answer.model.encoded_version)]
 
 
@@ -583,15 +593,16 @@ def _drain(shared: _Shared) -> None:
         groups.setdefault(id(prepared.model), []).append((protocol, request, prepared))
     for group in groups.values():
         model = group[0][2].model
-        if len(group) == 1 or model.batcher is None:
+        only = model.only_input
+        if len(group) == 1 or model.batcher is None or only is None:
             results: list[BaseException | list[Array]] = []
             for _, _, prepared in group:
                 try:
-                    results.append(model.run_rows(prepared.rows))
+                    results.append(model.run_feeds(prepared.feeds))
                 except Exception as exc:
                     results.append(exc)
         else:
-            results = model.batcher.run_many([prepared.rows for _, _, prepared in group])
+            results = model.batcher.run_many([prepared.feeds[only] for _, _, prepared in group])
         for (protocol, request, prepared), result in zip(group, results, strict=True):
             if isinstance(result, ServerError):
                 predictor.failed(prepared, result)
@@ -678,6 +689,7 @@ class HttpWorker(Worker):  # type: ignore[misc]
             max_body_bytes=server_app.predictor.max_body_bytes if server_app else 8 << 20,
             retry_after=server_app.retry_after if server_app else 1,
             keepalive=float(self.cfg.keepalive),
+            body_timeout=server_app.body_timeout if server_app else 30.0,
         )
         lifespan = _Lifespan(app)
         try:

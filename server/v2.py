@@ -1,0 +1,230 @@
+"""The Open Inference Protocol (KServe V2 / Triton) wire format, with the binary tensor data
+extension: request bytes -> checked feeds and the outputs asked for; outputs -> answer bytes.
+
+No web framework here: the Falcon resources call it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from contracts.tensors import UnsupportedTensorType, numpy_dtype, onnx_type_of_v2
+from server.batcher import Array
+from server.errors import BodyTooLargeError, InvalidInputError, UnsupportedMediaTypeError
+from server.predict import media_type, parse_json
+from server.validation import TensorSpec, jsonable, v2_inputs
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+"""The binary extension's header: the JSON part's length; tensor bytes follow it."""
+BINARY_MEDIA_TYPE = "application/octet-stream"
+JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+SERVER_METADATA = {"name": "mlgitops", "version": "0.1.0", "extensions": ["binary_tensor_data"]}
+
+
+@dataclass(frozen=True, slots=True)
+class InferRequest:
+    """A V2 request whose JSON part is parsed and whose binary tensors are split out."""
+
+    body: dict[str, Any]
+    binary: dict[str, bytes]
+    """Input name -> its raw bytes (inputs sent with ``binary_data_size``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutputChoice:
+    index: int
+    spec: TensorSpec
+    binary: bool
+
+
+def check_media_type(content_type: str | None, header_length: str | None) -> None:
+    """JSON is the protocol's default (tritonclient sends no Content-Type); with the binary
+    extension the body may also be declared as bytes."""
+    kind = media_type(content_type)
+    accepted = {None, "application/json"}
+    if header_length is not None:
+        accepted.add(BINARY_MEDIA_TYPE)
+    if kind not in accepted:
+        raise UnsupportedMediaTypeError(content_type)
+
+
+def parse_request(raw: bytes, header_length: str | None, limit: int) -> InferRequest:
+    """Split ``raw`` into the JSON header and the binary tensors it announces."""
+    if len(raw) > limit:
+        raise BodyTooLargeError(None, limit)
+    json_part, rest = raw, b""
+    if header_length is not None:
+        if not header_length.isdigit() or int(header_length) > len(raw):
+            raise InvalidInputError(
+                f"{HEADER_LENGTH} must be the JSON header's length, at most the body's "
+                f"{len(raw)} bytes"
+            )
+        split = int(header_length)
+        json_part, rest = raw[:split], raw[split:]
+    body = parse_json(json_part, limit)
+    if not isinstance(body, dict) or "inputs" not in body:
+        raise InvalidInputError(
+            'the body must be a JSON object {"inputs": [{"name", "shape", "datatype", "data"}]}'
+        )
+    binary: dict[str, bytes] = {}
+    offset = 0
+    inputs = body["inputs"]
+    for index, item in enumerate(inputs if isinstance(inputs, list) else []):
+        size = _parameters(item).get("binary_data_size")
+        if size is None:
+            continue
+        if type(size) is not int or size < 0 or offset + size > len(rest):
+            raise InvalidInputError(
+                f"inputs[{index}] declares binary_data_size {size!r}; the body holds "
+                f"{len(rest) - offset} more bytes"
+            )
+        binary[str(item.get("name"))] = rest[offset : offset + size]
+        offset += size
+    if offset != len(rest):
+        raise InvalidInputError(
+            f"the body has {len(rest) - offset} bytes after the tensors its inputs declare"
+        )
+    return InferRequest(body=body, binary=binary)
+
+
+def _parameters(item: Any) -> Mapping[str, Any]:
+    parameters = item.get("parameters") if isinstance(item, Mapping) else None
+    return parameters if isinstance(parameters, Mapping) else {}
+
+
+def decode_binary(request: InferRequest) -> dict[str, Array]:
+    """The binary inputs as flat arrays of their declared datatype (shape checked later)."""
+    decoded: dict[str, Array] = {}
+    if not request.binary:
+        return decoded
+    items = {
+        str(item.get("name")): item for item in request.body["inputs"] if isinstance(item, Mapping)
+    }
+    for name, data in request.binary.items():
+        datatype = items[name].get("datatype")
+        try:
+            dtype = numpy_dtype(onnx_type_of_v2(str(datatype)))
+        except UnsupportedTensorType as exc:
+            raise InvalidInputError(f"input {name!r}: {exc}") from None
+        if dtype.kind == "O":
+            decoded[name] = _decode_strings(name, data)
+        elif len(data) % dtype.itemsize:
+            raise InvalidInputError(
+                f"input {name!r} has {len(data)} bytes, not a whole number of {datatype} values"
+            )
+        else:
+            decoded[name] = np.frombuffer(data, dtype=dtype.newbyteorder("<")).astype(dtype)
+    return decoded
+
+
+def _decode_strings(name: str, data: bytes) -> Array:
+    """BYTES: each element is a 4-byte little-endian length and that many bytes (UTF-8)."""
+    values: list[str] = []
+    offset = 0
+    while offset < len(data):
+        if offset + 4 > len(data):
+            raise InvalidInputError(f"input {name!r}: a BYTES element is cut short")
+        size = int.from_bytes(data[offset : offset + 4], "little")
+        chunk = data[offset + 4 : offset + 4 + size]
+        if len(chunk) != size:
+            raise InvalidInputError(f"input {name!r}: a BYTES element is cut short")
+        try:
+            values.append(chunk.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise InvalidInputError(f"input {name!r}: a BYTES element is not UTF-8") from None
+        offset += 4 + size
+    return np.array(values, dtype=str)  # checked and cast like JSON strings
+
+
+def feeds(request: InferRequest, specs: Sequence[TensorSpec]) -> dict[str, Array]:
+    return v2_inputs(request.body["inputs"], specs, decode_binary(request))
+
+
+def choose_outputs(request: InferRequest, specs: Sequence[TensorSpec]) -> list[OutputChoice]:
+    """The outputs the request asks for (all when it names none); an unknown name is a 400."""
+    body = request.body
+    default_binary = _parameters(body).get("binary_data_output") is True
+    asked = body.get("outputs")
+    if asked is None:
+        return [OutputChoice(i, spec, default_binary) for i, spec in enumerate(specs)]
+    by_name = {spec.name: i for i, spec in enumerate(specs)}
+    if not isinstance(asked, list):
+        raise InvalidInputError("'outputs' must be a list of {\"name\": ...} objects")
+    chosen: list[OutputChoice] = []
+    for item in asked:
+        name = item.get("name") if isinstance(item, Mapping) else None
+        if not isinstance(name, str) or name not in by_name:
+            raise InvalidInputError(
+                f"'outputs' names {name!r}; the model's outputs are {sorted(by_name)}"
+            )
+        binary = _parameters(item).get("binary_data", default_binary) is True
+        chosen.append(OutputChoice(by_name[name], specs[by_name[name]], binary))
+    return chosen
+
+
+def _values(spec: TensorSpec, output: Array) -> Array | list[Any]:
+    flat = output.reshape(-1)
+    if spec.sequence_of_maps:  # one JSON object per row, as BYTES (the protocol has no map)
+        return [orjson.dumps(row, option=JSON_OPTIONS).decode() for row in flat]
+    return flat
+
+
+def _binary(spec: TensorSpec, values: Array | list[Any]) -> bytes:
+    if isinstance(values, list) or values.dtype.kind in "OUS":
+        encoded = [v if isinstance(v, bytes) else str(v).encode("utf-8") for v in list(values)]
+        return b"".join(len(v).to_bytes(4, "little") + v for v in encoded)
+    return np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<")).tobytes()
+
+
+def encode_answer(
+    name: str,
+    version: str,
+    outputs: list[Array],
+    chosen: list[OutputChoice],
+    request_id: Any,
+) -> tuple[bytes, dict[str, str]]:
+    """The answer's bytes and headers (``Inference-Header-Content-Length`` with binary)."""
+    entries: list[dict[str, Any]] = []
+    tensors: list[bytes] = []
+    for choice in chosen:
+        output = outputs[choice.index]
+        values = _values(choice.spec, output)
+        entry: dict[str, Any] = {
+            "name": choice.spec.name,
+            "datatype": choice.spec.datatype,
+            "shape": list(output.shape),
+        }
+        if choice.binary:
+            data = _binary(choice.spec, values)
+            entry["parameters"] = {"binary_data_size": len(data)}
+            tensors.append(data)
+        else:
+            entry["data"] = jsonable(values) if isinstance(values, np.ndarray) else values
+        entries.append(entry)
+    body: dict[str, Any] = {"model_name": name, "model_version": version, "outputs": entries}
+    if request_id is not None:
+        body["id"] = request_id
+    header = orjson.dumps(body, option=JSON_OPTIONS)
+    if not tensors:
+        return header, {"Content-Type": "application/json"}
+    return header + b"".join(tensors), {
+        "Content-Type": BINARY_MEDIA_TYPE,
+        HEADER_LENGTH: str(len(header)),
+    }
+
+
+def model_metadata(
+    name: str, versions: list[str], inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "versions": versions,
+        "platform": "onnxruntime",
+        "inputs": [spec.metadata() for spec in inputs],
+        "outputs": [spec.metadata() for spec in outputs],
+    }

@@ -1,0 +1,336 @@
+"""Models from real converters at default options, served to real clients (httpx, tritonclient).
+
+One gunicorn server (module scope, both worker classes) over a volume with skl2onnx's and
+onnxmltools' default exports, an MLP, a graph that fails for batches (a model-side error) and a
+graph whose inference never ends (refused at the load time limit, the others served). Every
+answer is compared with onnxruntime run in-process on the same file and input.
+"""
+
+from __future__ import annotations
+
+import locale
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import orjson
+import pytest
+
+from tests.conftest import require
+from tests.server.converted import BUILDERS, fails_on_batches, never_ending
+from tests.server.harness import ServerProcess, running_server
+from tests.server.volume import publish_version
+from tests.support.onnx_models import write_mlp
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+JSON = {"Content-Type": "application/json"}
+LOAD_TIMEOUT = 3
+
+ROWS = np.array([[0.5, -1.0, 0.25, 2.0], [-0.3, 0.8, 1.5, -0.2]], dtype=np.float32)
+# One request per model: its input(s) as the model takes them (two rows each).
+INPUTS: dict[str, dict[str, np.ndarray]] = {
+    "logreg": {"X": ROWS},
+    "logreg-int": {"X": np.array([[1, -3, 0, 6], [-1, 2, 4, 0]], dtype=np.int64)},
+    "forest": {"X": ROWS},
+    "text": {"text": np.array([["good movie"], ["dull film"]], dtype=object)},
+    "columns": {
+        "x": ROWS[:, :1],
+        "colour": np.array([["red"], ["blue"]], dtype=object),
+    },
+    "lgbm": {"input": ROWS},
+}
+
+
+def _has_locale(name: str) -> bool:
+    try:
+        previous = locale.setlocale(locale.LC_CTYPE)
+        locale.setlocale(locale.LC_CTYPE, name)
+        locale.setlocale(locale.LC_CTYPE, previous)
+    except locale.Error:
+        return False
+    return True
+
+
+@dataclass
+class World:
+    server: ServerProcess
+    models: Path
+
+    def expected(self, name: str, feeds: dict[str, np.ndarray]) -> list[Any]:
+        """onnxruntime in-process on the same file: every output as JSON would carry it."""
+        session = ort.InferenceSession(
+            str(self.models / f"{name}.onnx"), providers=["CPUExecutionProvider"]
+        )
+        outputs = session.run(None, feeds)
+        return [_plain(out) for out in outputs]
+
+
+def _plain(value: Any) -> Any:
+    """Arrays, ZipMap lists of dicts with int keys -> what a JSON answer holds."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist() if value.dtype == object else np.ascontiguousarray(value)
+    return orjson.loads(
+        orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
+    )
+
+
+@pytest.fixture(
+    scope="module",
+    params=["server.worker.HttpWorker", "uvicorn_worker.UvicornWorker"],
+    ids=["fast-worker", "uvicorn-worker"],
+)
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
+    root = tmp_path_factory.mktemp("converters")
+    volume, models = root / "volume", root / "models"
+    models.mkdir()
+    for name, build in BUILDERS.items():
+        publish_version(volume, name, "1", build(models / f"{name}.onnx"))
+    publish_version(volume, "tiny", "1", write_mlp(models / "tiny.onnx", seed=3).path)
+    publish_version(volume, "fails", "1", fails_on_batches(models / "fails.onnx"))
+    publish_version(volume, "forever", "1", never_ending(models / "forever.onnx"))
+    env = {
+        "SERVER_WORKER_CLASS": request.param,
+        "SERVER_LOAD_TIMEOUT_SECONDS": str(LOAD_TIMEOUT),
+    }
+    with running_server(volume, root, workers=1, env=env) as server:
+        wait_until(
+            lambda: httpx.get(f"{server.url}/v2/models/tiny/ready").status_code == 200,
+            timeout=60,
+            what="the good models served",
+        )
+        yield World(server, models)
+
+
+def _text_model_loads() -> None:
+    require(
+        _has_locale("en_US.UTF-8"),
+        "the en_US.UTF-8 locale (skl2onnx's text pipelines need it; apt-get install locales)",
+    )
+
+
+@pytest.mark.parametrize("name", sorted(INPUTS))
+def test_predict_equals_onnxruntime_for_each_converter_model(world: World, name: str) -> None:
+    if name == "text":
+        _text_model_loads()
+    feeds = INPUTS[name]
+    expected = world.expected(name, feeds)
+    data: Any = (
+        _plain(next(iter(feeds.values())))
+        if len(feeds) == 1
+        else {key: _plain(value) for key, value in feeds.items()}
+    )
+    response = httpx.post(f"{world.server.url}/models/{name}/predict", json={"data": data})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["prediction"] == expected[0]
+    assert list(body["outputs"].values()) == expected
+
+
+@pytest.mark.parametrize("name", ["logreg", "forest", "text", "columns"])
+def test_one_row_predict_answers_the_row(world: World, name: str) -> None:
+    """One row (rank minus one) of a classifier with string or int labels: not a 500."""
+    if name == "text":
+        _text_model_loads()
+    feeds = {key: value[:1] for key, value in INPUTS[name].items()}
+    expected = world.expected(name, feeds)
+    one_row = {key: _plain(value[0]) for key, value in feeds.items()}
+    data = one_row if len(one_row) > 1 else next(iter(one_row.values()))
+    response = httpx.post(f"{world.server.url}/models/{name}/predict", json={"data": data})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["prediction"] == expected[0][0]
+    assert body["outputs"]["output_probability"] == expected[1][0]
+
+
+@pytest.mark.parametrize("name", sorted(INPUTS))
+def test_v2_json_equals_onnxruntime(world: World, name: str) -> None:
+    if name == "text":
+        _text_model_loads()
+    feeds = INPUTS[name]
+    expected = world.expected(name, feeds)
+    session_outputs = httpx.get(f"{world.server.url}/v2/models/{name}").json()["outputs"]
+    inputs = [
+        {
+            "name": key,
+            "shape": list(value.shape),
+            "datatype": "BYTES" if value.dtype == object else
+            {np.dtype(np.float32): "FP32", np.dtype(np.int64): "INT64"}[value.dtype],
+            "data": _plain(value.reshape(-1)),
+        }
+        for key, value in feeds.items()
+    ]  # fmt: skip
+    response = httpx.post(  # no Content-Type: the protocol's default is JSON
+        f"{world.server.url}/v2/models/{name}/infer", content=orjson.dumps({"inputs": inputs})
+    )
+    assert response.status_code == 200, response.text
+    outputs = response.json()["outputs"]
+    assert [out["name"] for out in outputs] == [out["name"] for out in session_outputs]
+    for out, want, meta in zip(outputs, expected, session_outputs, strict=True):
+        assert out["datatype"] == meta["datatype"]
+        if isinstance(want[0], dict):  # ZipMap: one JSON object per row, as BYTES
+            assert out["datatype"] == "BYTES"
+            assert [orjson.loads(row) for row in out["data"]] == want
+        else:
+            assert out["data"] == np.asarray(want).reshape(-1).tolist()
+            assert out["shape"] == list(np.asarray(want).shape)
+
+
+def test_a_never_ending_graph_is_refused_at_the_limit_and_the_others_serve(world: World) -> None:
+    url = world.server.url
+    refusal = wait_until(
+        lambda: next(
+            (m for m in httpx.get(f"{url}/models").json()["models"]
+             if m["name"] == "forever" and m["lastError"]),
+            None,
+        ),
+        timeout=LOAD_TIMEOUT + 30,
+        what="the never-ending graph refused",
+    )  # fmt: skip
+    assert not refusal["ready"]
+    assert f"longer than {LOAD_TIMEOUT}s" in refusal["lastError"]
+    assert "SERVER_LOAD_TIMEOUT_SECONDS" in refusal["lastError"]
+    assert (
+        world.server.metric("server_model_refusals_total", model="forever", reason="timeout") >= 1
+    )
+    ready = httpx.get(f"{url}/v2/models/forever/ready")
+    assert ready.status_code == 503
+    assert set(ready.json()) == {"error"}
+    assert str(world.models) not in ready.text  # no internal paths in a public body
+    # The pod is ready: no required set is declared, and the good models serve.
+    assert httpx.get(f"{url}/v2/health/ready").status_code == 200
+    assert httpx.get(f"{url}/v2/models/tiny/ready").status_code == 200
+    tiny = httpx.post(f"{url}/models/tiny/predict", json={"data": [0.0] * 16})
+    assert tiny.status_code == 200
+
+
+def test_v2_routes_real_clients_use(world: World) -> None:
+    url = world.server.url
+    metadata = httpx.get(f"{url}/v2")
+    assert metadata.status_code == 200
+    assert "binary_tensor_data" in metadata.json()["extensions"]
+    versioned = httpx.get(f"{url}/v2/models/tiny/versions/1")
+    assert versioned.json()["versions"] == ["1"]
+    assert httpx.get(f"{url}/v2/models/tiny/versions/1/ready").status_code == 200
+    missing = httpx.get(f"{url}/v2/models/tiny/versions/9/ready")
+    assert missing.status_code == 404
+    assert "9" in missing.json()["error"]
+    body = {"inputs": [{"name": "input", "shape": [1, 16], "datatype": "FP32", "data": [0] * 16}]}
+    assert httpx.post(f"{url}/v2/models/tiny/versions/1/infer", json=body).status_code == 200
+    assert httpx.post(f"{url}/v2/models/tiny/versions/9/infer", json=body).status_code == 404
+    unknown_route = httpx.get(f"{url}/v2/nothing/here")
+    assert unknown_route.status_code == 404
+    assert set(unknown_route.json()) == {"error"}
+    elsewhere = httpx.get(f"{url}/nothing/here")
+    assert elsewhere.status_code == 404
+    assert "title" in elsewhere.json()
+
+
+def test_v2_outputs_filter(world: World) -> None:
+    url = world.server.url
+    row = _plain(ROWS[:1].reshape(-1))
+    request = {"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": row}]}
+    picked = httpx.post(
+        f"{url}/v2/models/logreg/infer",
+        json={**request, "outputs": [{"name": "output_label"}]},
+    )
+    assert picked.status_code == 200, picked.text
+    assert [out["name"] for out in picked.json()["outputs"]] == ["output_label"]
+    unknown = httpx.post(
+        f"{url}/v2/models/logreg/infer", json={**request, "outputs": [{"name": "nope"}]}
+    )
+    assert unknown.status_code == 400
+    assert "nope" in unknown.json()["error"]
+    assert "output_label" in unknown.json()["error"]
+
+
+# tritonclient: the most used Open Inference Protocol client, as its users call it.
+
+
+@pytest.fixture
+def triton(world: World) -> Iterator[Any]:
+    http = pytest.importorskip("tritonclient.http")
+    client = http.InferenceServerClient(world.server.url.removeprefix("http://"))
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def test_tritonclient_health_and_metadata(triton: Any) -> None:
+    assert triton.is_server_live()
+    assert triton.is_server_ready()
+    assert triton.is_model_ready("logreg")
+    assert triton.is_model_ready("tiny", "1")
+    assert not triton.is_model_ready("forever")
+    assert triton.get_server_metadata()["name"] == "mlgitops"
+    metadata = triton.get_model_metadata("text")
+    assert metadata["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1, 1]}]
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+@pytest.mark.parametrize(
+    ("name", "datatype"), [("logreg", "FP32"), ("logreg-int", "INT64"), ("text", "BYTES")]
+)
+def test_tritonclient_infer(
+    world: World, triton: Any, name: str, datatype: str, binary: bool
+) -> None:
+    if name == "text":
+        _text_model_loads()
+    import tritonclient.http as http
+
+    (key, value), = INPUTS[name].items()  # fmt: skip
+    sent = value.astype(np.bytes_) if datatype == "BYTES" else value
+    infer_input = http.InferInput(key, list(value.shape), datatype)
+    infer_input.set_data_from_numpy(sent, binary_data=binary)
+    outputs = [
+        http.InferRequestedOutput("output_label", binary_data=binary),
+        http.InferRequestedOutput("output_probability", binary_data=binary),
+    ]
+    result = triton.infer(name, [infer_input], outputs=outputs, request_id="r-1")
+    expected = world.expected(name, {key: value})
+    label = result.as_numpy("output_label")
+    if label.dtype == object:
+        label = np.array([v.decode() if isinstance(v, bytes) else v for v in label])
+    assert label.tolist() == expected[0]
+    probabilities = [orjson.loads(row) for row in result.as_numpy("output_probability").tolist()]
+    assert probabilities == expected[1]
+    assert result.get_response()["id"] == "r-1"
+
+
+def test_tritonclient_all_outputs_binary_by_default(world: World, triton: Any) -> None:
+    """No requested outputs: tritonclient asks for every output in binary."""
+    import tritonclient.http as http
+
+    infer_input = http.InferInput("input", [2, 16], "FP32")
+    rows = np.linspace(-1, 1, 32, dtype=np.float32).reshape(2, 16)
+    infer_input.set_data_from_numpy(rows)
+    result = triton.infer("tiny", [infer_input])
+    session = ort.InferenceSession(
+        str(world.models / "tiny.onnx"), providers=["CPUExecutionProvider"]
+    )
+    np.testing.assert_array_equal(result.as_numpy("output"), session.run(None, {"input": rows})[0])
+
+
+def test_tritonclient_shows_a_model_side_error(triton: Any) -> None:
+    import tritonclient.http as http
+    from tritonclient.utils import InferenceServerException
+
+    infer_input = http.InferInput("input", [2, 4], "FP32")
+    infer_input.set_data_from_numpy(ROWS)
+    with pytest.raises(InferenceServerException) as caught:
+        triton.infer("fails", [infer_input])
+    assert caught.value.status() in {"400", "500"}
+    assert "Reshape" in caught.value.message()
+    unknown = http.InferRequestedOutput("nope")
+    features = http.InferInput("X", [2, 4], "FP32")
+    features.set_data_from_numpy(ROWS)
+    with pytest.raises(InferenceServerException, match="nope"):
+        triton.infer("logreg", [features], outputs=[unknown])

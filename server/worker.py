@@ -261,6 +261,13 @@ class HttpProtocol(asyncio.Protocol):
         self._head_started = None
         if self._refused:
             return
+        version = self._parser.get_http_version()
+        if version not in ("1.1", "1.0"):  # 0.9 (no version) or 2.0+ spoken as text
+            if version.startswith(("0.", "1.")):
+                self._refuse(400, f"malformed HTTP request: HTTP/{version} is not HTTP/1.x")
+            else:
+                self._refuse(505, f"HTTP/{version} is not served here: use HTTP/1.1")
+            return
         length: int | None = None
         expect = b""
         for name, value in self._headers:

@@ -16,7 +16,7 @@ import onnxruntime as ort
 import orjson
 import pytest
 
-from tests.server.harness import ServerProcess, running_server
+from tests.server.harness import WORKER_CLASSES, WORKER_IDS, ServerProcess, running_server
 from tests.server.volume import publish_version
 from tests.support.onnx_models import sha256_of, write_corrupt, write_mlp
 from tests.support.waiting import wait_until
@@ -39,11 +39,7 @@ class Shared:
     models: Path
 
 
-@pytest.fixture(
-    scope="module",
-    params=["server.worker.HttpWorker", "uvicorn_worker.UvicornWorker"],
-    ids=["fast-worker", "uvicorn-worker"],
-)
+@pytest.fixture(scope="module", params=WORKER_CLASSES, ids=WORKER_IDS)
 def shared(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Shared]:

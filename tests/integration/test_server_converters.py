@@ -22,7 +22,7 @@ import pytest
 
 from tests.conftest import require
 from tests.server.converted import BUILDERS, fails_on_batches, never_ending
-from tests.server.harness import ServerProcess, running_server
+from tests.server.harness import WORKER_CLASSES, WORKER_IDS, ServerProcess, running_server
 from tests.server.volume import publish_version
 from tests.support.onnx_models import write_mlp
 from tests.support.waiting import wait_until
@@ -64,6 +64,12 @@ class World:
 
     def expected(self, name: str, feeds: dict[str, np.ndarray]) -> list[Any]:
         """onnxruntime in-process on the same file: every output as JSON would carry it."""
+        if name == "text":
+            require(
+                _has_locale("en_US.UTF-8"),
+                "the en_US.UTF-8 locale (skl2onnx's text pipelines need it; apt-get install "
+                "locales)",
+            )
         session = ort.InferenceSession(
             str(self.models / f"{name}.onnx"), providers=["CPUExecutionProvider"]
         )
@@ -80,11 +86,7 @@ def _plain(value: Any) -> Any:
     )
 
 
-@pytest.fixture(
-    scope="module",
-    params=["server.worker.HttpWorker", "uvicorn_worker.UvicornWorker"],
-    ids=["fast-worker", "uvicorn-worker"],
-)
+@pytest.fixture(scope="module", params=WORKER_CLASSES, ids=WORKER_IDS)
 def world(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[World]:
@@ -109,19 +111,9 @@ def world(
         yield World(server, models)
 
 
-def _text_model_loads() -> None:
-    require(
-        _has_locale("en_US.UTF-8"),
-        "the en_US.UTF-8 locale (skl2onnx's text pipelines need it; apt-get install locales)",
-    )
-
-
 @pytest.mark.parametrize("name", sorted(INPUTS))
 def test_predict_equals_onnxruntime_for_each_converter_model(world: World, name: str) -> None:
-    if name == "text":
-        _text_model_loads()
-    feeds = INPUTS[name]
-    expected = world.expected(name, feeds)
+    expected = world.expected(name, feeds := INPUTS[name])
     data: Any = (
         _plain(next(iter(feeds.values())))
         if len(feeds) == 1
@@ -137,8 +129,6 @@ def test_predict_equals_onnxruntime_for_each_converter_model(world: World, name:
 @pytest.mark.parametrize("name", ["logreg", "forest", "text", "columns"])
 def test_one_row_predict_answers_the_row(world: World, name: str) -> None:
     """One row (rank minus one) of a classifier with string or int labels: not a 500."""
-    if name == "text":
-        _text_model_loads()
     feeds = {key: value[:1] for key, value in INPUTS[name].items()}
     expected = world.expected(name, feeds)
     one_row = {key: _plain(value[0]) for key, value in feeds.items()}
@@ -152,10 +142,7 @@ def test_one_row_predict_answers_the_row(world: World, name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(INPUTS))
 def test_v2_json_equals_onnxruntime(world: World, name: str) -> None:
-    if name == "text":
-        _text_model_loads()
-    feeds = INPUTS[name]
-    expected = world.expected(name, feeds)
+    expected = world.expected(name, feeds := INPUTS[name])
     session_outputs = httpx.get(f"{world.server.url}/v2/models/{name}").json()["outputs"]
     inputs = [
         {
@@ -282,8 +269,6 @@ def test_tritonclient_health_and_metadata(triton: Any) -> None:
 def test_tritonclient_infer(
     world: World, triton: Any, name: str, datatype: str, binary: bool
 ) -> None:
-    if name == "text":
-        _text_model_loads()
     import tritonclient.http as http
 
     (key, value), = INPUTS[name].items()  # fmt: skip
@@ -294,8 +279,8 @@ def test_tritonclient_infer(
         http.InferRequestedOutput("output_label", binary_data=binary),
         http.InferRequestedOutput("output_probability", binary_data=binary),
     ]
-    result = triton.infer(name, [infer_input], outputs=outputs, request_id="r-1")
     expected = world.expected(name, {key: value})
+    result = triton.infer(name, [infer_input], outputs=outputs, request_id="r-1")
     label = result.as_numpy("output_label")
     if label.dtype == object:
         label = np.array([v.decode() if isinstance(v, bytes) else v for v in label])

@@ -14,7 +14,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from contracts.redact import mask_credentials
 from sidecar import logs
+from sidecar.errors import ServerTooOldError
 from sidecar.settings import SidecarSettings
 
 log = logging.getLogger("sidecar")
@@ -32,6 +34,7 @@ MLFLOW_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # one JSON line per event on stderr
+    "MLFLOW_DISABLE_TELEMETRY": "true",  # offline clusters, CI: nothing leaves the pod
 }
 
 
@@ -140,18 +143,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             extra={"event": "invalid_settings"},
         )
         return 2
-    sidecar = Sidecar(
-        settings, MlflowRegistry(settings.tracking_uri), MlflowFetcher(settings.tracking_uri)
-    )
+    try:
+        registry = MlflowRegistry(settings.tracking_uri)
+    except ValueError as exc:
+        log.error("%s (MLFLOW_TRACKING_URI, --tracking-uri)", exc,
+                  extra={"event": "invalid_settings"})  # fmt: skip
+        return 2
+    sidecar = Sidecar(settings, registry, MlflowFetcher(settings.tracking_uri))
     log.info(
         "sidecar starting", extra={
             "event": "start", "volume": str(settings.volume), "models": settings.models or "all",
-            "selector": settings.selector, "tracking_uri": settings.tracking_uri,
+            "selector": settings.selector, "tracking_uri": mask_credentials(settings.tracking_uri),
             "once": settings.once, "duration": round(time.monotonic() - started, 3),
         },
     )  # fmt: skip
+    try:
+        sidecar.detect_server()
+    except ServerTooOldError as exc:
+        log.error("%s", exc, extra={"event": "mlflow_too_old", "version": exc.found})
+        return 2
     if settings.once:
-        ok = sidecar.run_once() and sidecar.status.ready() and not sidecar.status.errors()
+        try:
+            ok = sidecar.run_once() and sidecar.status.ready()
+        except ServerTooOldError as exc:
+            log.error("%s", exc, extra={"event": "mlflow_too_old", "version": exc.found})
+            return 2
+        if settings.models:  # named on purpose: any refusal fails the init container
+            ok = ok and not sidecar.status.errors()
         log.info("sidecar done", extra={"event": "done", "ok": ok})
         return 0 if ok else 1
 
@@ -177,10 +195,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 2
         log.info("http endpoint listening", extra={
-            "event": "listen", "port": server.server_address[1],
+            "event": "listen", "port": server.port,
             "webhook": bool(settings.webhook_secret)})  # fmt: skip
     try:
         sidecar.run()
+    except ServerTooOldError as exc:
+        log.error("%s", exc, extra={"event": "mlflow_too_old", "version": exc.found})
+        return 2
     except Exception:
         log.exception("sidecar crashed", extra={"event": "crash"})
         return 1

@@ -49,6 +49,25 @@ class Metrics:
             ["model"],
             registry=self.registry,
         )
+        self.unmanaged_models = Gauge(
+            "sidecar_unmanaged_models",
+            "Registered models skipped because mlgitops does not manage them (no mlgitops "
+            "tags: registered by hand, another team's).",
+            registry=self.registry,
+        )
+        self.volume_repairs = Counter(
+            "sidecar_volume_repairs",
+            "Published directories found changed in the volume and published again.",
+            ["model"],
+            registry=self.registry,
+        )
+        self.webhook_deliveries = Counter(
+            "sidecar_webhook_deliveries",
+            "Webhook deliveries by result: accepted, forwarded (received from another sidecar), "
+            "rejected, duplicate.",
+            ["result"],
+            registry=self.registry,
+        )
         self.consecutive_failures = Gauge(
             "sidecar_consecutive_failed_cycles",
             "Poll cycles failed in a row (the loop backs off meanwhile).",
@@ -77,6 +96,8 @@ class Status:
     last_cycle_at: float | None = None
     last_cycle_ok: bool | None = None
     expected: list[str] = field(default_factory=list)
+    unmanaged: int = 0
+    """Registered models skipped as not managed by mlgitops (following every model)."""
     listed_at: float | None = None
     """When the models to follow were last known (named, or listed from the registry)."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -104,6 +125,7 @@ class Status:
                 "started_at": self.started_at,
                 "last_cycle_at": self.last_cycle_at,
                 "last_cycle_ok": self.last_cycle_ok,
+                "unmanaged_models": self.unmanaged,
                 "models": {
                     name: {
                         "current": status.current,

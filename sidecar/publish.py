@@ -18,12 +18,10 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from contracts.digest import sha256_file
 from contracts.volume import (
     CANDIDATE_LINK,
     CURRENT_LINK,
     MANIFEST_FILE,
-    MODEL_FILE,
     TMP_PREFIX,
     VERSIONS_DIR,
     Manifest,
@@ -32,15 +30,14 @@ from contracts.volume import (
     model_dir,
     versions_dir,
 )
-from sidecar.errors import VerificationError
+from sidecar.errors import CorruptedVolumeError
+from sidecar.integrity import problem_with
 
 log = logging.getLogger(__name__)
 
 CANDIDATE_MARK = ".candidate-"
 """Candidate directories are ``versions/<version>.candidate-<digest of the rollout>``: their
 manifest carries the rollout, so a new weight is a new (hard-linked) directory."""
-
-_CHUNK = 1 << 20
 
 
 def fsync_path(path: Path) -> None:
@@ -123,49 +120,29 @@ class Publisher:
         finally:
             shutil.rmtree(path, ignore_errors=True)
 
-    def seal(self, staged: Path, manifest: Manifest, *, expected_size: int | None) -> Manifest:
-        """Verify ``staged/model.onnx``, hash every file, fsync, write manifest.json last.
+    def seal(self, staged: Path, manifest: Manifest, *, check: bool = False) -> Manifest:
+        """fsync every file of ``staged`` and its directories, then write manifest.json last.
+
+        ``manifest.files`` lists what ``staged`` must hold (verified by the caller); with
+        ``check`` (hard-linked from a published copy) every file is hashed again first.
 
         Raises:
-            VerificationError: size or sha256 differs from the registry's tags.
+            CorruptedVolumeError: with ``check``, ``staged`` differs from ``manifest.files``.
         """
-        model = staged / MODEL_FILE
-        size = model.stat().st_size
-        if expected_size is not None and size != expected_size:
-            raise VerificationError(manifest.name, manifest.version, "size", expected_size, size)
-        files: dict[str, str] = {}
+        if check:
+            problem = problem_with(staged, manifest)
+            if problem is not None:
+                raise CorruptedVolumeError(manifest.name, manifest.version, problem)
         for path in sorted(p for p in staged.rglob("*") if p.is_file()):
-            relative = path.relative_to(staged).as_posix()
-            if relative == MANIFEST_FILE:
-                continue
             fsync_path(path)
-            files[relative] = sha256_file(path)
-        if files[MODEL_FILE] != manifest.sha256:
-            raise VerificationError(
-                manifest.name, manifest.version, "sha256", manifest.sha256, files[MODEL_FILE]
-            )
-        sealed = Manifest(
-            name=manifest.name,
-            version=manifest.version,
-            sha256=manifest.sha256,
-            size=size,
-            source=manifest.source,
-            run_id=manifest.run_id,
-            stage=manifest.stage,
-            alias=manifest.alias,
-            fetched_at=manifest.fetched_at,
-            role=manifest.role,
-            files=files,
-            rollout=manifest.rollout,
-        )
         manifest_path = staged / MANIFEST_FILE
         with manifest_path.open("w", encoding="utf-8") as handle:
-            handle.write(sealed.to_json())
+            handle.write(manifest.to_json())
             handle.flush()
             os.fsync(handle.fileno())
         for directory in sorted({p.parent for p in staged.rglob("*")} | {staged}):
             fsync_path(directory)
-        return sealed
+        return manifest
 
     def install(self, name: str, staged: Path, dirname: str) -> str:
         """Rename a sealed directory into ``versions/``; returns the directory name used.
@@ -196,6 +173,17 @@ class Publisher:
             temporary.unlink(missing_ok=True)
             raise
         fsync_path(directory)
+
+    def discard(self, name: str, dirname: str) -> None:
+        """Remove one version directory no link points at (a corrupted copy, once replaced)."""
+        if dirname in {self.linked_dir(name, r) for r in (CURRENT_LINK, CANDIDATE_LINK)}:
+            return
+        source = versions_dir(self.volume, name) / dirname
+        if not source.is_dir():
+            return
+        trash = model_dir(self.volume, name) / f"{TMP_PREFIX}trash-{uuid.uuid4().hex}"
+        os.rename(source, trash)
+        shutil.rmtree(trash, ignore_errors=True)
 
     def unlink(self, name: str, role: str) -> bool:
         """Remove ``<model>/<role>`` (one atomic unlink); True if it existed."""

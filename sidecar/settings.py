@@ -8,6 +8,7 @@ from typing import Annotated
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from contracts.digest import MAX_FILES
 from contracts.registry import Stage
 from contracts.volume import is_valid_model_name
 
@@ -45,6 +46,25 @@ class SidecarSettings(BaseSettings):
     backoff_initial: float = Field(default=1.0, gt=0)
     backoff_max: float = Field(default=60.0, gt=0)
     rollout: bool = Field(default=True, description="Also fetch a canary/shadow candidate.")
+    max_artifact_bytes: int = Field(
+        default=4 << 30, gt=0, description="Refuse a version whose files exceed this in all."
+    )
+    max_artifact_files: int = Field(
+        default=MAX_FILES, gt=0, le=MAX_FILES, description="Refuse a version with more files."
+    )
+    refusal_retry: float = Field(
+        default=60.0, gt=0, description="Seconds before a refused version is tried again "
+        "(doubling on each refusal up to refusal_retry_max).",
+    )  # fmt: skip
+    refusal_retry_max: float = Field(default=3600.0, gt=0)
+    verify_interval: float = Field(
+        default=3600.0, gt=0, description="Seconds between two full digests of what is "
+        "published (each cycle checks sizes and modification times).",
+    )  # fmt: skip
+    webhook_fanout: str | None = Field(
+        default=None, description="host:port (comma-separated for several) whose addresses are "
+        "every sidecar's (a headless Service): a verified delivery is forwarded to the others.",
+    )  # fmt: skip
 
     @field_validator("models", mode="before")
     @classmethod
@@ -69,11 +89,35 @@ class SidecarSettings(BaseSettings):
             raise ValueError(f"stage {value!r} is not one of {sorted(known)}")
         return value
 
+    @field_validator("webhook_fanout")
+    @classmethod
+    def _fanout_addresses(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        for entry in value.split(","):
+            host, _, port = entry.strip().rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{entry.strip()!r} is not host:port (e.g. sidecars:8081)")
+        return value
+
     @model_validator(mode="after")
     def _backoff_order(self) -> SidecarSettings:
         if self.backoff_max < self.backoff_initial:
             raise ValueError("backoff_max must be at least backoff_initial")
+        if self.refusal_retry_max < self.refusal_retry:
+            raise ValueError("refusal_retry_max must be at least refusal_retry")
         return self
+
+    @property
+    def fanout_targets(self) -> list[tuple[str, int]]:
+        """``webhook_fanout`` as (host, port) pairs (brackets of an IPv6 literal removed)."""
+        if not self.webhook_fanout:
+            return []
+        pairs = []
+        for entry in self.webhook_fanout.split(","):
+            host, _, port = entry.strip().rpartition(":")
+            pairs.append((host.strip("[]"), int(port)))
+        return pairs
 
     @property
     def selector(self) -> str:

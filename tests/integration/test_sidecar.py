@@ -66,8 +66,11 @@ def test_once_publishes_every_source_kind_then_an_alias(
     for name, build in models.items():
         assert verified_version(volume, name) == "1"
         assert leftovers(volume, name) == []
-        served = onnxruntime.InferenceSession(  # loads external data from beside model.onnx
-            str(volume / name / "current" / "model.onnx"), providers=["CPUExecutionProvider"]
+        published = resolve(volume, name)
+        assert published is not None
+        served = onnxruntime.InferenceSession(  # loads external data from beside the ONNX file
+            str(published.directory / published.manifest.model_file),
+            providers=["CPUExecutionProvider"],
         )
         built = onnxruntime.InferenceSession(str(build.path), providers=["CPUExecutionProvider"])
         x = np.ones((2, build.n_inputs), dtype=np.float32)
@@ -123,7 +126,7 @@ def test_loop_follows_promotions_and_refuses_a_corrupt_version(
     )
     assert verified_version(volume, unique_name) == "2"
     assert not (versions_dir(volume, unique_name) / "3").exists()
-    assert "sha256 mismatch" in sidecar.healthz()["models"][unique_name]["last_error"]
+    assert sidecar.healthz()["models"][unique_name]["last_error"] == "verification_failed"
     assert leftovers(volume, unique_name) == []
 
     register_version(client, unique_name, make_onnx("v4.onnx", seed=4).path, stage="Production")

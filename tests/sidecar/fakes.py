@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sidecar.errors import NothingToServeError
-from sidecar.resolve import Rollout, VersionRef
+from sidecar.resolve import RegisteredModel, Rollout, VersionRef
 from tests.support.onnx_models import sha256_of
 
 
@@ -18,6 +18,9 @@ class FakeRegistry:
     versions: dict[tuple[str, str], VersionRef] = field(default_factory=dict)
     production: dict[str, str] = field(default_factory=dict)
     rollouts: dict[str, Rollout] = field(default_factory=dict)
+    managed: dict[str, bool] = field(default_factory=dict)
+    """Registered models' mlgitops.managed tag (absent: managed)."""
+    mlflow_version: str = "3.17.2"
     down: bool = False
 
     def add(
@@ -37,9 +40,14 @@ class FakeRegistry:
         if self.down:
             raise ConnectionError("MLflow is down (fake)")
 
-    def model_names(self) -> list[str]:
+    def server_version(self) -> str:
         self._check()
-        return sorted({name for name, _ in self.versions})
+        return self.mlflow_version
+
+    def registered_models(self) -> list[RegisteredModel]:
+        self._check()
+        names = sorted({name for name, _ in self.versions})
+        return [RegisteredModel(name, self.managed.get(name, True)) for name in names]
 
     def target(self, name: str, *, stage: str, alias: str | None) -> VersionRef:
         self._check()

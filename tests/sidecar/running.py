@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import sys
 import uuid
@@ -13,7 +12,8 @@ from typing import Any
 
 import httpx
 
-from contracts.volume import TMP_PREFIX, VolumeError, resolve
+from contracts.digest import file_digests, listing_digest
+from contracts.volume import MANIFEST_FILE, TMP_PREFIX, VolumeError, resolve
 from tests.support.processes import MlflowServer, Process, free_port
 from tests.support.waiting import wait_until
 
@@ -22,18 +22,19 @@ WEBHOOK_SECRET = "sidecar-test-secret"
 
 
 def verified_version(volume: Path, model: str, role: str = "current") -> str | None:
-    """The version ``<model>/<role>`` points at, after checking the file against its manifest."""
+    """The version ``<model>/<role>`` points at, after checking its files against the manifest."""
     try:
         published = resolve(volume, model, role)
     except (VolumeError, FileNotFoundError):
         return None
     if published is None:
         return None
-    data = published.model_file.read_bytes()
-    assert hashlib.sha256(data).hexdigest() == published.manifest.sha256, (
-        f"{published.directory} holds a model.onnx that does not match its manifest"
-    )
-    return published.manifest.version
+    manifest = published.manifest
+    on_disk = {r: d for r, d in file_digests(published.directory).items() if r != MANIFEST_FILE}
+    assert on_disk == manifest.files, f"{published.directory} does not match its manifest"
+    assert manifest.model_file in on_disk
+    assert manifest.sha256 in {listing_digest(on_disk), *on_disk.values()}
+    return manifest.version
 
 
 def leftovers(volume: Path, model: str) -> list[str]:
@@ -48,10 +49,11 @@ class RunningSidecar:
     process: Process
     volume: Path
     port: int
+    host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def healthz(self) -> dict[str, Any]:
         result: dict[str, Any] = httpx.get(f"{self.url}/healthz", timeout=5).json()
@@ -117,18 +119,21 @@ class SidecarRunner:
         interval: float,
         env: Mapping[str, str] | None = None,
         port: int | None = None,
+        host: str = "127.0.0.1",
     ) -> RunningSidecar:
         port = port or free_port()
         process = Process(
             f"sidecar-{uuid.uuid4().hex[:6]}",
             self._argv(volume, models, ["--interval", str(interval), *args]),
-            env=self._env({"SIDECAR_HTTP_PORT": str(port), **(env or {})}),
+            env=self._env(
+                {"SIDECAR_HTTP_PORT": str(port), "SIDECAR_HTTP_HOST": host, **(env or {})}
+            ),
             cwd=REPO_ROOT,
             log_dir=self.workdir,
         ).start()
         self.started.append(process)
-        process.wait_http(f"http://127.0.0.1:{port}/healthz", timeout=120)
-        return RunningSidecar(process=process, volume=volume, port=port)
+        process.wait_http(f"http://{host}:{port}/healthz", timeout=120)
+        return RunningSidecar(process=process, volume=volume, port=port, host=host)
 
     def stop_all(self) -> None:
         for process in self.started:

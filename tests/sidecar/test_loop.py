@@ -121,7 +121,7 @@ def test_sha256_mismatch_is_refused_and_current_stays(volume: Path, build: Build
     assert current_sha(volume) == v1.sha256
     assert not versions_dir(volume, MODEL).joinpath("2").exists()
     assert fetcher.calls == ["1", "2"]  # refused once, not downloaded again every poll
-    assert "sha256 mismatch" in (sidecar.status.model(MODEL).last_error or "")
+    assert sidecar.status.model(MODEL).last_error == "verification_failed"  # no raw text
     assert not [p for p in (volume / MODEL).iterdir() if p.name.startswith(TMP_PREFIX)]
     metrics = sidecar.metrics.render().decode()
     assert 'sidecar_fetches_total{model="iris",result="refused",role="current"} 1.0' in metrics
@@ -135,7 +135,7 @@ def test_size_mismatch_is_refused(volume: Path, build: Build) -> None:
     sidecar = make_sidecar(volume, registry, FakeFetcher())
     sidecar.sync_all()
     assert resolve(volume, MODEL) is None
-    assert "size mismatch" in (sidecar.status.model(MODEL).last_error or "")
+    assert sidecar.status.model(MODEL).last_error == "verification_failed"
 
 
 def test_a_version_without_checksum_tag_is_never_served(volume: Path, build: Build) -> None:
@@ -145,7 +145,7 @@ def test_a_version_without_checksum_tag_is_never_served(volume: Path, build: Bui
     sidecar = make_sidecar(volume, registry, FakeFetcher())
     sidecar.sync_all()
     assert resolve(volume, MODEL) is None
-    assert "mlgitops.sha256" in (sidecar.status.model(MODEL).last_error or "")
+    assert sidecar.status.model(MODEL).last_error == "not_verifiable"
 
 
 @pytest.mark.parametrize(
@@ -322,4 +322,4 @@ def test_a_named_model_without_a_version_to_serve_is_an_error(volume: Path, buil
     sidecar = make_sidecar(volume, registry, FakeFetcher())
     sidecar.run_once()
     assert not sidecar.status.ready()
-    assert "promote one in MLflow" in sidecar.status.errors()[MODEL]
+    assert sidecar.status.errors()[MODEL] == "nothing_to_serve"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from contracts.volume import MANIFEST_FILE, MODEL_FILE, Manifest
-from sidecar.errors import VerificationError
+from sidecar.errors import CorruptedVolumeError
 from sidecar.loop import Sidecar
 from sidecar.publish import Publisher
 from sidecar.settings import SidecarSettings
@@ -26,9 +26,9 @@ def test_seal_refuses_a_mismatch_and_install_never_sees_it(tmp_path: Path) -> No
         staged = scratch / "v"
         staged.mkdir()
         (staged / MODEL_FILE).write_bytes(b"tampered")
-        manifest = Manifest(name=MODEL, version="1", sha256="0" * 64)
-        with pytest.raises(VerificationError, match="sha256 mismatch"):
-            publisher.seal(staged, manifest, expected_size=None)
+        manifest = Manifest(name=MODEL, version="1", sha256="0" * 64, files={MODEL_FILE: "0" * 64})
+        with pytest.raises(CorruptedVolumeError, match=r"model\.onnx has sha256"):
+            publisher.seal(staged, manifest, check=True)
         assert not (staged / MANIFEST_FILE).exists()
     assert sorted(p.name for p in (tmp_path / "volume" / MODEL).iterdir()) == []
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from contracts.digest import identity
 from contracts.registry import SHA256_TAG, SIZE_TAG, STAGE_TAG
 from tests.support.onnx_models import sha256_of
 from tests.support.processes import MotoS3Server
@@ -23,8 +24,11 @@ SourceKind = Literal["run", "runs-uri", "mlmodel", "logged-model", "s3", "s3-dir
 MODELS_BUCKET = "models"
 
 
-def _run_with_model_dir(client: Any, name: str, onnx_path: Path, *, mlmodel: bool) -> Any:
-    """A run whose artifact directory ``model/`` holds model.onnx (and MLmodel if asked)."""
+def _run_with_model_dir(
+    client: Any, name: str, onnx_path: Path, *, mlmodel: bool
+) -> tuple[Any, str]:
+    """A run whose artifact directory ``model/`` holds model.onnx (and MLmodel if asked);
+    returns the run and the directory's identity (every file counts)."""
     run = client.create_run(experiment_id="0", run_name=f"register-{name}")
     staging = Path(tempfile.mkdtemp(prefix="mlgitops-register-"))
     try:
@@ -38,14 +42,16 @@ def _run_with_model_dir(client: Any, name: str, onnx_path: Path, *, mlmodel: boo
                 "    onnx_version: 1.17.0\n"
             )
         client.log_artifacts(run.info.run_id, str(model_dir), artifact_path="model")
+        digest = identity(model_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     client.set_terminated(run.info.run_id)
-    return run
+    return run, digest
 
 
 def _logged_model(client: Any, onnx_path: Path) -> tuple[str, str, str, int]:
-    """``mlflow.onnx.log_model`` (weights as external data): (model id, uri, sha256, size)."""
+    """``mlflow.onnx.log_model`` (weights as external data): (model id, uri, identity, size)
+    where the identity covers every file the LoggedModel stores (MLmodel and env files too)."""
     import mlflow
     import mlflow.onnx
     import onnx
@@ -59,12 +65,13 @@ def _logged_model(client: Any, onnx_path: Path) -> tuple[str, str, str, int]:
             info = mlflow.onnx.log_model(onnx.load(str(onnx_path)), name="model")
         staging = Path(tempfile.mkdtemp(prefix="mlgitops-logged-"))
         try:
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=f"{client.get_logged_model(info.model_id).artifact_location}/model.onnx",
+            local = Path(mlflow.artifacts.download_artifacts(
+                artifact_uri=client.get_logged_model(info.model_id).artifact_location,
                 dst_path=str(staging),
                 tracking_uri=tracking_uri,
-            )  # fmt: skip
-            return info.model_id, info.model_uri, sha256_of(Path(local)), Path(local).stat().st_size
+            ))  # fmt: skip
+            size = sum(p.stat().st_size for p in local.rglob("*") if p.is_file())
+            return info.model_id, info.model_uri, identity(local), size
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     finally:
@@ -95,9 +102,9 @@ def register_version(
         source_kind: ``run`` (``mlflow-artifacts:`` run directory), ``runs-uri``
             (``runs:/<id>/model``), ``mlmodel`` (run directory with MLmodel naming the file),
             ``logged-model`` (``models:/m-<id>`` from ``mlflow.onnx.log_model``, weights saved
-            as external data files beside model.onnx; the sha256 tag covers model.onnx as
-            logged), ``s3`` (an ``s3://`` .onnx file, needs ``s3``), ``s3-dir`` (an ``s3://``
-            directory).
+            as external data files beside model.onnx; the sha256 tag is the identity of every
+            file logged), ``s3`` (an ``s3://`` .onnx file, needs ``s3``), ``s3-dir`` (an
+            ``s3://`` directory holding model.onnx).
         sha256, size: override the checksum tags (to register a lying version).
     """
     from mlflow.exceptions import MlflowException
@@ -114,8 +121,10 @@ def register_version(
         sha256 = sha256 or logged_sha256
         size = size if size is not None else logged_size
     elif source_kind in ("run", "runs-uri", "mlmodel"):
-        run = _run_with_model_dir(client, name, onnx_path, mlmodel=source_kind == "mlmodel")
+        run, digest = _run_with_model_dir(client, name, onnx_path, mlmodel=source_kind == "mlmodel")
         run_id = run.info.run_id
+        if source_kind == "mlmodel":  # two files: the directory's identity
+            sha256 = sha256 or digest
         source = (
             f"runs:/{run_id}/model"
             if source_kind == "runs-uri"

@@ -322,8 +322,18 @@ class LoggedModel:
         return identity(self.stored)
 
 
-def log_onnx_model(tracking_uri: str, model: ConvertedModel, download_to: Path) -> LoggedModel:
-    """``mlflow.onnx.log_model(onnx.load(path), name="model")`` inside ``mlflow.start_run()``."""
+def log_onnx_model(
+    tracking_uri: str,
+    model: ConvertedModel,
+    download_to: Path,
+    *,
+    registered_model_name: str | None = None,
+) -> LoggedModel:
+    """``mlflow.onnx.log_model(onnx.load(path), name="model")`` inside ``mlflow.start_run()``.
+
+    With ``registered_model_name``, log_model also registers it (version 1 of a new model), as
+    a data scientist's training script does in one call.
+    """
     import warnings
 
     import mlflow
@@ -336,7 +346,11 @@ def log_onnx_model(tracking_uri: str, model: ConvertedModel, download_to: Path) 
         with warnings.catch_warnings():  # MLflow's notes on signatures and type hints
             warnings.simplefilter("ignore", UserWarning)
             with mlflow.start_run() as run:
-                info = mlflow.onnx.log_model(onnx.load(str(model.path)), name="model")
+                info = mlflow.onnx.log_model(
+                    onnx.load(str(model.path)),
+                    name="model",
+                    registered_model_name=registered_model_name,
+                )
         client = mlflow.MlflowClient(tracking_uri)
         storage_uri = client.get_logged_model(info.model_id).artifact_location
         download_to.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,63 @@
+"""Deploy declared models through the real pipeline and call the server: the world tests' road."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import yaml
+
+from tests.support.pipeline import Pipeline
+
+
+def write_models_file(pipeline: Pipeline, versions: Mapping[str, Sequence[dict[str, Any]]]) -> None:
+    """models.yaml with one entry per registered model name (``versions:`` entries as given)."""
+    document = {"models": [{"name": n, "versions": list(v)} for n, v in versions.items()]}
+    pipeline.models_file.write_text(yaml.safe_dump(document, sort_keys=False))
+
+
+def deploy(
+    pipeline: Pipeline,
+    versions: Mapping[str, Sequence[dict[str, Any]]],
+    *,
+    follow: Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    served_version: str = "1",
+) -> None:
+    """Declare, validate and apply; start a sidecar and a server; wait until each model is served.
+
+    ``follow``: the models the sidecar follows (default: the declared ones; ``[]``: every model
+    in the registry). The pipeline is stopped if anything fails (its logs are printed).
+    """
+    write_models_file(pipeline, versions)
+    names = list(versions) if follow is None else list(follow)
+    try:
+        pipeline.reconciler("validate")
+        pipeline.apply()
+        pipeline.start_sidecar(*(f"--model={name}" for name in names), env=env)
+        pipeline.start_server()
+        for name in versions:
+            pipeline.wait_served(name, served_version, timeout=180)
+    except BaseException:
+        print(pipeline.logs_tail())
+        pipeline.stop()
+        raise
+
+
+def post(pipeline: Pipeline, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    """POST JSON to the server; the answer's JSON (any status but 200 fails, with the body)."""
+    response = httpx.post(f"{pipeline.server_url}{path}", json=dict(body), timeout=30)
+    assert response.status_code == 200, f"{path}: {response.status_code} {response.text}"
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """A running pipeline and the registered models it serves, by the test's own labels."""
+
+    pipeline: Pipeline
+    names: dict[str, str]
+    """Label (a converter kind, a source kind) -> registered model name."""

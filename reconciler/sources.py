@@ -27,9 +27,14 @@ def is_uri(source: str) -> bool:
     return source.startswith(URI_SCHEMES)
 
 
+def _directory_of(models_file: Path) -> Path:
+    """models.yaml's directory, resolved; models.yaml itself is not followed if it is a link."""
+    return Path(os.path.realpath(models_file.absolute().parent))
+
+
 def repository_root(models_file: Path) -> Path:
     """The repository models.yaml is in: the nearest directory up holding ``.git``, resolved."""
-    start = Path(os.path.realpath(models_file)).parent
+    start = _directory_of(models_file)
     return next((d for d in (start, *start.parents) if (d / GIT_DIR).exists()), start)
 
 
@@ -54,7 +59,7 @@ def resolve(models_file: Path, source: str) -> Path:
     if Path(source).is_absolute():
         raise SourceError(source, "absolute path: give a path relative to models.yaml")
     root = repository_root(models_file)
-    base = Path(os.path.realpath(models_file)).parent
+    base = _directory_of(models_file)
     written = Path(os.path.normpath(base / source))
     if not written.is_relative_to(root):
         raise SourceError(source, f"leaves the repository ({root}); sources are files in it")
@@ -65,7 +70,7 @@ def resolve(models_file: Path, source: str) -> Path:
             f"a symbolic link on the way resolves outside the repository ({root}); "
             "copy the file into the repository",
         )
-    if GIT_DIR in resolved.relative_to(root).parts:
+    if any(part.casefold() == GIT_DIR for part in resolved.relative_to(root).parts):
         raise SourceError(source, f"inside {GIT_DIR}: git's own files are never a model")
     return resolved
 

@@ -356,9 +356,23 @@ def test_a_symbolic_link_pointing_outside_is_refused_and_no_digest_is_printed(
     assert "models[0].versions[0].source: a symbolic link on the way resolves outside" in err
 
 
-def test_git_files_are_never_a_source(repo: Path) -> None:
-    path = _declare(repo, ".git/config")
+@pytest.mark.parametrize("source", [".git/config", ".GIT/config"])
+def test_git_files_are_never_a_source(repo: Path, source: str) -> None:
+    (repo / ".GIT").mkdir()  # what .git is on a case-insensitive file system
+    (repo / ".GIT" / "config").write_text("[http] extraheader = token\n")
+    path = _declare(repo, source)
     assert _refusal(path).endswith("source: inside .git: git's own files are never a model")
+
+
+def test_a_models_yaml_linked_from_elsewhere_does_not_move_the_repository(repo: Path) -> None:
+    elsewhere = repo.parent / "elsewhere"
+    built = write_mlp(elsewhere / "m.onnx")
+    target = _declare(elsewhere, "../elsewhere/m.onnx", sha256=built.sha256)
+    (repo / "models.yaml").symlink_to(target)
+    assert spec.load(target).local_path("../elsewhere/m.onnx") == built.path
+    assert _refusal(repo / "models.yaml").endswith(
+        f"source: leaves the repository ({repo}); sources are files in it"
+    )
 
 
 def test_a_special_file_is_refused_without_reading_it(repo: Path) -> None:

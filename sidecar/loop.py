@@ -183,8 +183,9 @@ class Sidecar:
         if listed:  # what readiness waits for, set once per cycle (no flapping mid-cycle)
             self.status.expected = [n for n in names if n not in self._skipped]
             self.status.listed_at = time.time()
-            if not self.settings.models:
-                self._unmanaged_logged &= set(names)  # forget models deleted from the registry
+            if not self.settings.models:  # forget models deleted from the registry
+                self._unmanaged_logged &= set(names)
+                self.status.keep_only(set(names) - self._unmanaged_logged)
         self.status.unmanaged = len(self._unmanaged_logged)
         self.metrics.unmanaged_models.set(len(self._unmanaged_logged))
         self.integrity.keep_only(self._linked_directories())

@@ -106,6 +106,12 @@ class Status:
         with self._lock:
             return self.models.setdefault(name, ModelStatus())
 
+    def keep_only(self, names: set[str]) -> None:
+        """Forget models no longer in the registry (the status stays bounded by it)."""
+        with self._lock:
+            for name in [n for n in self.models if n not in names]:
+                del self.models[name]
+
     def ready(self) -> bool:
         """Every model the sidecar follows has been published at least once (following every
         registered model and none has a version to serve: ready, there is nothing to wait for)."""

@@ -225,3 +225,17 @@ def test_an_unreachable_server_is_asked_its_version_again_next_cycle(tmp_path: P
     registry.down = False
     sidecar.sync_all()
     assert sidecar.server_version == "3.17.2"
+
+
+def test_a_model_deleted_from_the_registry_leaves_the_status(tmp_path: Path) -> None:
+    registry = FakeRegistry()
+    registry.add(MODEL, "1", write_mlp(tmp_path / "a.onnx").path, production=True)
+    registry.add("gone", "1", write_mlp(tmp_path / "b.onnx", seed=2).path, production=True)
+    sidecar, _ = sidecar_for(tmp_path / "volume", registry)
+    assert sidecar.sync_all()
+    assert set(sidecar.status.snapshot()["models"]) == {MODEL, "gone"}
+    del registry.versions[("gone", "1")]
+    del registry.production["gone"]
+    assert sidecar.sync_all()
+    assert set(sidecar.status.snapshot()["models"]) == {MODEL}
+    assert sidecar.status.ready()

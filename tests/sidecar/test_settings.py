@@ -144,3 +144,57 @@ def test_main_names_the_variable_of_an_invalid_setting(
     err = capsys.readouterr().err
     assert "interval (--interval, SIDECAR_INTERVAL): Input should be greater than 0" in err
     assert "webhook_max_age (SIDECAR_WEBHOOK_MAX_AGE): Input should be a valid number" in err
+
+
+@pytest.fixture
+def answering_version() -> Iterator[str]:
+    """A loopback HTTP server answering ``GET /version`` with 2.6.0 (an MLflow too old)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Old(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"2.6.0" if self.path == "/version" else b"{}"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Old)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_main_refuses_an_mlflow_below_the_minimum_at_start_naming_it(
+    tmp_path: Path, answering_version: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["--volume", str(tmp_path), "--once", "--tracking-uri", answering_version])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "MLflow server version 2.6.0 is older than 2.7" in err
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_main_refuses_a_tracking_uri_that_is_not_http(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["--volume", str(tmp_path), "--once", "--tracking-uri",
+                 "sqlite://alice:pw@/mlflow.db"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "is not http(s)://" in err
+    assert ":pw@" not in err
+
+
+def test_mlflow_telemetry_is_off_by_default() -> None:
+    from sidecar.cli import MLFLOW_DEFAULTS
+
+    assert MLFLOW_DEFAULTS["MLFLOW_DISABLE_TELEMETRY"] == "true"

@@ -20,6 +20,10 @@ from server.__main__ import main
             [],
             "invalid settings: SERVER_MAX_BODY_BYTES: Input should be greater than 0",
         ),
+        # An empty token used to disable auth silently; a non-ASCII one could never match.
+        ({"SERVER_AUTH_TOKEN": ""}, [], "SERVER_AUTH_TOKEN: Value error, is empty"),
+        ({"SERVER_AUTH_TOKEN": "töken"}, [], "SERVER_AUTH_TOKEN: Value error, must be"),
+        ({"SERVER_AUTH_TOKEN": "two words"}, [], "printable ASCII without spaces"),
     ],
 )
 def test_bad_settings_are_a_usage_error(

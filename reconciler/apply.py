@@ -353,7 +353,7 @@ def apply(
     probe = SignatureProbe(registry, desired)
     with apply_lock(registry, lock, holder=holder or default_holder()) as keep_alive:
         state = registry.read(names)
-        plan = make_plan(desired.file, state, probe.signatures(state))
+        plan = make_plan(desired.file, state, probe.evidence(state))
         result = ApplyResult(first_plan=plan)
         if expected is not None:
             _check_fresh(expected, plan)
@@ -370,7 +370,7 @@ def apply(
                 keep_alive=keep_alive,
             )
             state = registry.read(names)
-            second = make_plan(desired.file, state, probe.signatures(state))
+            second = make_plan(desired.file, state, probe.evidence(state))
             for refusal in refusals(second.reviews):  # breaking, not acknowledged
                 blocked.add(refusal.model)
                 result.failures.append(str(refusal))

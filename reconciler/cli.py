@@ -148,7 +148,7 @@ def run(args: argparse.Namespace, settings: ReconcilerSettings) -> int:
         from reconciler.probe import SignatureProbe
 
         state = registry.read(names)
-        plan = make_plan(desired.file, state, SignatureProbe(registry, desired).signatures(state))
+        plan = make_plan(desired.file, state, SignatureProbe(registry, desired).evidence(state))
         _print(render.RENDERERS[args.format](plan))
         if args.out:
             args.out.write_text(render.json_text(plan))

@@ -165,3 +165,16 @@ class BreakingChangeError(ReconcilerError):
             + f"). Nothing of {model} was promoted or moved. If clients are ready, set "
             f"`{field}: <reason>` on that version in models.yaml and apply again."
         )
+
+
+class BehaviourLimitError(ReconcilerError):
+    """A version would become served answering past the model's behaviour limits."""
+
+    def __init__(self, model: str, what: str, breaches: Sequence[str]) -> None:
+        self.model = model
+        self.breaches = tuple(breaches)
+        super().__init__(
+            f"{model}: refused {what}: on its sample_input it answers past the limits of "
+            f"models.yaml ({'; '.join(self.breaches)}). Nothing of {model} was promoted or "
+            "moved. Check the new version, or raise behaviour_limits in models.yaml."
+        )

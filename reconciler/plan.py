@@ -10,7 +10,7 @@ from enum import StrEnum
 from typing import Any
 
 from contracts.registry import MANAGED_TAG, ROLLOUT_TAG, STAGE_TAG, Stage
-from reconciler.serving import SignatureReview, Signatures, review
+from reconciler.serving import Evidence, SignatureReview, review
 from reconciler.spec import ModelsFile, ModelSpec
 from reconciler.state import ActualModel, ActualVersion, RegistryState
 
@@ -133,18 +133,16 @@ def decode_rollout(text: str | None) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else {"invalid": text}
 
 
-def make_plan(
-    desired: ModelsFile, actual: RegistryState, signatures: Signatures | None = None
-) -> Plan:
+def make_plan(desired: ModelsFile, actual: RegistryState, evidence: Evidence | None = None) -> Plan:
     """The changes that make ``actual`` match ``desired``: pure, no I/O.
 
-    With ``signatures`` (read by reconciler.probe), the plan also reviews the signature of
-    every version that becomes served against the served one.
+    With ``evidence`` (read by reconciler.probe), the plan also reviews the signature and the
+    behaviour of every version that becomes served against the served one.
     """
     changes: list[Change] = []
     for model in desired.models:
         changes.extend(_model_changes(model, actual.models.get(model.name)))
-    reviews = review(desired, actual, signatures) if signatures is not None else ()
+    reviews = review(desired, actual, evidence) if evidence is not None else ()
     return Plan(tuple(changes), reviews)
 
 

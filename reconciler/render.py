@@ -180,13 +180,19 @@ def _tensor_cell(tensor: TensorSpec | None) -> str:
 
 
 def _refusal_lines(reviews: tuple[SignatureReview, ...]) -> list[str]:
-    refused = sum(1 for item in reviews if item.refused)
-    if not refused:
-        return []
-    return [
-        f"{refused} breaking signature change(s) not acknowledged in models.yaml: "
-        "apply refuses them."
-    ]
+    refused = sum(1 for item in reviews if item.refused_breaking)
+    past = sum(1 for item in reviews if item.limit_breaches)
+    lines = []
+    if refused:
+        lines.append(
+            f"{refused} breaking signature change(s) not acknowledged in models.yaml: "
+            "apply refuses them."
+        )
+    if past:
+        lines.append(
+            f"{past} version(s) past the behaviour limits of models.yaml: apply refuses them."
+        )
+    return lines
 
 
 def _diff_text(diff: TensorDiff, compared: bool) -> str:
@@ -210,6 +216,9 @@ def _signature_text(reviews: tuple[SignatureReview, ...]) -> list[str]:
         lines += [_diff_text(diff, item.compared) for diff in item.diffs]
         if item.breaking:
             lines.append(f"    {item.verdict_line()}")
+        behaviour = item.behaviour_line()
+        if behaviour is not None:
+            lines.append(f"    {behaviour}")
     return [*lines, ""]
 
 
@@ -223,6 +232,9 @@ def _signature_markdown(reviews: tuple[SignatureReview, ...]) -> list[str]:
         if item.breaking:
             headline += f" {_prose(item.verdict_line())}"
         lines += [headline, ""]
+        behaviour = item.behaviour_line()
+        if behaviour is not None:
+            lines += [_prose(behaviour), ""]
         if item.diffs:
             lines += ["| | Tensor | Served | Becoming | What changed |", "|---|---|---|---|---|"]
             lines += [

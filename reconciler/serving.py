@@ -13,9 +13,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from contracts.registry import Stage
-from reconciler.errors import BreakingChangeError
+from reconciler.behaviour import BehaviourDiff
+from reconciler.errors import BehaviourLimitError, BreakingChangeError
 from reconciler.signature import Signature, TensorDiff, Verdict, compare, listing
-from reconciler.spec import ModelsFile, ModelSpec, VersionSpec
+from reconciler.spec import BehaviourLimits, ModelsFile, ModelSpec, SampleInput, VersionSpec
 from reconciler.state import ActualModel, ActualVersion, RegistryState
 
 ACKNOWLEDGE_FIELD = "breaking_change_acknowledged"
@@ -26,6 +27,18 @@ SignatureKey = tuple[str, str]
 
 Signatures = Mapping[SignatureKey, Signature | str]
 """The signatures read, or why one could not be read."""
+
+Behaviours = Mapping[tuple[SignatureKey, SignatureKey], BehaviourDiff | str]
+"""(served, becoming) -> their predictions compared on the becoming version's sample_input, or
+why they could not be."""
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What reconciler.probe read for a plan: signatures and behaviour on sample inputs."""
+
+    signatures: Signatures
+    behaviours: Behaviours = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +72,15 @@ class ServingMove:
     becoming: VersionRef
     acknowledged: str | None = None
     """models.yaml's reason for letting a breaking change through, if it gives one."""
+    sample: SampleInput | None = None
+    """The becoming version's sample_input: both versions' predictions on it are compared."""
+    limits: BehaviourLimits | None = None
+
+    @property
+    def behaviour_key(self) -> tuple[SignatureKey, SignatureKey] | None:
+        if self.served is None or self.sample is None:
+            return None
+        return (self.served.key, self.becoming.key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,15 +93,57 @@ class SignatureReview:
     """Why the signatures could not be compared (then nothing is judged breaking)."""
     compared: bool = field(default=False)
     """True when there was a served signature to compare against."""
+    behaviour: BehaviourDiff | None = None
+    behaviour_problem: str | None = None
+
+    @property
+    def limit_breaches(self) -> tuple[str, ...]:
+        """Each behaviour limit of models.yaml the figures pass, with both figures."""
+        limits, found = self.move.limits, self.behaviour
+        if limits is None or found is None:
+            return ()
+        breaches = []
+        if limits.max_differing_rows is not None and (
+            found.differing_rows > limits.max_differing_rows
+        ):
+            breaches.append(
+                f"{found.differing_rows} of {found.rows} sample row(s) differ, "
+                f"max_differing_rows is {limits.max_differing_rows}"
+            )
+        largest = found.max_abs_difference
+        if limits.max_abs_difference is not None and (
+            largest is not None and largest > limits.max_abs_difference
+        ):
+            breaches.append(
+                f"largest difference {largest:.6g}, max_abs_difference is "
+                f"{limits.max_abs_difference:g}"
+            )
+        return tuple(breaches)
 
     @property
     def breaking(self) -> tuple[TensorDiff, ...]:
         return tuple(diff for diff in self.diffs if diff.verdict is Verdict.BREAKING)
 
     @property
-    def refused(self) -> bool:
-        """A breaking change models.yaml does not acknowledge: apply does not make it."""
+    def refused_breaking(self) -> bool:
+        """A breaking change models.yaml does not acknowledge."""
         return bool(self.breaking) and self.move.acknowledged is None
+
+    @property
+    def refused(self) -> bool:
+        """Apply does not make this move: a breaking change not acknowledged, or past a limit."""
+        return self.refused_breaking or bool(self.limit_breaches)
+
+    def behaviour_line(self) -> str | None:
+        """``behaviour on sample_input: 1 of 3 row(s) differ, ...``; None when not compared."""
+        if self.behaviour_problem is not None:
+            return f"behaviour on sample_input: not compared ({self.behaviour_problem})"
+        if self.behaviour is None:
+            return None
+        text = f"behaviour on sample_input: {self.behaviour.summary()}"
+        if self.limit_breaches:
+            text += "; PAST A LIMIT: " + "; ".join(self.limit_breaches) + " (apply refuses it)"
+        return text
 
     def transition(self) -> str:
         """``stage Production: v1 -> v2``."""
@@ -125,6 +189,9 @@ class SignatureReview:
             "acknowledged": move.acknowledged,
             "refused": self.refused,
             "tensors": [diff.to_dict() for diff in self.diffs],
+            "behaviour": self.behaviour.to_dict() if self.behaviour is not None else None,
+            "behaviour_problem": self.behaviour_problem,
+            "limit_breaches": list(self.limit_breaches),
         }
 
 
@@ -155,6 +222,8 @@ def _model_moves(model: ModelSpec, actual: ActualModel) -> Iterator[ServingMove]
                 _ref(model.name, served[-1]) if served else None,
                 becoming,
                 production.breaking_change_acknowledged,
+                production.sample_input,
+                model.behaviour_limits,
             )
     for spec in model.versions:
         becoming = _becoming(model.name, spec, actual)
@@ -169,6 +238,8 @@ def _model_moves(model: ModelSpec, actual: ActualModel) -> Iterator[ServingMove]
                 _ref(model.name, pointed) if pointed is not None else None,
                 becoming,
                 spec.breaking_change_acknowledged,
+                spec.sample_input,
+                model.behaviour_limits,
             )
 
 
@@ -204,7 +275,16 @@ def needed(moves: tuple[ServingMove, ...]) -> dict[SignatureKey, VersionRef]:
 # --- reviewing -------------------------------------------------------------------------------
 
 
-def _review(move: ServingMove, signatures: Signatures) -> SignatureReview:
+def _review(move: ServingMove, evidence: Evidence) -> SignatureReview:
+    found = _signature_review(move, evidence.signatures)
+    key = move.behaviour_key
+    behaviour = evidence.behaviours.get(key) if key is not None else None
+    if isinstance(behaviour, str):
+        return replace(found, behaviour_problem=behaviour)
+    return replace(found, behaviour=behaviour)
+
+
+def _signature_review(move: ServingMove, signatures: Signatures) -> SignatureReview:
     becoming = signatures.get(move.becoming.key, "not read")
     if isinstance(becoming, str):
         return SignatureReview(move, problem=f"{move.becoming.label()}: {becoming}")
@@ -219,21 +299,25 @@ def _review(move: ServingMove, signatures: Signatures) -> SignatureReview:
 
 
 def review(
-    desired: ModelsFile, actual: RegistryState, signatures: Signatures
+    desired: ModelsFile, actual: RegistryState, evidence: Evidence
 ) -> tuple[SignatureReview, ...]:
-    """Each serving move with its signature against the served one."""
-    return tuple(_review(move, signatures) for move in serving_moves(desired, actual))
+    """Each serving move with its signature and behaviour against the served one."""
+    return tuple(_review(move, evidence) for move in serving_moves(desired, actual))
 
 
-def refusals(reviews: tuple[SignatureReview, ...]) -> tuple[BreakingChangeError, ...]:
-    """The moves apply must not make: breaking and not acknowledged in models.yaml."""
-    return tuple(
-        BreakingChangeError(
-            item.move.model,
-            item.transition(),
-            [f"{diff.side} {diff.name}: {', '.join(diff.reasons)}" for diff in item.breaking],
-            ACKNOWLEDGE_FIELD,
-        )
-        for item in reviews
-        if item.refused
-    )
+def refusals(
+    reviews: tuple[SignatureReview, ...],
+) -> tuple[BreakingChangeError | BehaviourLimitError, ...]:
+    """The moves apply must not make: breaking and not acknowledged, or past a limit."""
+    found: list[BreakingChangeError | BehaviourLimitError] = []
+    for item in reviews:
+        if item.refused_breaking:
+            breaking = [f"{d.side} {d.name}: {', '.join(d.reasons)}" for d in item.breaking]
+            found.append(
+                BreakingChangeError(item.move.model, item.transition(), breaking, ACKNOWLEDGE_FIELD)
+            )
+        if item.limit_breaches:
+            found.append(
+                BehaviourLimitError(item.move.model, item.transition(), item.limit_breaches)
+            )
+    return tuple(found)

@@ -128,15 +128,24 @@ def read_signature(onnx_file: Path) -> Signature:
 
     Raises whatever onnxruntime raises for a file it cannot load.
     """
+    return signature_of(load_session(onnx_file))
+
+
+def load_session(onnx_file: Path) -> Any:
+    """An onnxruntime session (weights in memory: the files may go away afterwards)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.log_severity_level = 3
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(
+    return ort.InferenceSession(
         str(onnx_file), sess_options=options, providers=["CPUExecutionProvider"]
     )
+
+
+def signature_of(session: Any) -> Signature:
+    """The signature of a loaded onnxruntime session."""
     return Signature(
         inputs=(
             *(_tensor(arg) for arg in session.get_inputs()),

@@ -184,6 +184,18 @@ class VersionSpec(_Strict):
     )
 
 
+class BehaviourLimits(_Strict):
+    """How far a version that becomes served may answer differently from the served one, on
+    its ``sample_input``. Past a limit, apply refuses with the figures."""
+
+    max_differing_rows: int | None = Field(
+        default=None, ge=0, description="Rows of sample_input whose predictions may differ."
+    )
+    max_abs_difference: float | None = Field(
+        default=None, ge=0, description="Largest absolute difference of a numeric output."
+    )
+
+
 class RolloutSpec(_Strict):
     """Progressive delivery: a candidate beside Production (canary share or shadow copy)."""
 
@@ -228,6 +240,11 @@ class ModelSpec(_Strict):
     )
     versions: list[VersionSpec] = Field(default_factory=list)
     rollout: RolloutSpec | None = None
+    behaviour_limits: BehaviourLimits | None = Field(
+        default=None,
+        description="Limits on how the version that becomes Production (or an alias's) may "
+        "differ from the served one on its sample_input; the plan shows the figures.",
+    )
 
     def production(self) -> VersionSpec | None:
         return next((v for v in self.versions if v.stage is Stage.PRODUCTION), None)

@@ -9,7 +9,7 @@ import pytest
 from contracts.registry import Stage
 from reconciler.errors import BreakingChangeError
 from reconciler.plan import make_plan
-from reconciler.serving import Signatures, refusals
+from reconciler.serving import Evidence, SignatureKey, refusals
 from reconciler.signature import Signature, TensorSpec
 from reconciler.state import ActualVersion, RegistryState
 from tests.reconciler.test_plan import A, B, C, actual, desired, managed
@@ -21,13 +21,15 @@ WIDER = Signature((TensorSpec("x", "tensor(float)", ("N", 5)),), S.outputs)
 MORE = Signature(S.inputs, (*S.outputs, TensorSpec("label", "tensor(int64)", ("N",))))
 
 
-def sigs(**by_key: Signature | str) -> Signatures:
-    """``sigs(A=S, v3=WIDER)``: sha256 A's signature, and version 3's (unmanaged)."""
+def key(name: str) -> SignatureKey:
+    """``A`` -> sha256 A's key; ``v3`` -> version 3's (unmanaged)."""
     table = {"A": A, "B": B, "C": C}
-    return {
-        ("m", f"sha256:{table[key]}" if key in table else key): value
-        for key, value in by_key.items()
-    }
+    return ("m", f"sha256:{table[name]}" if name in table else name)
+
+
+def sigs(**by_key: Signature | str) -> Evidence:
+    """``sigs(A=S, v3=WIDER)``: sha256 A's signature, and version 3's (unmanaged)."""
+    return Evidence({key(name): value for name, value in by_key.items()})
 
 
 def promote_b(**extra: Any) -> list[dict[str, Any]]:
@@ -160,7 +162,7 @@ CASES = [
 
 @pytest.mark.parametrize(("wanted", "found", "signatures", "expected"), CASES)
 def test_reviews(
-    wanted: Any, found: RegistryState, signatures: Signatures, expected: list[Row]
+    wanted: Any, found: RegistryState, signatures: Evidence, expected: list[Row]
 ) -> None:
     plan = make_plan(wanted, found, signatures)
     rows = [

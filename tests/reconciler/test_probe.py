@@ -43,7 +43,8 @@ def test_every_converter_output_is_read_where_it_lies(
         source = "model.onnx"
     desired = desired_with(repository, {"source": source, "sha256": model.sha256})
     registry = FakeRegistry()
-    (signature,) = SignatureProbe(registry, desired).signatures(registry.read(["m"])).values()
+    evidence = SignatureProbe(registry, desired).evidence(registry.read(["m"]))
+    (signature,) = evidence.signatures.values()
     session = model.session()
     assert isinstance(signature, Signature)
     assert [(t.name, t.type) for t in signature.inputs] == [
@@ -75,8 +76,8 @@ def test_a_registered_version_is_downloaded_once_per_command(
         tmp_path, {"source": os.path.relpath(v2.path, tmp_path), "sha256": v2.sha256}
     )
     probe = SignatureProbe(registry, desired)
-    first = probe.signatures(registry.read(["m"]))
-    again = probe.signatures(registry.read(["m"]))
+    first = probe.evidence(registry.read(["m"])).signatures
+    again = probe.evidence(registry.read(["m"])).signatures
     assert first == again
     assert downloads == ["s3://b/1"]
     x = TensorSpec("input", "tensor(float)", ("N", 3))
@@ -91,7 +92,7 @@ def test_what_cannot_be_read_is_a_reason_not_an_error(tmp_path: Path) -> None:
     registry.register_version("m", "s3://gone", None, {SHA256_TAG: "a" * 64}, None)
     registry.set_stage("m", "1", Stage.PRODUCTION)
     desired = desired_with(tmp_path, {"source": "missing.onnx", "sha256": "b" * 64})
-    found = SignatureProbe(registry, desired).signatures(registry.read(["m"]))
+    found = SignatureProbe(registry, desired).evidence(registry.read(["m"])).signatures
     assert found == {
         ("m", f"sha256:{'a' * 64}"): "cannot read source s3://gone: FileNotFoundError: s3://gone",
         ("m", f"sha256:{'b' * 64}"): f"not found: {tmp_path / 'missing.onnx'}",

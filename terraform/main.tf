@@ -11,23 +11,46 @@ resource "digitalocean_vpc" "main" {
 }
 
 # ---- Kubernetes (DOKS) -----------------------------------------------------------------------
+# Every version DOKS offers today, and those of the chosen minor (all of them when
+# kubernetes_version_prefix is null: the newest supported minor is taken).
+data "digitalocean_kubernetes_versions" "offered" {}
+
 data "digitalocean_kubernetes_versions" "selected" {
   version_prefix = var.kubernetes_version_prefix
 }
 
+locals {
+  offered_minors = distinct([for slug in data.digitalocean_kubernetes_versions.offered.valid_versions : regex("^[0-9]+[.][0-9]+", slug)])
+}
+
 resource "digitalocean_kubernetes_cluster" "main" {
-  name          = "${var.name}-k8s"
-  region        = var.region
-  version       = data.digitalocean_kubernetes_versions.selected.latest_version
-  vpc_uuid      = digitalocean_vpc.main.id
+  name     = "${var.name}-k8s"
+  region   = var.region
+  version  = data.digitalocean_kubernetes_versions.selected.latest_version
+  vpc_uuid = digitalocean_vpc.main.id
+  ha       = false
+  tags     = local.tags
+  # Patch releases are installed by DOKS itself, inside the maintenance window below (surge:
+  # new nodes first). `version` is read at creation only (ignore_changes): a new patch must not
+  # make the next apply upgrade the cluster at once. Minor upgrades are a deliberate step:
+  # `doctl kubernetes cluster upgrade` (terraform/README.md).
   auto_upgrade  = true
   surge_upgrade = true
-  ha            = false
-  tags          = local.tags
+  # `terraform destroy` also deletes the load balancer (and volumes) Kubernetes created.
+  destroy_all_associated_resources = true
 
   maintenance_policy {
-    day        = "sunday"
-    start_time = "03:00"
+    day        = var.maintenance_day
+    start_time = var.maintenance_start_time
+  }
+
+  lifecycle {
+    ignore_changes = [version]
+
+    precondition {
+      condition     = length(data.digitalocean_kubernetes_versions.selected.valid_versions) > 0
+      error_message = "DOKS offers no Kubernetes version starting with \"${coalesce(var.kubernetes_version_prefix, "<any>")}\". Offered minors today: ${join(", ", local.offered_minors)}. Set kubernetes_version_prefix to one of them (e.g. \"${try(local.offered_minors[0], "1.xx")}.\") or to null for the newest."
+    }
   }
 
   node_pool {
@@ -70,6 +93,10 @@ resource "digitalocean_database_user" "mlflow" {
   cluster_id = digitalocean_database_cluster.mlflow.id
   name       = "mlflow"
 }
+
+# The `mlflow` database belongs to doadmin, and PostgreSQL 15+ gives other users no CREATE on
+# schema public: the one-shot Job deploy/k8s/base/mlflow-db.yaml (as doadmin, from inside the
+# cluster, the only place the firewall admits) grants it to `mlflow` before MLflow starts.
 
 # Only the cluster's nodes may connect (trusted sources); the public endpoint refuses everyone else.
 resource "digitalocean_database_firewall" "mlflow" {
@@ -116,6 +143,24 @@ resource "digitalocean_container_registry" "main" {
   name                   = var.registry_name
   subscription_tier_slug = var.registry_tier
   region                 = var.region
+}
+
+# ---- TLS for the public load balancer: a Let's Encrypt certificate DigitalOcean renews --------
+# DigitalOcean answers the ACME challenge itself, so the domain's DNS must be served by
+# DigitalOcean (Networking > Domains). The load balancer refers to it by UUID (overlay setting
+# certificate-id, from the output server_certificate_id).
+resource "digitalocean_certificate" "server" {
+  name    = "${var.name}-server"
+  type    = "lets_encrypt"
+  domains = [local.server_hostname]
+
+  lifecycle {
+    create_before_destroy = true
+  }
+}
+
+locals {
+  server_hostname = "${var.server_subdomain}.${var.domain}"
 }
 
 # ---- project: groups the resources in the control panel ---------------------------------------

@@ -54,3 +54,50 @@ output "mlflow_database_uri" {
     digitalocean_database_db.mlflow.name,
   )
 }
+
+output "mlflow_database_admin_uri" {
+  description = "doadmin's URI of the mlflow database over the VPC (Secret mlflow-database, key admin-uri): the Job mlflow-db grants the mlflow user CREATE on schema public with it."
+  sensitive   = true
+
+  value = format(
+    # checkov:skip=CKV_SECRET_4: a format template with %s placeholders, not a credential
+    "postgresql+psycopg2://%s:%s@%s:%d/%s?sslmode=require",
+    digitalocean_database_cluster.mlflow.user,
+    urlencode(digitalocean_database_cluster.mlflow.password),
+    digitalocean_database_cluster.mlflow.private_host,
+    digitalocean_database_cluster.mlflow.port,
+    digitalocean_database_db.mlflow.name,
+  )
+}
+
+output "region" {
+  description = "The region of every resource (repository variable DO_REGION)."
+  value       = var.region
+}
+
+output "registry_name" {
+  description = "The Container Registry's name (repository variable DOCR_REGISTRY)."
+  value       = digitalocean_container_registry.main.name
+}
+
+output "server_hostname" {
+  description = "Public host name of the server: point an A record at the load balancer's IP (docs/deploy.md step 7)."
+  value       = local.server_hostname
+}
+
+output "server_certificate_id" {
+  description = "UUID of the server's TLS certificate (overlay setting certificate-id, repository variable SERVER_CERTIFICATE_ID)."
+  value       = digitalocean_certificate.server.uuid
+}
+
+output "overlay_settings" {
+  description = "The account's settings for deploy/k8s/overlays/digitalocean/account.env (terraform output -raw overlay_settings > ...)."
+  value = join("", [for key, value in {
+    "registry-name"         = digitalocean_container_registry.main.name
+    "artifacts-destination" = "s3://${digitalocean_spaces_bucket.artifacts.name}/mlflow"
+    "s3-endpoint-url"       = "https://${var.region}.digitaloceanspaces.com"
+    "s3-region"             = var.region
+    "certificate-id"        = digitalocean_certificate.server.uuid
+    "server-hostname"       = local.server_hostname
+  } : "${key}=${value}\n"])
+}

@@ -10,13 +10,15 @@ variable "name" {
 }
 
 variable "region" {
-  description = "DigitalOcean region of the cluster, the database and the VPC (also the Spaces region)."
+  description = "DigitalOcean region of everything: the cluster, the database, the VPC, the Spaces bucket and the Container Registry (asked once; no default)."
   type        = string
-  default     = "fra1"
 
+  # Regions that offer Kubernetes and Managed PostgreSQL and also Spaces (docs.digitalocean.com/
+  # products/spaces/details/availability) and the Container Registry (API /v2/registries: nyc3,
+  # sfo2, sfo3, ams3, sgp1, fra1, blr1, syd1). lon1, tor1 and nyc1 lack one of them.
   validation {
-    condition     = contains(["ams3", "blr1", "fra1", "lon1", "nyc1", "nyc3", "sfo2", "sfo3", "sgp1", "syd1", "tor1"], var.region)
-    error_message = "region must be a DigitalOcean region that offers Kubernetes, Managed PostgreSQL and Spaces."
+    condition     = contains(["ams3", "blr1", "fra1", "nyc3", "sfo2", "sfo3", "sgp1", "syd1"], var.region)
+    error_message = "region must offer DOKS, Managed PostgreSQL, Spaces and the Container Registry: one of ams3, blr1, fra1, nyc3, sfo2, sfo3, sgp1, syd1."
   }
 }
 
@@ -32,13 +34,36 @@ variable "vpc_ip_range" {
 }
 
 variable "kubernetes_version_prefix" {
-  description = "Kubernetes minor version to run, as a prefix of DOKS version slugs (e.g. \"1.33.\"); patch upgrades are automatic."
+  description = "Kubernetes minor to create the cluster with, as a prefix of DOKS version slugs (e.g. \"1.35.\"); null (the default) takes the newest minor DOKS offers. Patch upgrades happen in the maintenance window; minor upgrades are manual (terraform/README.md)."
   type        = string
-  default     = "1.33."
+  default     = null
+  nullable    = true
 
   validation {
-    condition     = can(regex("^1\\.[0-9]+\\.$", var.kubernetes_version_prefix))
-    error_message = "kubernetes_version_prefix must look like \"1.33.\" (major.minor and a trailing dot)."
+    condition     = var.kubernetes_version_prefix == null || can(regex("^1\\.[0-9]+\\.$", var.kubernetes_version_prefix))
+    error_message = "kubernetes_version_prefix must be null or look like \"1.35.\" (major.minor and a trailing dot)."
+  }
+}
+
+variable "maintenance_day" {
+  description = "Day of DOKS's weekly maintenance window, when patch upgrades are installed (any, monday ... sunday)."
+  type        = string
+  default     = "sunday"
+
+  validation {
+    condition     = contains(["any", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"], var.maintenance_day)
+    error_message = "maintenance_day must be any, monday, tuesday, wednesday, thursday, friday, saturday or sunday."
+  }
+}
+
+variable "maintenance_start_time" {
+  description = "Start of DOKS's maintenance window, UTC, HH:MM."
+  type        = string
+  default     = "03:00"
+
+  validation {
+    condition     = can(regex("^([01][0-9]|2[0-3]):[0-5][0-9]$", var.maintenance_start_time))
+    error_message = "maintenance_start_time must be HH:MM (UTC, 24-hour clock)."
   }
 }
 
@@ -130,9 +155,8 @@ variable "noncurrent_version_days" {
 }
 
 variable "registry_name" {
-  description = "Name of the Container Registry (one per account; images are registry.digitalocean.com/<name>/...)."
+  description = "Name of the Container Registry: globally unique across DigitalOcean (images are registry.digitalocean.com/<name>/...). No default: choose your own."
   type        = string
-  default     = "mlgitops"
 
   validation {
     condition     = can(regex("^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$", var.registry_name))
@@ -148,5 +172,26 @@ variable "registry_tier" {
   validation {
     condition     = contains(["starter", "basic", "professional"], var.registry_tier)
     error_message = "registry_tier must be starter, basic or professional (mlgitops pushes 3 repositories: basic or more)."
+  }
+}
+
+variable "domain" {
+  description = "A domain whose DNS DigitalOcean serves (Networking > Domains), e.g. example.com: the server's TLS certificate is issued for <server_subdomain>.<domain>."
+  type        = string
+
+  validation {
+    condition     = can(regex("^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?[.])+[a-z]{2,63}$", var.domain))
+    error_message = "domain must be a lowercase DNS name such as example.com."
+  }
+}
+
+variable "server_subdomain" {
+  description = "Host name of the public server under domain (models -> models.example.com)."
+  type        = string
+  default     = "models"
+
+  validation {
+    condition     = can(regex("^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", var.server_subdomain))
+    error_message = "server_subdomain must be one DNS label: lowercase letters, digits and dashes."
   }
 }

@@ -2,7 +2,7 @@
 
 Run by the Kubernetes Job ``mlflow-db`` (deploy/k8s/base/mlflow-db.yaml), in this order:
 
-1. as the database's owner (DigitalOcean's ``doadmin``, ``MLFLOW_DATABASE_ADMIN_URI``): grant the
+1. as the database's owner (DigitalOcean's ``doadmin``, ``MLGITOPS_DATABASE_ADMIN_URI``): grant the
    MLflow user CREATE and USAGE on schema ``public``. PostgreSQL 15+ gives a user that does not
    own the database no CREATE there, so MLflow's first start fails with "permission denied for
    schema public";
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        admin_uri = required_env("MLFLOW_DATABASE_ADMIN_URI")
+        admin_uri = required_env("MLGITOPS_DATABASE_ADMIN_URI")
         uri = required_env("MLFLOW_BACKEND_STORE_URI")
         users = read_users(args.users_dir)
         grant_schema(admin_uri, database_user(uri))

@@ -7,11 +7,13 @@ once installed. Without a package registry locally the tests skip; with ``CI`` s
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,3 +63,43 @@ def tools() -> Tools:
     tail = "\n".join((result.stdout + result.stderr).splitlines()[-20:])
     require(result.returncode == 0, f"`make tools` failed (no package registry?):\n{tail}")
     return Tools(bin_dir=TOOLS_VENV / "bin", hcl2_dir=TOOLS_VENV / "hcl2")
+
+
+HCL2_SUMMARY = """
+import json, pathlib, sys
+import hcl2
+out = {}
+for path in sorted(pathlib.Path(sys.argv[1]).glob("*.tf")):
+    with path.open() as stream:
+        out[path.name] = hcl2.load(stream)
+print(json.dumps(out, default=str))
+"""
+
+
+@pytest.fixture(scope="session")
+def terraform(tools: Tools) -> dict[str, Any]:
+    """Every terraform/*.tf file parsed by python-hcl2 (from .venv-tools/hcl2), merged by block."""
+    result = tools.run(
+        "python",
+        "-c",
+        HCL2_SUMMARY,
+        str(ROOT / "terraform"),
+        env={"PYTHONPATH": str(tools.hcl2_dir)},
+    )
+    assert result.returncode == 0, result.stderr
+    parsed: dict[str, dict[str, Any]] = json.loads(result.stdout)
+    assert len(parsed) >= 4
+    merged: dict[str, Any] = {
+        "resource": {}, "data": {}, "variable": {}, "output": {}, "terraform": []
+    }  # fmt: skip
+    for blocks in parsed.values():
+        for block_type in ("resource", "data"):
+            for resource in blocks.get(block_type, []):
+                for kind, named in resource.items():
+                    unquoted = {name.strip('"'): body for name, body in named.items()}
+                    merged[block_type].setdefault(kind.strip('"'), {}).update(unquoted)
+        for kind in ("variable", "output"):
+            for block in blocks.get(kind, []):
+                merged[kind].update({name.strip('"'): body for name, body in block.items()})
+        merged["terraform"].extend(blocks.get("terraform", []))
+    return merged

@@ -1,19 +1,37 @@
-"""Readers for the delivery files: Dockerfile stages, compose services, Kubernetes containers."""
+"""Readers for the delivery files: Dockerfile stages, compose services, Kubernetes containers.
+
+Kustomizations are rendered by ``kubectl kustomize`` (the renderer ``kubectl apply -k`` uses),
+on a copy of deploy/k8s whose per-account files (account.env, images.env) are the committed
+``*.example`` ones: the overlay itself holds no account's values.
+"""
 
 from __future__ import annotations
 
 import json
 import re
 import shlex
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tests.delivery.kustomize import KUSTOMIZATION_FILE, pod_containers, render
+from tests.conftest import require
 
+KUSTOMIZATION_FILE = "kustomization.yaml"
+KUBECTL_HINT = (
+    "kubectl is not installed: it renders deploy/k8s (kubectl kustomize). Install kubectl >= 1.27 "
+    "(https://kubernetes.io/docs/tasks/tools/), e.g. `apt-get install kubectl` from the "
+    "Kubernetes apt repository"
+)
+# Kustomizations that fetch remote resources when applied: not rendered offline.
+REMOTE_KUSTOMIZATIONS = ("metrics-server",)
+Document = dict[str, Any]
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -98,9 +116,59 @@ def kustomization_dirs() -> list[Path]:
     return sorted(path.parent for path in K8S_DIR.rglob(KUSTOMIZATION_FILE))
 
 
-def rendered_manifests() -> dict[Path, list[dict[str, Any]]]:
-    """Every kustomization under deploy/k8s, rendered."""
-    return {directory: render(directory) for directory in kustomization_dirs()}
+def load_documents(path: Path) -> list[Document]:
+    """Every non-empty YAML document of a file."""
+    with path.open(encoding="utf-8") as stream:
+        return [doc for doc in yaml.safe_load_all(stream) if doc]
+
+
+@cache
+def _example_copy() -> Path:
+    """deploy/k8s copied once per session, with each ``X.env.example`` also as ``X.env``."""
+    copy = Path(tempfile.mkdtemp(prefix="mlgitops-k8s-")) / "k8s"
+    shutil.copytree(K8S_DIR, copy)
+    for example in copy.rglob("*.env.example"):
+        shutil.copyfile(example, example.with_name(example.name.removesuffix(".example")))
+    return copy
+
+
+@cache
+def _render_text(relative: str) -> str:
+    kubectl = shutil.which("kubectl")
+    require(kubectl is not None, KUBECTL_HINT)
+    assert kubectl is not None
+    result = subprocess.run(
+        [kubectl, "kustomize", str(_example_copy() / relative)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, f"kubectl kustomize {relative} failed:\n{result.stderr}"
+    return result.stdout
+
+
+def render(directory: Path) -> list[Document]:
+    """``kubectl kustomize DIRECTORY`` (a directory under deploy/k8s), as documents."""
+    text = _render_text(directory.relative_to(K8S_DIR).as_posix())
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def rendered_manifests() -> dict[Path, list[Document]]:
+    """Every kustomization under deploy/k8s that renders offline, rendered."""
+    return {
+        directory: render(directory)
+        for directory in kustomization_dirs()
+        if directory.relative_to(K8S_DIR).parts[0] not in REMOTE_KUSTOMIZATIONS
+    }
+
+
+def pod_containers(document: Document) -> list[Document]:
+    """Containers and init containers of a workload's pod template (empty for other kinds)."""
+    pod = document.get("spec", {}).get("template", {}).get("spec")
+    if not isinstance(pod, dict):
+        return []
+    return [*pod.get("initContainers", []), *pod.get("containers", [])]
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,7 @@ def _uris(database: tuple[str, str]) -> dict[str, str]:
     name, role = database
     host = POSTGRES_URL.split("@", 1)[1].rsplit("/", 1)[0]
     return {
-        "MLFLOW_DATABASE_ADMIN_URI": POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}",
+        "MLGITOPS_DATABASE_ADMIN_URI": POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}",
         "MLFLOW_BACKEND_STORE_URI": f"postgresql+psycopg2://{role}:pw@{host}/{name}",
     }
 

@@ -1,0 +1,301 @@
+"""A new DigitalOcean account's first deploy, read as the platform would (issue 14).
+
+Each test names what failed on a new account before: Terraform read with python-hcl2, the
+manifests rendered by ``kubectl kustomize``, docker-compose.yml and the workflows as YAML.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from typing import Any
+
+import yaml
+
+from tests.conftest import require
+from tests.delivery.files import (
+    COMPOSE_FILE,
+    K8S_DIR,
+    ROOT,
+    TERRAFORM_DIR,
+    compose_services,
+    pod_containers,
+    render,
+)
+
+OVERLAY = K8S_DIR / "overlays" / "digitalocean"
+# Where DigitalOcean offers Spaces (docs.digitalocean.com/products/spaces/details/availability,
+# 2026-03) and the Container Registry (API POST /v2/registries, region enum, 2026-10).
+SPACES_REGIONS = {"nyc3", "ams3", "sfo2", "sfo3", "sgp1", "lon1", "fra1", "tor1", "blr1", "syd1"}
+REGISTRY_REGIONS = {"nyc3", "sfo3", "sfo2", "ams3", "sgp1", "fra1", "blr1", "syd1"}
+# A 1 GB Managed PostgreSQL node accepts 25 connections, 3 of them reserved.
+DATABASE_CONNECTIONS = 22
+# MLflow opens one SQLAlchemy engine per store in each worker (tracking, registry, basic-auth),
+# and the `mlflow server` parent one for the admin bootstrap.
+MLFLOW_ENGINES_PER_WORKER = 3
+TERRAFORM_HINT = (
+    "terraform is not installed: install Terraform >= 1.7 "
+    "(https://developer.hashicorp.com/terraform/install), e.g. `apt-get install terraform` from "
+    "HashiCorp's apt repository"
+)
+
+
+def _overlay() -> dict[tuple[str, str], dict[str, Any]]:
+    return {(doc["kind"], doc["metadata"]["name"]): doc for doc in render(OVERLAY)}
+
+
+def _env(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {item["name"]: item for item in container.get("env", [])}
+
+
+def _unquote(value: Any) -> Any:
+    return value.strip('"') if isinstance(value, str) else value
+
+
+# ---- Terraform -----------------------------------------------------------------------------------
+def test_globally_unique_names_and_the_region_have_no_shared_default(
+    terraform: dict[str, Any],
+) -> None:
+    """A second account applying `registry_name = "mlgitops"` failed: registry names are global."""
+    variables = terraform["variable"]
+    for name in ("registry_name", "artifacts_bucket", "region", "domain"):
+        assert "default" not in variables[name], f"variable {name} must be asked, not defaulted"
+
+
+def test_region_validation_offers_only_regions_with_spaces_and_a_registry(
+    terraform: dict[str, Any],
+) -> None:
+    (validation,) = terraform["variable"]["region"]["validation"]
+    listed = set(re.findall(r'"([a-z]{3}\d)"', validation["condition"]))
+    assert listed, validation
+    assert listed <= SPACES_REGIONS & REGISTRY_REGIONS, listed - (SPACES_REGIONS & REGISTRY_REGIONS)
+    for region in listed:
+        assert region in validation["error_message"]
+
+
+def test_kubernetes_version_is_a_supported_minor_and_patches_wait_for_the_window(
+    terraform: dict[str, Any],
+) -> None:
+    """`1.33.` was past end of life; a new patch upgraded the cluster at the next apply."""
+    prefix = terraform["variable"]["kubernetes_version_prefix"]
+    assert prefix.get("default") is None, "null takes the newest minor DOKS offers"
+    (cluster,) = terraform["resource"]["digitalocean_kubernetes_cluster"].values()
+    assert cluster["auto_upgrade"] is True
+    assert cluster["surge_upgrade"] is True
+    assert cluster["maintenance_policy"], "patch upgrades need a maintenance window"
+    (lifecycle,) = cluster["lifecycle"]
+    assert "version" in lifecycle["ignore_changes"], "a new patch must not upgrade at apply time"
+    (precondition,) = lifecycle["precondition"]
+    assert "valid_versions" in precondition["condition"]
+    assert "Offered minors" in precondition["error_message"]
+    assert "version_prefix" in terraform["data"]["digitalocean_kubernetes_versions"]["selected"]
+
+
+def test_destroy_leaves_no_load_balancer_behind(terraform: dict[str, Any]) -> None:
+    (cluster,) = terraform["resource"]["digitalocean_kubernetes_cluster"].values()
+    assert cluster.get("destroy_all_associated_resources") is True
+
+
+def test_tls_certificate_comes_from_terraform(terraform: dict[str, Any]) -> None:
+    (certificate,) = terraform["resource"]["digitalocean_certificate"].values()
+    assert _unquote(certificate["type"]) == "lets_encrypt"
+    assert "uuid" in terraform["output"]["server_certificate_id"]["value"]
+
+
+def test_overlay_settings_output_has_every_key_the_overlay_reads(
+    terraform: dict[str, Any],
+) -> None:
+    value = terraform["output"]["overlay_settings"]["value"]
+    example = (OVERLAY / "account.env.example").read_text(encoding="utf-8")
+    keys = {line.split("=", 1)[0] for line in example.splitlines() if "=" in line}
+    assert keys == set(re.findall(r'"([a-z0-9-]+)"\s*=', value)), value
+
+
+def test_admin_database_uri_is_an_output(terraform: dict[str, Any]) -> None:
+    output = terraform["output"]["mlflow_database_admin_uri"]
+    assert output["sensitive"] is True
+    assert "digitalocean_database_cluster.mlflow.user" in output["value"]
+
+
+def test_provider_lock_file_is_committed_with_real_hashes() -> None:
+    lock = (TERRAFORM_DIR / ".terraform.lock.hcl").read_text(encoding="utf-8")
+    block = re.search(
+        r'provider "registry.terraform.io/digitalocean/digitalocean" \{(.*?)\n\}', lock, re.S
+    )
+    assert block, "no digitalocean provider in terraform/.terraform.lock.hcl"
+    version = re.search(r'version\s*=\s*"2\.(\d+)\.\d+"', block.group(1))
+    assert version, block.group(1)
+    required = (TERRAFORM_DIR / "versions.tf").read_text(encoding="utf-8")
+    minimum = re.search(r'version\s*=\s*"~> 2\.(\d+)"', required)
+    assert minimum, "versions.tf pins digitalocean with ~> 2.N"
+    assert int(version.group(1)) >= int(minimum.group(1))
+    hashes = re.findall(r'"zh:[0-9a-f]{64}"', block.group(1))
+    assert len(hashes) >= 10, "one zh: hash per released platform"
+    assert not (ROOT / ".gitignore").read_text(encoding="utf-8").count(".terraform.lock.hcl")
+
+
+def test_terraform_fmt_check() -> None:
+    binary = shutil.which("terraform")
+    require(binary is not None, TERRAFORM_HINT)
+    assert binary is not None
+    result = subprocess.run(
+        [binary, "fmt", "-check", "-recursive", "-diff", str(TERRAFORM_DIR)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, f"terraform fmt would change:\n{result.stdout}{result.stderr}"
+
+
+# ---- Kubernetes ----------------------------------------------------------------------------------
+def test_database_is_prepared_by_a_job_before_mlflow_starts() -> None:
+    """MLflow crashed with "permission denied for schema public" on Managed PostgreSQL 16."""
+    overlay = _overlay()
+    (job,) = [doc for (kind, _), doc in overlay.items() if kind == "Job"]
+    (prepare,) = job["spec"]["template"]["spec"]["containers"]
+    assert prepare["command"][1].endswith("prepare_database.py")
+    env = _env(prepare)
+    assert env["MLGITOPS_DATABASE_ADMIN_URI"]["valueFrom"]["secretKeyRef"]["key"] == "admin-uri"
+    mlflow_image = overlay[("Deployment", "mlflow")]["spec"]["template"]["spec"]["containers"][0]
+    assert prepare["image"] == mlflow_image["image"], "the Job migrates with the same MLflow"
+    tag = mlflow_image["image"].rsplit(":", 1)[1]
+    assert job["metadata"]["name"] == f"mlflow-db-{tag}", "one Job per MLflow image"
+    mlflow_pod = overlay[("Deployment", "mlflow")]["spec"]["template"]["spec"]
+    (wait,) = mlflow_pod["initContainers"]
+    assert wait["command"][1].endswith("wait_for_schema.py")
+    for script in ("prepare_database.py", "wait_for_schema.py", "serve.py"):
+        assert (ROOT / "deploy" / "mlflow" / script).is_file(), script
+
+
+def test_overlay_holds_no_account_value() -> None:
+    """The overlay named registry `mlgitops` and bucket `mlgitops-artifacts`: someone else's."""
+    for path in OVERLAY.iterdir():
+        if path.suffix == ".yaml":
+            text = path.read_text(encoding="utf-8")
+            assert "mlgitops-artifacts" not in text, path
+            assert "registry.digitalocean.com/mlgitops/" not in text, path
+            assert "digitaloceanspaces.com" not in text, path
+    ignored = (OVERLAY / ".gitignore").read_text(encoding="utf-8").split()
+    assert {"account.env", "images.env"} <= set(ignored)
+    overlay = _overlay()
+    example = dict(
+        line.split("=", 1)
+        for line in (OVERLAY / "account.env.example").read_text(encoding="utf-8").splitlines()
+    )
+    images = [c["image"] for doc in overlay.values() for c in pod_containers(doc)]
+    assert all(f"/{example['registry-name']}/" in image for image in images), images
+    (config,) = [doc for (kind, name), doc in overlay.items() if name.startswith("mlflow-config")]
+    assert config["data"]["artifacts-destination"] == example["artifacts-destination"]
+    public = overlay[("Service", "server-public")]["metadata"]["annotations"]
+    certificate = public["service.beta.kubernetes.io/do-loadbalancer-certificate-id"]
+    assert certificate == example["certificate-id"]
+    assert ("ConfigMap", "image-tags") not in overlay, "the tags never reach the cluster"
+
+
+def test_public_service_is_tls_with_http_redirected_and_inference_auth_required() -> None:
+    overlay = _overlay()
+    public = overlay[("Service", "server-public")]
+    annotations = public["metadata"]["annotations"]
+    prefix = "service.beta.kubernetes.io/do-loadbalancer-"
+    assert annotations[prefix + "tls-ports"] == "443"
+    assert annotations[prefix + "redirect-http-to-https"] == "true"
+    assert {port["port"] for port in public["spec"]["ports"]} == {80, 443}
+    server_pod = overlay[("Deployment", "server")]["spec"]["template"]["spec"]
+    (server,) = [c for c in server_pod["containers"] if c["name"] == "server"]
+    token = _env(server)["SERVER_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert not token.get("optional"), "inference auth is on by default: the Secret is required"
+
+
+def test_mlflow_requires_a_login_and_admits_only_server_pods() -> None:
+    overlay = _overlay()
+    (mlflow,) = overlay[("Deployment", "mlflow")]["spec"]["template"]["spec"]["containers"]
+    assert mlflow["command"][1].endswith("serve.py")
+    serve = (ROOT / "deploy" / "mlflow" / "serve.py").read_text(encoding="utf-8")
+    assert '"--app-name", "basic-auth"' in serve
+    env = _env(mlflow)
+    for name in (
+        "MLFLOW_AUTH_ADMIN_USERNAME",
+        "MLFLOW_AUTH_ADMIN_PASSWORD",
+        "MLFLOW_FLASK_SERVER_SECRET_KEY",
+    ):
+        assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-users", name
+    server_pod = overlay[("Deployment", "server")]["spec"]["template"]["spec"]
+    for container in [*server_pod["initContainers"], *server_pod["containers"]]:
+        if container["name"].startswith("sidecar"):
+            user = _env(container)["MLFLOW_TRACKING_USERNAME"]["valueFrom"]["secretKeyRef"]
+            assert user["key"] == "sidecar-username", "sidecars read with their own user"
+    policy = overlay[("NetworkPolicy", "mlflow")]["spec"]
+    (rule,) = policy["ingress"]
+    assert rule["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "server"}}}]
+
+
+def test_tunnel_service_account_may_only_port_forward() -> None:
+    overlay = _overlay()
+    rules = overlay[("Role", "mlflow-tunnel")]["rules"]
+    verbs = {(resource, verb) for r in rules for resource in r["resources"] for verb in r["verbs"]}
+    assert verbs == {
+        ("services", "get"),
+        ("pods", "get"),
+        ("pods", "list"),
+        ("pods/portforward", "create"),
+    }
+    binding = overlay[("RoleBinding", "mlflow-tunnel")]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "mlflow-tunnel", "namespace": "mlgitops"}
+    ]
+
+
+def test_mlflow_connection_pools_fit_a_1gb_database() -> None:
+    """2 replicas x 2 workers x default pools (5 + 10 overflow) exceeded 22 connections."""
+    overlay = _overlay()
+    deployment = overlay[("Deployment", "mlflow")]
+    (mlflow,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {name: item.get("value") for name, item in _env(mlflow).items()}
+    per_engine = int(env["MLFLOW_SQLALCHEMYSTORE_POOL_SIZE"]) + int(
+        env["MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW"]
+    )
+    workers = int(mlflow["args"][mlflow["args"].index("--workers") + 1])
+    surge = deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"]
+    pods = deployment["spec"]["replicas"] + surge
+    job = 1  # the migration Job, on a NullPool
+    total = pods * (workers * MLFLOW_ENGINES_PER_WORKER * per_engine + 1) + job
+    assert total <= DATABASE_CONNECTIONS, f"{total} connections at peak"
+
+
+def test_webhook_fans_out_through_a_headless_service() -> None:
+    overlay = _overlay()
+    headless = overlay[("Service", "server-pods")]["spec"]
+    assert headless["clusterIP"] == "None"
+    assert headless["publishNotReadyAddresses"] is True
+    ports = {port["name"]: port["port"] for port in headless["ports"]}
+    assert ports == {"http": 8000, "sidecar": 8081}
+
+
+def test_server_pauses_before_stopping_so_the_load_balancer_drains() -> None:
+    server_pod = _overlay()[("Deployment", "server")]["spec"]["template"]["spec"]
+    (server,) = [c for c in server_pod["containers"] if c["name"] == "server"]
+    pause = server["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert 5 <= pause < server_pod["terminationGracePeriodSeconds"] - 10
+
+
+def test_metrics_server_is_installed_for_the_hpa() -> None:
+    spec = yaml.safe_load((K8S_DIR / "metrics-server" / "kustomization.yaml").read_text())
+    (resource,) = spec["resources"]
+    assert re.fullmatch(
+        r"https://github.com/kubernetes-sigs/metrics-server/releases/download/v\d+\.\d+\.\d+/"
+        r"components.yaml",
+        resource,
+    ), "a pinned release, not latest"
+
+
+# ---- docker compose ------------------------------------------------------------------------------
+def test_compose_images_exist_after_docker_hub_dropped_minio() -> None:
+    services = compose_services()
+    for name in ("minio", "minio-init"):
+        image = services[name]["image"]
+        assert image.startswith("quay.io/minio/"), f"{name}: {image} (minio left Docker Hub)"
+        assert re.search(r":RELEASE\.\d{4}-\d\d-\d\dT", image), f"{name}: pin a release tag"
+    lines = COMPOSE_FILE.read_text(encoding="utf-8").splitlines()
+    assert not [line for line in lines if re.match(r"\s*image:\s*minio/", line)]

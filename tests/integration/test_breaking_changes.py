@@ -1,7 +1,8 @@
-"""A breaking signature change against a real ``mlflow server``: planned, refused, acknowledged.
+"""Safe promotion against a real ``mlflow server``: a breaking signature change is planned,
+refused, then applied once acknowledged; a behaviour change past a limit likewise.
 
 The models are scikit-learn classifiers converted by skl2onnx at its default options (the ZipMap
-output users get), the served one on 4 features and its retrained successor on 5.
+output users get).
 """
 
 from __future__ import annotations
@@ -99,3 +100,65 @@ def test_a_breaking_change_is_planned_refused_then_applied_once_acknowledged(
     assert client.get_registered_model(unique_name).aliases == {"live": "2"}
     code, out, _ = cli("plan")
     assert (code, out.strip()) == (0, "No changes. MLflow matches models.yaml.")
+
+
+def test_behaviour_on_the_sample_is_planned_and_a_limit_refuses_then_lets_through(
+    cli: Cli,  # noqa: F811
+    client: MlflowClient,  # noqa: F811
+    unique_name: str,
+) -> None:
+    """Same signature, other predictions: a classifier retrained on labels that moved."""
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
+
+    models = cli.models_file.parent / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((60, 4)).astype(np.float32)
+    entries = []
+    for name, labels in (("old", x[:, 0] > 0), ("new", x[:, 1] > 0)):
+        fitted = LogisticRegression().fit(x, labels.astype(np.int64))
+        path = models / f"{name}.onnx"
+        path.write_bytes(to_onnx(fitted, x[:1]).SerializeToString())
+        entries.append({"source": f"models/{path.name}", "sha256": sha256_of(path)})
+    sample = x[:8].round(3).tolist()
+    old, new = entries
+    cli.write([{"name": unique_name, "versions": [{**old, "stage": "Production"}]}])
+    assert cli("apply")[0] == 0
+
+    model = {
+        "name": unique_name,
+        "behaviour_limits": {"max_differing_rows": 0},
+        "versions": [
+            {**old, "stage": "Archived"},
+            {**new, "stage": "Production", "sample_input": sample},
+        ],
+    }
+    cli.write([model])
+    code, out, _ = cli("plan", "--format", "json")
+    (review,) = json.loads(out)["signatures"]
+    assert review["breaking"] is False
+    behaviour = review["behaviour"]
+    assert behaviour["rows"] == 8
+    assert behaviour["differing_rows"] >= 1  # labels on another feature: some rows move
+    assert {o["name"] for o in behaviour["outputs"]} == {"output_label", "output_probability"}
+    assert behaviour["max_abs_difference"] > 0
+    differing = behaviour["differing_rows"]
+    code, out, err = cli("apply")
+    assert code == 1
+    assert (
+        f"on its sample_input it answers past the limits of models.yaml ({differing} of 8 "
+        "sample row(s) differ, max_differing_rows is 0)"
+    ) in out
+    assert stages(client, unique_name) == {"1": "Production", "2": "None"}
+
+    model["behaviour_limits"] = {"max_differing_rows": 8}
+    cli.write([model])
+    code, out, _ = cli("plan")
+    assert (
+        f"    behaviour on sample_input: {differing} of 8 row(s) differ, largest difference" in out
+    )
+    assert "PAST A LIMIT" not in out
+    code, out, err = cli("apply")
+    assert code == 0, out + err
+    assert stages(client, unique_name) == {"1": "Archived", "2": "Production"}

@@ -8,11 +8,12 @@ them); nothing here does I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from contracts.registry import Stage
+from contracts.registry import ROLLOUT_TAG, Stage
+from contracts.rollout import Rollout, RolloutContractError, RolloutMode
 from reconciler.behaviour import BehaviourDiff
 from reconciler.errors import BehaviourLimitError, BreakingChangeError
 from reconciler.signature import Signature, TensorDiff, Verdict, compare, listing
@@ -208,12 +209,50 @@ def _becoming(model: str, spec: VersionSpec, actual: ActualModel) -> VersionRef:
     return VersionRef(model, number, spec.sha256, spec.source)
 
 
+def _canary_now(actual: ActualModel) -> str | None:
+    """The version a canary sends clients to now (per the rollout tag), if any."""
+    text = actual.tags.get(ROLLOUT_TAG)
+    if text is None:
+        return None
+    try:
+        rollout = Rollout.parse(text)
+    except RolloutContractError:
+        return None
+    if rollout.mode is not RolloutMode.CANARY or rollout.weight == 0:
+        return None
+    return rollout.candidate_version
+
+
+def _canary_move(
+    model: ModelSpec, actual: ActualModel, served: Sequence[ActualVersion]
+) -> Iterator[ServingMove]:
+    """A canary's candidate answers clients too: reviewed against the Production served now."""
+    rollout, candidate = model.rollout, model.rollout_candidate()
+    if rollout is None or candidate is None or rollout.mode != RolloutMode.CANARY.value:
+        return
+    if rollout.effective_weight() == 0:
+        return
+    becoming = _becoming(model.name, candidate, actual)
+    if becoming.version is not None and becoming.version == _canary_now(actual):
+        return
+    yield ServingMove(
+        model.name,
+        f"canary {rollout.effective_weight()}%",
+        _ref(model.name, served[-1]) if served else None,
+        becoming,
+        candidate.breaking_change_acknowledged,
+        candidate.sample_input,
+        model.behaviour_limits,
+    )
+
+
 def _model_moves(model: ModelSpec, actual: ActualModel) -> Iterator[ServingMove]:
     production = model.production()
+    served = sorted(
+        (v for v in actual.versions if v.stage is Stage.PRODUCTION), key=lambda v: v.number
+    )
+    yield from _canary_move(model, actual, served)
     if production is not None:
-        served = sorted(
-            (v for v in actual.versions if v.stage is Stage.PRODUCTION), key=lambda v: v.number
-        )
         becoming = _becoming(model.name, production, actual)
         if not any(v.sha256 == production.sha256 for v in served):
             yield ServingMove(

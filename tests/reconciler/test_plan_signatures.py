@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from contracts.registry import Stage
+from contracts.registry import ROLLOUT_TAG, Stage
 from reconciler.errors import BreakingChangeError
 from reconciler.plan import make_plan
 from reconciler.serving import Evidence, SignatureKey, refusals
@@ -38,6 +38,11 @@ def promote_b(**extra: Any) -> list[dict[str, Any]]:
         {"source": "s3://b/2", "sha256": B, "stage": "Production", **extra},
     ]
 
+
+CANARY_VERSIONS = [
+    {"source": "s3://b/1", "sha256": A, "stage": "Production"},
+    {"source": "s3://b/2", "sha256": B, "stage": "Staging"},
+]
 
 ACK = {"breaking_change_acknowledged": "clients send 5 features since app 2.0"}
 
@@ -108,6 +113,31 @@ CASES = [
             ("alias champion", "nothing served", f"new {B[:12]}", False, False, False, None),
         ],
         id="new-alias-has-nothing-served-before",
+    ),
+    pytest.param(
+        desired(CANARY_VERSIONS, rollout={"stage": "Staging", "mode": "canary", "weight": 10}),
+        actual(managed("1", A, Stage.PRODUCTION), managed("2", B, Stage.STAGING)),
+        sigs(A=S, B=WIDER),
+        [("canary 10%", "v1", "v2", True, True, True, None)],
+        id="a-canary-candidate-answers-clients-too",
+    ),
+    pytest.param(
+        desired(CANARY_VERSIONS, rollout={"stage": "Staging", "mode": "canary", "weight": 20}),
+        actual(
+            managed("1", A, Stage.PRODUCTION),
+            managed("2", B, Stage.STAGING),
+            tags={ROLLOUT_TAG: '{"candidate_version":"2","mode":"canary","weight":10}'},
+        ),
+        sigs(A=S, B=WIDER),
+        [],
+        id="a-running-canary-changing-its-weight-is-not-a-new-move",
+    ),
+    pytest.param(
+        desired(CANARY_VERSIONS, rollout={"stage": "Staging", "mode": "shadow"}),
+        actual(managed("1", A, Stage.PRODUCTION), managed("2", B, Stage.STAGING)),
+        sigs(A=S, B=WIDER),
+        [],
+        id="a-shadow-candidate-never-answers",
     ),
     pytest.param(
         desired([{"source": "s3://b/1", "sha256": A, "stage": "Production", "aliases": ["c"]}]),

@@ -13,7 +13,7 @@ import onnx
 import pytest
 
 from contracts.digest import identity
-from reconciler import spec
+from reconciler import document, spec
 from reconciler.cli import main
 from reconciler.errors import SpecError
 from tests.reconciler.logging_fixture import restore_logging  # noqa: F401 (autouse)
@@ -274,6 +274,21 @@ def test_an_alias_bomb_is_refused_located_without_expanding_it(tmp_path: Path) -
         "and characters; write the values out or use fewer aliases"
     ]
     assert peak < 20 * 2**20, "the bomb was expanded (or read) before it was refused"
+
+
+def test_a_file_of_too_many_values_is_refused_where_the_bound_is_crossed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bound itself (100,000) costs seconds to reach: the rule is tested at 1,000."""
+    monkeypatch.setattr(document, "MAX_NODES", 1000)
+    path = tmp_path / "models.yaml"
+    path.write_text("models:\n  - name: m\n    tags: {}\n    sample:\n" + "      - 1\n" * 1000)
+    with pytest.raises(SpecError) as caught:
+        spec.load(path, check_files=False)
+    assert [str(p) for p in caught.value.problems] == [
+        f"{path}:995: models[0].sample[990]: more than 1000 values; models.yaml needs far fewer "
+        "(keep large sample data out of it)"
+    ]
 
 
 def test_aliases_within_the_bound_still_work(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import pytest
 from contracts.digest import identity
 from reconciler import document, spec
 from reconciler.cli import main
-from reconciler.errors import SpecError
+from reconciler.errors import SourceError, SpecError
 from tests.reconciler.logging_fixture import restore_logging  # noqa: F401 (autouse)
 from tests.support.onnx_models import BuiltModel, mlp_model, sha256_of, write_mlp
 
@@ -505,3 +505,13 @@ def test_a_sample_input_numpy_cannot_take_is_located(
     path = _with_sample(tmp_path, sample)
     problem = _refusal(path, check_files=False)
     assert problem.startswith(f"{path}:6: models[0].versions[0].sample_input: {message}")
+
+
+def test_local_path_checks_again_when_apply_asks(repo: Path) -> None:
+    """A link swapped in after validate (a race in CI) is refused when apply reads the source."""
+    built = write_mlp(repo / "models" / "m.onnx")
+    desired = spec.load(_declare(repo, "models/m.onnx", sha256=built.sha256))
+    built.path.unlink()
+    built.path.symlink_to(repo.parent / "secret.onnx")
+    with pytest.raises(SourceError, match="resolves outside the repository"):
+        desired.local_path("models/m.onnx")

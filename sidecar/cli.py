@@ -149,7 +149,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("%s (MLFLOW_TRACKING_URI, --tracking-uri)", exc,
                   extra={"event": "invalid_settings"})  # fmt: skip
         return 2
-    sidecar = Sidecar(settings, registry, MlflowFetcher(settings.tracking_uri))
+    fetcher = MlflowFetcher(
+        settings.tracking_uri,
+        max_bytes=settings.max_artifact_bytes,
+        max_files=settings.max_artifact_files,
+    )
+    sidecar = Sidecar(settings, registry, fetcher)
     log.info(
         "sidecar starting", extra={
             "event": "start", "volume": str(settings.volume), "models": settings.models or "all",

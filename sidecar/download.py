@@ -15,9 +15,9 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from contracts.digest import DigestError, list_files, listing_digest, sha256_file
+from contracts.digest import MAX_FILES, DigestError, list_files, listing_digest, sha256_file
 from contracts.volume import MANIFEST_FILE, MODEL_FILE
 from sidecar.errors import ArtifactLayoutError, VerificationError
 from sidecar.resolve import VersionRef
@@ -36,38 +36,58 @@ class Fetcher(Protocol):
 class MlflowFetcher:
     """:class:`Fetcher` over MLflow's artifact repositories with an explicit tracking URI.
 
-    ``models:/`` sources are downloaded from the storage they resolve to: MLflow's own
-    ``models:/`` download adds a ``registered_model_meta`` file to a model directory, a file
-    the version never held (its identity would not match).
+    The artifact is listed first: more files or bytes than the bounds is refused before a
+    byte is downloaded. ``models:/`` sources are downloaded from the storage they resolve to:
+    MLflow's own ``models:/`` download adds a ``registered_model_meta`` file to a model
+    directory, a file the version never held (its identity would not match).
     """
 
-    def __init__(self, tracking_uri: str | None) -> None:
+    def __init__(
+        self, tracking_uri: str | None, *, max_bytes: int = 1 << 62, max_files: int = MAX_FILES
+    ) -> None:
         self.tracking_uri = tracking_uri
+        self.max_bytes = max_bytes
+        self.max_files = max_files
         self._configured = False
 
     def fetch(self, ref: VersionRef, dest: Path) -> Path:
         import mlflow
-        from mlflow.artifacts import download_artifacts
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+        from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
+        from mlflow.tracking.artifact_utils import _get_root_uri_and_artifact_path
 
         if not self._configured and self.tracking_uri:  # models:/ resolution reads the globals
             mlflow.set_tracking_uri(self.tracking_uri)
             mlflow.set_registry_uri(self.tracking_uri)
             self._configured = True
-        dest.mkdir(parents=True, exist_ok=True)
-        if ref.source.startswith("models:"):
-            from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
-
-            repository = ModelsArtifactRepository(
-                ref.source, tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
-            )
-            return Path(repository.repo.download_artifacts("", str(dest)))  # type: ignore[no-untyped-call]
-        local = download_artifacts(
-            artifact_uri=ref.source,
-            dst_path=str(dest),
-            tracking_uri=self.tracking_uri,
-            registry_uri=self.tracking_uri,
+        root, path = _get_root_uri_and_artifact_path(ref.source)  # type: ignore[no-untyped-call]
+        repository: Any = get_artifact_repository(
+            artifact_uri=root, tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
         )
-        return Path(local)
+        if isinstance(repository, ModelsArtifactRepository):
+            repository = repository.repo  # the storage itself: no registered_model_meta added
+        self._check_listing(ref, repository, path)
+        dest.mkdir(parents=True, exist_ok=True)
+        return Path(repository.download_artifacts(artifact_path=path, dst_path=str(dest)))
+
+    def _check_listing(self, ref: VersionRef, repository: Any, path: str) -> None:
+        """Refuse, from the listing, an artifact beyond the file-count or size bounds."""
+        files = size = 0
+        pending = [path]
+        while pending:
+            for info in repository.list_artifacts(pending.pop()) or []:
+                if info.is_dir:
+                    pending.append(info.path)
+                    continue
+                files += 1
+                size += int(info.file_size or 0)
+                if files > self.max_files or size > self.max_bytes:
+                    raise ArtifactLayoutError(
+                        ref.name, ref.version, ref.source,
+                        f"its listing shows more than {self.max_files} files or "
+                        f"{self.max_bytes} bytes (SIDECAR_MAX_ARTIFACT_FILES/_BYTES); "
+                        f"nothing downloaded",
+                    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,6 +66,11 @@ def test_a_logged_model_is_verified_whole_and_tampering_in_the_store_is_refused(
     assert any(name.endswith(".data") for name in published.manifest.files), "external data"
     assert "registered_model_meta" not in published.manifest.files  # never in the store
     assert published.manifest.sha256 == v1.tags["mlgitops.sha256"]
+    bounded = sidecars.once(tmp_path / "bounded", [unique_name],
+                            env={"SIDECAR_MAX_ARTIFACT_FILES": "2"})  # fmt: skip
+    assert bounded.returncode == 1
+    assert "its listing shows more than 2 files" in bounded.stderr  # refused before downloading
+    assert verified_version(tmp_path / "bounded", unique_name) is None
 
     tampers: dict[str, Callable[[Path], None]] = {
         "a changed weight file": lambda d: next(d.glob("*.data")).write_bytes(b"\0" * 64),

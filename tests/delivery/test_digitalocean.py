@@ -299,3 +299,113 @@ def test_compose_images_exist_after_docker_hub_dropped_minio() -> None:
         assert re.search(r":RELEASE\.\d{4}-\d\d-\d\dT", image), f"{name}: pin a release tag"
     lines = COMPOSE_FILE.read_text(encoding="utf-8").splitlines()
     assert not [line for line in lines if re.match(r"\s*image:\s*minio/", line)]
+
+
+# ---- GitHub Actions ------------------------------------------------------------------------------
+WORKFLOWS = ROOT / ".github" / "workflows"
+# Environments that hold write credentials, each limited to main (docs/deploy.md step 8).
+WRITE_ENVIRONMENTS = {"production", "infrastructure"}
+WRITE_SECRETS = re.compile(
+    r"secrets\.(DIGITALOCEAN_TOKEN|SPACES_\w+|MLFLOW_WRITER_\w+|SERVER_AUTH_TOKEN)\b"
+)
+
+
+def _workflow(name: str) -> dict[Any, Any]:
+    data: dict[Any, Any] = yaml.safe_load((WORKFLOWS / name).read_text(encoding="utf-8"))
+    data["on"] = data.pop(True, data.get("on"))
+    return data
+
+
+def _job_text(job: dict[str, Any]) -> str:
+    return yaml.safe_dump(job, sort_keys=False)
+
+
+def _runs(job: dict[str, Any]) -> str:
+    return "\n".join(step.get("run", "") for step in job["steps"])
+
+
+def test_write_credentials_only_in_environments_and_never_on_pull_requests() -> None:
+    """A full-access token was a repository secret, used by PR jobs running the PR's code."""
+    for path in sorted(WORKFLOWS.glob("*.yml")):
+        workflow = _workflow(path.name)
+        for name, job in workflow["jobs"].items():
+            text = _job_text(job)
+            environment = job.get("environment")
+            condition = str(job.get("if", ""))
+            pr_job = "== 'pull_request'" in condition or (
+                "pull_request" in workflow["on"] and not condition
+            )
+            if WRITE_SECRETS.search(text):
+                assert environment in {*WRITE_ENVIRONMENTS, "terraform-plan"}, (path.name, name)
+            if pr_job:
+                assert environment not in WRITE_ENVIRONMENTS, (path.name, name)
+                if environment != "terraform-plan":
+                    assert not WRITE_SECRETS.search(text), (path.name, name)
+
+
+def test_models_plan_reads_with_the_reader_and_apply_writes_with_the_writer() -> None:
+    models = _workflow("models.yml")
+    plan, apply = models["jobs"]["plan"], models["jobs"]["apply"]
+    assert "MLFLOW_READER_PASSWORD" in _job_text(plan)
+    assert "MLFLOW_WRITER" not in _job_text(plan)
+    assert "MLFLOW_TUNNEL_KUBECONFIG" in _job_text(plan), "the port-forward-only ServiceAccount"
+    assert apply["environment"] == "production"
+    assert "MLFLOW_WRITER_PASSWORD" in _job_text(apply)
+    status = next(s for s in apply["steps"] if "reconciler status" in s.get("run", ""))
+    assert status["env"]["RECONCILER_SERVER_TOKEN"] == "${{ secrets.SERVER_AUTH_TOKEN }}"
+    assert "--server" in status["run"]
+    assert "SERVER_URLS" in status["run"], "every pod is checked"
+    tunnel = (ROOT / ".github" / "actions" / "mlflow-tunnel" / "action.yml").read_text()
+    assert "DIGITALOCEAN" not in tunnel, "the tunnel needs no DigitalOcean token"
+    assert "app.kubernetes.io/name=server" in tunnel
+
+
+def test_terraform_applies_exactly_the_plan_shown_after_approval() -> None:
+    """The approval came before a plan that apply then made and applied at once."""
+    terraform = _workflow("terraform.yml")
+    jobs = terraform["jobs"]
+    assert "terraform plan" in _runs(jobs["plan-pr"])
+    assert "mlgitops-terraform-plan" in _runs(jobs["plan-pr"]), "posted as a PR comment"
+    assert jobs["plan-pr"]["environment"] == "terraform-plan"
+    plan, apply = jobs["plan"], jobs["apply"]
+    assert "-out=tfplan" in _runs(plan)
+    assert "GITHUB_STEP_SUMMARY" in _runs(plan)
+    assert apply["needs"] == "plan"
+    assert apply["environment"] == "infrastructure"
+    assert "terraform plan" not in _runs(apply), "apply never re-plans"
+    assert re.search(r"terraform apply .*tfplan$", _runs(apply), re.M)
+    uploads = [s for s in plan["steps"] if "upload-artifact" in s.get("uses", "")]
+    downloads = [s for s in apply["steps"] if "download-artifact" in s.get("uses", "")]
+    assert uploads[0]["with"]["name"] == downloads[0]["with"]["name"]
+    assert "-lockfile=readonly" in _runs(jobs["check"]), "providers from the committed lock file"
+
+
+def test_images_deploy_tested_commits_pinned_and_newest_only() -> None:
+    images = _workflow("images.yml")
+    trigger = images["on"]["workflow_run"]
+    assert trigger["workflows"] == ["test"]
+    assert trigger["branches"] == ["main"]
+    assert "conclusion == 'success'" in images["jobs"]["build"]["if"]
+    build = next(s for s in images["jobs"]["build"]["steps"] if "build-push" in s.get("uses", ""))
+    assert build["with"]["platforms"] == "linux/amd64", "DOKS nodes are amd64"
+    assert ":main" not in build["with"]["tags"], "no moving tag"
+    deploy = _runs(images["jobs"]["deploy"])
+    assert "merge-base --is-ancestor" in deploy, "a newer deployed commit wins"
+    assert "account.env" in deploy
+    assert "images.env" in deploy
+    assert "deploy/k8s/metrics-server" in deploy
+    assert "condition=complete" in deploy, "the database Job finishes before MLflow rolls"
+    collect = _runs(images["jobs"]["garbage-collect"])
+    assert "garbage-collection" in collect
+    assert "DELETE" in collect
+
+
+# ---- docs ----------------------------------------------------------------------------------------
+def test_docs_build_for_amd64_and_ask_each_account_value_once() -> None:
+    docs = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    assert "docker buildx build --platform linux/amd64" in docs
+    assert not re.search(r"^\s*docker build ", docs, re.M), "plain docker build: arm64 on a Mac"
+    assert "registry named `mlgitops`" not in docs
+    for variable in ("registry_name", "artifacts_bucket", "region", "domain"):
+        assert f"{variable}" in docs, variable
+    assert docs.count("cat > terraform/terraform.tfvars") == 1, "the values are asked once"

@@ -78,7 +78,10 @@ def test_third_party_actions_are_pinned_by_full_sha_with_version_comment() -> No
 
 
 def test_workflows_default_to_read_only_permissions() -> None:
-    allowed_job_writes = {("models.yml", "plan"): {"pull-requests": "write"}}
+    allowed_job_writes = {
+        ("models.yml", "plan"): {"pull-requests": "write"},
+        ("terraform.yml", "plan-pr"): {"pull-requests": "write"},
+    }
     for path in sorted(WORKFLOWS_DIR.glob("*.yml")):
         workflow = yaml.safe_load(path.read_text(encoding="utf-8"))
         assert workflow.get("permissions") == {"contents": "read"}, path.name
@@ -116,15 +119,18 @@ def test_workflows_do_what_the_gitops_loop_needs() -> None:
     assert "2)" in drift["jobs"]["drift"]["steps"][-1]["run"]
 
     terraform = _workflow("terraform.yml")
+    check_steps = "\n".join(step.get("run", "") for step in terraform["jobs"]["check"]["steps"])
+    for command in ("terraform fmt -check", "terraform validate"):
+        assert command in check_steps
     plan_steps = "\n".join(step.get("run", "") for step in terraform["jobs"]["plan"]["steps"])
-    for command in ("terraform fmt -check", "terraform validate", "terraform plan"):
-        assert command in plan_steps
+    assert "terraform plan" in plan_steps
     assert terraform["jobs"]["apply"]["environment"] == "infrastructure"
 
     images = _workflow("images.yml")
     build = images["jobs"]["build"]
     tags = next(step for step in build["steps"] if "build-push-action" in step.get("uses", ""))
-    assert "${{ github.sha }}" in tags["with"]["tags"]
+    assert "${{ steps.tag.outputs.tag }}" in tags["with"]["tags"]
+    assert "head_sha" in images["env"]["COMMIT"], "the tested commit, not main's newest"
     assert set(build["strategy"]["matrix"]["target"]) == set(final_targets(dockerfile_stages()))
 
     test = _workflow("test.yml")

@@ -22,15 +22,16 @@ VERDICT_SYMBOLS = {Verdict.BREAKING: "!", Verdict.COMPATIBLE: "~", Verdict.UNCHA
 FORMAT_VERSION = 1
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+"""C0/C1 controls and bidirectional overrides (a reviewer would read reordered text)."""
 _PUNCTUATION = re.compile(r"[!-/:-@\[-`{-~]")
 _BACKTICKS = re.compile(r"`+")
 WORD_JOINER = "\u2060"
 
 
 def _visible(text: str) -> str:
-    """Control characters as ``\\xNN``: a value from models.yaml cannot drive a terminal."""
-    return _CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", text)
+    """Control characters as ``\\xNN`` (``\\uNNNN``): a value cannot drive a terminal."""
+    return _CONTROL.sub(lambda found: ascii(found.group())[1:-1], text)
 
 
 def _value(value: str | None) -> str:

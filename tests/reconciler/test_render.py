@@ -72,7 +72,7 @@ def test_markdown_reads_no_value_as_markdown_html_link_or_mention() -> None:
         f"\\<b\\>\\@{render.WORD_JOINER}admin\\<\\/b\\> |"
     ]
     tag_row = render.markdown(plan).splitlines()[-2]
-    assert tag_row == "| + | model-tag `` m k\\|` `` | (none) | ` \\x1b[2Jline\\x0a2 ` |  |"
+    assert tag_row == "| + | model-tag `` m k\\|` `` | (none) | ` \\x1b[2Jline\\n2 ` |  |"
     # Rendered by a CommonMark parser with GFM tables: every value is inert text in a cell.
     html = MarkdownIt("commonmark").enable("table").render(render.markdown(plan))
     assert html.count("<tr>") == 3
@@ -85,7 +85,6 @@ def test_markdown_reads_no_value_as_markdown_html_link_or_mention() -> None:
 
 
 def test_text_shows_control_characters_instead_of_sending_them() -> None:
-    plan = Plan(
-        (Change(Action.CREATE, Target(Kind.MODEL_TAG, "m", key="k"), None, "\x1b[2J", "t"),)
-    )
-    assert render.text(plan).splitlines()[1] == "  + model-tag m k = \\x1b[2J    # t"
+    value = "\x1b[2J\u202egnp.exe"  # a screen clear, then a right-to-left override
+    plan = Plan((Change(Action.CREATE, Target(Kind.MODEL_TAG, "m", key="k"), None, value, "t"),))
+    assert render.text(plan).splitlines()[1] == "  + model-tag m k = \\x1b[2J\\u202egnp.exe    # t"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import socket
 import tempfile
 import time
@@ -13,7 +14,6 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from contracts.digest import sha256_file
 from contracts.registry import (
     APPLIED_BY_TAG,
     GIT_COMMIT_TAG,
@@ -33,12 +33,12 @@ from reconciler.errors import (
     SourceError,
     StalePlanError,
 )
-from reconciler.gate import fetch, gate
+from reconciler.gate import DEFAULT_TIME_LIMIT, Fetched, check_artifact, fetch, gate, inspect
 from reconciler.plan import Action, Change, Kind, Plan, make_plan
 from reconciler.probe import SignatureProbe
 from reconciler.serving import refusals
 from reconciler.spec import Desired, ModelSpec, VersionSpec
-from reconciler.state import LOCK_TAG, Registry
+from reconciler.state import LOCK_TAG, Registry, RegistryState
 
 log = logging.getLogger(__name__)
 
@@ -186,51 +186,102 @@ def default_holder() -> str:
 # --- registering versions -----------------------------------------------------------------------
 
 
-def _run_id_of(source: str) -> str | None:
-    """The run a runs:/ or run-artifact mlflow-artifacts: source belongs to (MLflow wants it)."""
+@dataclass(frozen=True, slots=True)
+class SourceRef:
+    """What MLflow needs to register a version from a URI: the source and what contains it."""
+
+    source: str
+    run_id: str | None = None
+    model_id: str | None = None
+
+
+_LOGGED_MODEL = re.compile(r"^models:/(m-[0-9a-f]+)/?$")
+_ALIAS = re.compile(r"^models:/([^/@]+)@([^/]+)/?$")
+_LOGGED_MODEL_STORAGE = re.compile(r"/models/(m-[0-9a-f]+)/artifacts(/|$)")
+
+
+def source_ref(source: str) -> SourceRef:
+    """The run or logged model a URI source belongs to (MLflow refuses the version without it).
+
+    ``runs:/<run>/path`` and a run's ``mlflow-artifacts:/<exp>/<run>/artifacts/...``: the run.
+    ``models:/m-<id>`` and a logged model's ``mlflow-artifacts:/<exp>/models/m-<id>/artifacts``:
+    the model id. ``models:/<name>/<version>``, ``s3://``...: nothing more.
+    """
     if source.startswith("runs:/"):
-        return source.removeprefix("runs:/").strip("/").split("/")[0] or None
+        return SourceRef(source, run_id=source.removeprefix("runs:/").strip("/").split("/")[0])
+    logged = _LOGGED_MODEL.match(source)
+    if logged:
+        return SourceRef(source, model_id=logged.group(1))
     if source.startswith("mlflow-artifacts:"):
+        storage = _LOGGED_MODEL_STORAGE.search(source)
+        if storage:
+            return SourceRef(source, model_id=storage.group(1))
         parts = source.removeprefix("mlflow-artifacts:").strip("/").split("/")
         if len(parts) >= 3 and parts[2] == "artifacts":
-            return parts[1]
-    return None
+            return SourceRef(source, run_id=parts[1])
+    return SourceRef(source)
+
+
+def pinned(registry: Registry, source: str) -> str:
+    """``models:/<name>@<alias>`` -> ``models:/<name>/<version>`` it names now: a version's
+    bytes never follow a later move of the alias. Any other source is itself."""
+    alias = _ALIAS.match(source)
+    if alias is None:
+        return source
+    name, key = alias.groups()
+    return f"models:/{name}/{registry.alias_version(name, key)}"
+
+
+def _check_before_registering(
+    fetched: Fetched, model: ModelSpec, spec: VersionSpec, time_limit: float
+) -> None:
+    if not fetched.matches(spec.sha256):
+        raise ChecksumMismatchError(spec.source, spec.sha256, fetched.sha256)
+    check_artifact(
+        fetched, model=model.name, version=f"(new {spec.sha256[:12]})", sha256=spec.sha256,
+        sample=spec.sample_input, time_limit=time_limit,
+    )  # fmt: skip
 
 
 def register(
-    registry: Registry, desired: Desired, model: ModelSpec, spec: VersionSpec, audit: Audit
+    registry: Registry,
+    desired: Desired,
+    model: ModelSpec,
+    spec: VersionSpec,
+    audit: Audit,
+    *,
+    time_limit: float = DEFAULT_TIME_LIMIT,
 ) -> str:
-    """Verify a source's bytes, upload it if it is a repository path, register it: its number."""
+    """Check a source (identity, onnxruntime), upload it if it is a repository path, register
+    it: its number. Nothing is uploaded or registered before the check passes."""
     local = desired.local_path(spec.source)
-    run_id: str | None
     if local is not None:
-        if not local.is_file():
-            raise SourceError(spec.source, f"file not found: {local}")
-        digest, size = sha256_file(local), local.stat().st_size
-        if digest != spec.sha256:
-            raise ChecksumMismatchError(spec.source, spec.sha256, digest)
-        source, run_id = registry.upload(
-            model.name, digest, local, {SOURCE_TAG: spec.source, SHA256_TAG: digest}
+        if not local.exists():
+            raise SourceError(spec.source, f"not found: {local}")
+        fetched = inspect(local, spec.source)
+        _check_before_registering(fetched, model, spec, time_limit)
+        uploaded, run_id = registry.upload(
+            model.name, spec.sha256, local, {SOURCE_TAG: spec.source, SHA256_TAG: spec.sha256}
         )
+        ref = SourceRef(uploaded, run_id=run_id)
     else:
+        ref = source_ref(pinned(registry, spec.source))
         with tempfile.TemporaryDirectory(prefix="mlgitops-source-") as scratch:
-            fetched = fetch(registry, spec.source, Path(scratch))
-        if fetched.sha256 != spec.sha256:
-            raise ChecksumMismatchError(spec.source, spec.sha256, fetched.sha256)
-        size = fetched.size
-        source = spec.source
-        run_id = _run_id_of(spec.source)
+            fetched = fetch(registry, ref.source, Path(scratch))
+            _check_before_registering(fetched, model, spec, time_limit)
     tags = {
         **spec.tags,
         SHA256_TAG: spec.sha256,
-        SIZE_TAG: str(size),
+        SIZE_TAG: str(fetched.size),
         SOURCE_TAG: spec.source,
         MANAGED_TAG: "true",
         GIT_COMMIT_TAG: audit.git_commit or "unknown",
         APPLIED_BY_TAG: audit.applied_by,
         STAGE_TAG: Stage.NONE.value,
     }
-    return registry.register_version(model.name, source, run_id, tags, spec.description)
+    return registry.register_version(
+        model.name, ref.source, ref.run_id, tags, spec.description, model_id=ref.model_id
+    )
 
 
 def adopt(registry: Registry, model: ModelSpec, version: str, sha256: str, audit: Audit) -> None:
@@ -239,7 +290,7 @@ def adopt(registry: Registry, model: ModelSpec, version: str, sha256: str, audit
     uri = registry.download_uri(model.name, version)
     with tempfile.TemporaryDirectory(prefix="mlgitops-adopt-") as scratch:
         fetched = fetch(registry, uri, Path(scratch))
-    if fetched.sha256 != sha256:
+    if not fetched.matches(sha256):
         raise ChecksumMismatchError(f"{model.name} version {version}", sha256, fetched.sha256)
     tags = {
         SIZE_TAG: str(fetched.size),
@@ -317,13 +368,15 @@ def _specs(desired: Desired) -> Mapping[str, ModelSpec]:
 
 
 def _gate_targets(changes: tuple[Change, ...]) -> list[Change]:
-    """Changes that make a version Staging/Production or a rollout candidate."""
+    """Changes that make a version Staging/Production, point an alias at it (a sidecar may
+    follow any alias) or make it a rollout candidate."""
     targets = []
     for change in changes:
         kind = change.target.kind
         promotes = kind is Kind.STAGE and change.after in PROMOTED
+        moves_alias = kind is Kind.ALIAS and change.action is not Action.DELETE
         candidate = kind is Kind.ROLLOUT and change.action is not Action.DELETE
-        if promotes or candidate:
+        if promotes or moves_alias or candidate:
             targets.append(change)
     return targets
 
@@ -336,8 +389,11 @@ def apply(
     *,
     expected: Plan | None = None,
     holder: str | None = None,
+    gate_seconds: float = DEFAULT_TIME_LIMIT,
 ) -> ApplyResult:
     """Register what is missing, gate and promote, move aliases; then re-plan.
+
+    ``gate_seconds`` bounds each onnxruntime check (load and one inference).
 
     Raises:
         LockedError: another apply kept the lock for longer than ``lock.wait_seconds``.
@@ -368,6 +424,7 @@ def apply(
                 result=result,
                 blocked=blocked,
                 keep_alive=keep_alive,
+                time_limit=gate_seconds,
             )
             state = registry.read(names)
             second = make_plan(desired.file, state, probe.evidence(state))
@@ -379,9 +436,11 @@ def apply(
                 registry,
                 specs=specs,
                 plan=second,
+                state=state,
                 result=result,
                 blocked=blocked,
                 keep_alive=keep_alive,
+                time_limit=gate_seconds,
             )
         except ReconcilerError as exc:  # MLflow gone, or a request it refused: stop here
             raise ApplyError(result.done, [*result.failures, str(exc)]) from exc
@@ -409,6 +468,7 @@ def _register_missing(
     result: ApplyResult,
     blocked: set[str],
     keep_alive: Callable[[], None],
+    time_limit: float,
 ) -> None:
     for change in plan.actionable:
         keep_alive()
@@ -435,7 +495,7 @@ def _register_missing(
         elif target.kind is Kind.VERSION:
             spec = next(v for v in model.versions if v.sha256 == target.sha256)
             try:
-                number = register(registry, desired, model, spec, audit)
+                number = register(registry, desired, model, spec, audit, time_limit=time_limit)
             except RegistryUnavailableError:
                 raise
             except ReconcilerError as exc:
@@ -452,24 +512,34 @@ def _gate_and_apply(
     *,
     specs: Mapping[str, ModelSpec],
     plan: Plan,
+    state: RegistryState,
     result: ApplyResult,
     blocked: set[str],
     keep_alive: Callable[[], None],
+    time_limit: float,
 ) -> None:
+    gated: set[tuple[str, str]] = set()
     for change in _gate_targets(plan.actionable):
         keep_alive()
         target = change.target
         if target.model in blocked or target.version is None or target.sha256 is None:
             continue
+        if (target.model, target.version) in gated:
+            continue
+        gated.add((target.model, target.version))
         spec = next(v for v in specs[target.model].versions if v.sha256 == target.sha256)
+        found = state.models[target.model].version(target.version)
         try:
             gate(
                 registry,
                 model=target.model,
                 version=target.version,
-                uri=registry.download_uri(target.model, target.version),
+                uri=found.source
+                if found is not None and found.source
+                else (registry.download_uri(target.model, target.version)),
                 sha256=target.sha256,
                 sample=spec.sample_input,
+                time_limit=time_limit,
             )
         except RegistryUnavailableError:
             raise

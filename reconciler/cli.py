@@ -99,6 +99,7 @@ def _registry(settings: ReconcilerSettings) -> MlflowRegistry:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(settings.request_timeout))
     # MLflow prints "View run at <tracking URI>" (credentials included) where the plan goes.
     os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # CI and clusters are offline
     from reconciler.registry import MlflowRegistry, RetryPolicy
 
     policy = RetryPolicy(settings.retries, settings.backoff_seconds)
@@ -225,6 +226,7 @@ def _apply(
             lease_seconds=settings.lock_lease_seconds,
         ),
         expected=expected,
+        gate_seconds=settings.gate_timeout_seconds,
     )
     _print(render.RENDERERS[args.format](result.first_plan))
     if args.format == "text":

@@ -1,34 +1,32 @@
-"""The promotion gate: fetch a version, check its sha256, load it in onnxruntime, run it once."""
+"""The promotion gate: fetch a version, check its identity, load it in onnxruntime, run it once.
+
+Loading and inference run in a child process (``reconciler.trial``) under a time limit, so a
+graph whose inference never ends is refused instead of hanging apply.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import subprocess
+import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
-
-from contracts.digest import sha256_file
+from contracts.digest import DigestError, identity, list_files, sha256_file
 from contracts.registry import ONNX_FILE_NAME
 from reconciler.errors import GateError, ReconcilerError, SourceError
 from reconciler.spec import SampleInput
+from reconciler.trial import feeds
 
 log = logging.getLogger(__name__)
 
-_ORT_TYPES: Mapping[str, Any] = {
-    "tensor(float)": np.float32,
-    "tensor(double)": np.float64,
-    "tensor(float16)": np.float16,
-    "tensor(int64)": np.int64,
-    "tensor(int32)": np.int32,
-    "tensor(int8)": np.int8,
-    "tensor(uint8)": np.uint8,
-    "tensor(bool)": np.bool_,
-}
+DEFAULT_TIME_LIMIT = 60.0
+"""Seconds the gate's load and inference may take (RECONCILER_GATE_TIMEOUT_SECONDS)."""
 
 
 class Downloader(Protocol):
@@ -37,76 +35,143 @@ class Downloader(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Fetched:
-    """A version's ONNX file on local disk, with its facts."""
+    """A version's artifact on local disk (a file, or a directory of files), with its facts."""
 
+    path: Path
     onnx_file: Path
     sha256: str
+    """Its identity (contracts.digest): a file's sha256, or a directory's listing digest."""
     size: int
+    """Bytes in all its files."""
+    single_file_sha256: str | None = None
+    """A directory holding one file: that file's sha256 (how a repository file is uploaded)."""
+
+    def matches(self, declared: str) -> bool:
+        return declared in (self.sha256, self.single_file_sha256)
+
+
+def _mlmodel_data(directory: Path) -> str | None:
+    """The ONNX file an MLflow-logged model's MLmodel names (``flavors.onnx.data``)."""
+    mlmodel = directory / "MLmodel"
+    if not mlmodel.is_file():
+        return None
+    match = re.search(r"^\s+data:\s*(\S+)\s*$", mlmodel.read_text(), flags=re.MULTILINE)
+    return match.group(1) if match else None
 
 
 def onnx_file_in(path: Path) -> Path:
-    """The ONNX file of a download: the file itself, ``model.onnx`` in a directory, or the file
-    an MLflow-logged model's MLmodel names (``flavors.onnx.data``)."""
+    """The ONNX file of an artifact: the file itself, the file an MLmodel names, ``model.onnx``
+    in the directory, or its only ``*.onnx`` file."""
     if path.is_file():
         return path
-    mlmodel = path / "MLmodel"
-    if mlmodel.is_file():
-        match = re.search(r"^\s+data:\s*(\S+)\s*$", mlmodel.read_text(), flags=re.MULTILINE)
-        if match and (path / match.group(1)).is_file():
-            return path / match.group(1)
+    named = _mlmodel_data(path)
+    if named and (path / named).is_file() and (path / named).resolve().is_relative_to(path):
+        return path / named
     candidate = path / ONNX_FILE_NAME
     if candidate.is_file():
         return candidate
-    found = sorted(path.glob("*.onnx"))
+    found = sorted(path.rglob("*.onnx"))
     if len(found) == 1:
         return found[0]
-    raise SourceError(str(path), f"no {ONNX_FILE_NAME} in the downloaded directory")
+    raise SourceError(str(path), f"no {ONNX_FILE_NAME} in the directory ({len(found)} .onnx files)")
+
+
+def inspect(path: Path, label: str) -> Fetched:
+    """Identity, size and ONNX file of a local artifact (a file or a directory)."""
+    try:
+        if path.is_dir():
+            files = list_files(path)
+            digest = identity(path)
+            size = sum(file.stat().st_size for file in files.values())
+            single = sha256_file(next(iter(files.values()))) if len(files) == 1 else None
+            return Fetched(path, onnx_file_in(path), digest, size, single)
+        return Fetched(path, path, identity(path), path.stat().st_size)
+    except DigestError as exc:
+        raise SourceError(label, str(exc)) from None
+    except OSError as exc:
+        raise SourceError(label, exc.strerror or str(exc)) from None
 
 
 def fetch(downloader: Downloader, uri: str, scratch: Path) -> Fetched:
-    """Download ``uri`` (a file or a directory) into ``scratch``; locate and measure the ONNX."""
+    """Download ``uri`` (a file or a directory) into ``scratch`` and inspect it."""
     try:
         local = downloader.download(uri, scratch)
     except ReconcilerError:
         raise
     except Exception as exc:  # each artifact store fails in its own way
         raise SourceError(uri, f"{type(exc).__name__}: {exc}") from exc
-    onnx_file = onnx_file_in(local)
-    return Fetched(onnx_file, sha256_file(onnx_file), onnx_file.stat().st_size)
+    return inspect(local, uri)
 
 
 def sample_feeds(session: Any, sample: SampleInput | None) -> dict[str, Any]:
-    """Inputs for one inference: the declared sample, or zeros shaped by the model's inputs."""
-    feeds: dict[str, Any] = {}
-    inputs: Sequence[Any] = session.get_inputs()
-    for index, spec in enumerate(inputs):
-        dtype = _ORT_TYPES.get(spec.type, np.float32)
-        given: Any = None
-        if isinstance(sample, dict):
-            given = sample.get(spec.name)
-        elif sample is not None and index == 0:
-            given = sample
-        if given is not None:
-            feeds[spec.name] = np.asarray(given, dtype=dtype)
-        else:
-            shape = [dim if isinstance(dim, int) and dim > 0 else 1 for dim in spec.shape]
-            feeds[spec.name] = np.zeros(shape, dtype=dtype)
-    return feeds
+    """Inputs for one inference of an onnxruntime session: the declared sample where given,
+    else zeros, "" or False shaped by each input (contracts.tensors, as the server does)."""
+    return dict(feeds(session.get_inputs(), sample))
 
 
-def check_onnx(onnx_file: Path, sample: SampleInput | None) -> None:
-    """Load in onnxruntime and run one inference; raise ValueError-like errors on failure."""
-    import onnxruntime as ort
+class ProbeError(Exception):
+    """onnxruntime refused the model or its inference, or it ran past the time limit."""
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.log_severity_level = 3
-    session = ort.InferenceSession(
-        str(onnx_file), sess_options=options, providers=["CPUExecutionProvider"]
-    )
-    outputs = session.run(None, sample_feeds(session, sample))
-    if not outputs:
-        raise ValueError("the model produced no output")
+
+def check_onnx(onnx_file: Path, sample: SampleInput | None, *, time_limit: float) -> None:
+    """Load in onnxruntime and run one inference in a child process; ProbeError on failure."""
+    command = [sys.executable, "-m", "reconciler.trial", str(onnx_file)]
+    try:
+        done = subprocess.run(
+            command,
+            input=json.dumps(sample),
+            capture_output=True,
+            text=True,
+            timeout=time_limit,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise ProbeError(
+            f"loading and one inference did not finish within {time_limit:g}s "
+            "(RECONCILER_GATE_TIMEOUT_SECONDS); the check was stopped"
+        ) from None
+    answer = _answer(done.stdout)
+    if done.returncode != 0 or "outputs" not in answer:
+        detail = answer.get("error") or (done.stderr.strip().splitlines() or ["no answer"])[-1]
+        raise ProbeError(f"{detail}"[:500] + _exit_note(done.returncode))
+
+
+def _answer(stdout: str) -> Mapping[str, str]:
+    for line in reversed(stdout.splitlines()):
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return {str(k): str(v) for k, v in value.items()}
+    return {}
+
+
+def _exit_note(code: int) -> str:
+    return f" (the check process was killed by signal {-code})" if code < 0 else ""
+
+
+def check_artifact(
+    fetched: Fetched,
+    *,
+    model: str,
+    version: str,
+    sha256: str,
+    sample: SampleInput | None,
+    time_limit: float,
+) -> None:
+    """Refuse (GateError) an artifact whose identity, loading or inference is wrong."""
+    if not fetched.matches(sha256):
+        raise GateError(
+            model,
+            version,
+            "sha256",
+            f"the artifact's identity is {fetched.sha256}, models.yaml declares {sha256}",
+        )
+    try:
+        check_onnx(fetched.onnx_file, sample, time_limit=time_limit)
+    except ProbeError as exc:
+        raise GateError(model, version, "onnxruntime", str(exc)) from None
 
 
 def gate(
@@ -117,24 +182,17 @@ def gate(
     uri: str,
     sha256: str,
     sample: SampleInput | None,
+    time_limit: float = DEFAULT_TIME_LIMIT,
 ) -> Fetched:
-    """Refuse (GateError) a version whose bytes, loading or inference are wrong."""
+    """Download what MLflow stores for a version and refuse (GateError) it if it is wrong."""
     with tempfile.TemporaryDirectory(prefix="mlgitops-gate-") as scratch:
         try:
             fetched = fetch(downloader, uri, Path(scratch))
         except ReconcilerError as exc:
             raise GateError(model, version, "download", str(exc)) from exc
-        if fetched.sha256 != sha256:
-            raise GateError(
-                model,
-                version,
-                "sha256",
-                f"the stored file has sha256 {fetched.sha256}, models.yaml declares {sha256}",
-            )
-        try:
-            check_onnx(fetched.onnx_file, sample)
-        except Exception as exc:  # onnxruntime raises its own exception types
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise GateError(model, version, "onnxruntime", detail[:500]) from exc
+        check_artifact(
+            fetched, model=model, version=version, sha256=sha256, sample=sample,
+            time_limit=time_limit,
+        )  # fmt: skip
     log.info("gate passed", extra={"model": model, "version": version, "sha256": sha256})
     return fetched

@@ -71,11 +71,29 @@ class Change:
         return (self.action, self.target, self.before, self.after)
 
 
+OTHERS_SHOWN = 20
+"""Names shown on the plan's line about registered models models.yaml does not name."""
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     changes: tuple[Change, ...] = ()
     reviews: tuple[SignatureReview, ...] = ()
     """The signatures of the versions that become served against the served ones."""
+    others: tuple[str, ...] = ()
+    """Registered models models.yaml does not name: never changed, listed on one line."""
+
+    def others_line(self) -> str | None:
+        """One line naming the registered models the reconciler leaves alone; None if none."""
+        if not self.others:
+            return None
+        shown = ", ".join(self.others[:OTHERS_SHOWN])
+        more = len(self.others) - OTHERS_SHOWN
+        count = len(self.others)
+        return (
+            f"Not in models.yaml, left alone: {count} registered model{'s' if count != 1 else ''}"
+            f" ({shown}{f', and {more} more' if more > 0 else ''})."
+        )
 
     @property
     def actionable(self) -> tuple[Change, ...]:
@@ -143,7 +161,7 @@ def make_plan(desired: ModelsFile, actual: RegistryState, evidence: Evidence | N
     for model in desired.models:
         changes.extend(_model_changes(model, actual.models.get(model.name)))
     reviews = review(desired, actual, evidence) if evidence is not None else ()
-    return Plan(tuple(changes), reviews)
+    return Plan(tuple(changes), reviews, others=actual.others)
 
 
 def _model_changes(model: ModelSpec, found: ActualModel | None) -> Iterator[Change]:

@@ -10,7 +10,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -19,15 +19,23 @@ from typing import Any, TypeVar
 import requests
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from packaging.version import InvalidVersion, Version
 
 from contracts.registry import ONNX_FILE_NAME, Stage
-from reconciler.errors import RegistryRequestError, RegistryUnavailableError
+from reconciler.errors import ReconcilerError, RegistryRequestError, RegistryUnavailableError
 from reconciler.state import LOCK_TAG, ActualModel, ActualVersion, RegistryState
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+MIN_SERVER_VERSION = Version("2.7")
+"""The oldest MLflow server the reconciler works with."""
+NAMES_IN_VERSION_SEARCH = Version("3.0")
+"""From this server version on, model versions are searched with ``name IN (...)``; older
+ones refuse it ("Only the 'run_id' attribute supports comparison with a list")."""
+PROMPT_TAG = "mlflow.prompt.is_prompt"
+"""MLflow 3 stores prompts as registered models with this tag: not models, never listed."""
 NAMES_PER_SEARCH = 50
 """Names per ``name IN (...)`` filter: the search is a GET, its URL must stay short."""
 PAGE_SIZE = 1000
@@ -86,6 +94,22 @@ def error_code(exc: BaseException) -> str | None:
     return str(cause.error_code) if isinstance(cause, MlflowException) else None
 
 
+@contextlib.contextmanager
+def mlflow_uris(uri: str) -> Iterator[None]:
+    """MLflow's global tracking and registry URIs set to ``uri`` for a while, then exactly as
+    they were. ``models:/`` downloads resolve on the globals whatever URI is passed, and
+    ``mlflow.set_tracking_uri`` would also rewrite (or unset) the environment variables."""
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    saved = (tracking_utils._tracking_uri, registry_utils._registry_uri)
+    tracking_utils._tracking_uri, registry_utils._registry_uri = uri, uri  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        tracking_utils._tracking_uri, registry_utils._registry_uri = saved
+
+
 def _warn_stages_once() -> None:
     if not _stage_warning["logged"]:
         _stage_warning["logged"] = True
@@ -99,9 +123,25 @@ def _chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:
     return [items[start : start + size] for start in range(0, len(items), size)]
 
 
-def _in_filter(names: Sequence[str]) -> str:
-    quoted = ", ".join("'" + name.replace("'", "\\'") + "'" for name in names)
-    return f"name IN ({quoted})"
+def _quoted(name: str) -> str:
+    return "'" + name.replace("'", "\\'") + "'"
+
+
+def _name_filter(names: Sequence[str]) -> str:
+    """``name = 'a'`` (every server) or ``name IN ('a', 'b')`` (MLflow 3 servers)."""
+    if len(names) == 1:
+        return f"name = {_quoted(names[0])}"
+    return f"name IN ({', '.join(_quoted(name) for name in names)})"
+
+
+class UnsupportedServerError(ReconcilerError):
+    """The MLflow server is older than the oldest the reconciler works with."""
+
+    def __init__(self, version: str) -> None:
+        super().__init__(
+            f"the MLflow server runs version {version}; the reconciler needs MLflow "
+            f"{MIN_SERVER_VERSION} or newer. Upgrade the MLflow server."
+        )
 
 
 class MlflowRegistry:
@@ -113,34 +153,81 @@ class MlflowRegistry:
         self.policy = policy
         self.upload_experiment = upload_experiment
         self._experiment_id: str | None = None
+        self._server_version: tuple[Version | None] | None = None
 
     def _call(self, operation: str, call: Callable[[], T]) -> T:
         return call_with_retries(operation, call, self.policy)
 
+    # --- the server: its version decides which requests it understands -----------------------
+
+    def server_version(self) -> Version | None:
+        """The MLflow server's version (asked once); None when it does not say.
+
+        Raises:
+            UnsupportedServerError: older than MIN_SERVER_VERSION.
+        """
+        if self._server_version is None:
+            self._server_version = (self._ask_version(),)
+            found = self._server_version[0]
+            if found is not None and found < MIN_SERVER_VERSION:
+                raise UnsupportedServerError(str(found))
+            log.debug("MLflow server version", extra={"version": str(found)})
+        return self._server_version[0]
+
+    def _ask_version(self) -> Version | None:
+        if not self.tracking_uri.startswith(("http://", "https://")):
+            import mlflow
+
+            return Version(mlflow.__version__)  # a local store: this client is the server
+        from mlflow.utils.rest_utils import http_request
+
+        creds = self.client._tracking_client.store.get_host_creds()
+        response = self._call(
+            "asking the MLflow server's version",
+            lambda: http_request(creds, "/version", "GET", max_retries=0, timeout=10),  # type: ignore[no-untyped-call]
+        )
+        try:
+            return Version(response.text.strip()) if response.status_code == 200 else None
+        except InvalidVersion:
+            return None
+
+    def _store(self) -> Any:
+        """The registry's REST store: MLflow 3's client adds a prompt filter to every
+        registered-model search, which MLflow 2.x servers answer with no model at all."""
+        return self.client._get_registry_client().store  # type: ignore[no-untyped-call]
+
     # --- reading: requests grow with the number of models, not versions -----------------------
 
     def read(self, names: Sequence[str]) -> RegistryState:
+        server = self.server_version()
+        wanted = set(names)
         models: dict[str, ActualModel] = {}
-        versions: dict[str, list[ActualVersion]] = {}
-        for chunk in _chunks(sorted(set(names)), NAMES_PER_SEARCH):
-            name_filter = _in_filter(chunk)
-            for registered in self._all_pages(
-                "searching registered models",
-                partial(self.client.search_registered_models, name_filter, PAGE_SIZE),
-            ):
+        others: list[str] = []
+        for registered in self._all_pages(
+            "listing registered models",
+            partial(self._store().search_registered_models, None, PAGE_SIZE),
+        ):
+            tags = dict(registered.tags or {})
+            if registered.name in wanted:
                 models[registered.name] = ActualModel(
                     name=registered.name,
                     description=registered.description or "",
-                    tags=dict(registered.tags or {}),
+                    tags=tags,
                     aliases={k: str(v) for k, v in (registered.aliases or {}).items()},
                 )
-            present = [name for name in chunk if name in models]
-            if not present:
-                continue
-            version_filter = _in_filter(present)
+            elif tags.get(LOCK_TAG) != "true" and tags.get(PROMPT_TAG) != "true":
+                others.append(registered.name)
+        versions: dict[str, list[ActualVersion]] = {}
+        names_in = server is not None and server >= NAMES_IN_VERSION_SEARCH
+        groups = (
+            _chunks(sorted(models), NAMES_PER_SEARCH)
+            if names_in
+            else [[name] for name in sorted(models)]
+        )
+        for group in groups:
             for found in self._all_pages(
                 "searching model versions",
-                partial(self.client.search_model_versions, version_filter, PAGE_SIZE * 10),
+                partial(self._store().search_model_versions, _name_filter(group), PAGE_SIZE * 10),
             ):
                 versions.setdefault(found.name, []).append(
                     ActualVersion(
@@ -162,7 +249,8 @@ class MlflowRegistry:
                     versions=tuple(sorted(versions.get(name, []), key=lambda v: v.number)),
                 )
                 for name, model in models.items()
-            }
+            },
+            others=tuple(sorted(others)),
         )
 
     def _all_pages(self, operation: str, search: Callable[..., Any]) -> list[Any]:
@@ -207,7 +295,7 @@ class MlflowRegistry:
         return self._experiment_id
 
     def upload(
-        self, model: str, sha256: str, local_file: Path, tags: Mapping[str, str]
+        self, model: str, sha256: str, local: Path, tags: Mapping[str, str]
     ) -> tuple[str, str]:
         experiment_id = self._experiment()
         run = self._call(
@@ -218,10 +306,14 @@ class MlflowRegistry:
         )
         run_id = str(run.info.run_id)
         with tempfile.TemporaryDirectory(prefix="mlgitops-upload-") as scratch:
-            shutil.copyfile(local_file, Path(scratch) / ONNX_FILE_NAME)
+            if local.is_dir():
+                directory = str(local)  # every file under its relative name (external data)
+            else:
+                shutil.copyfile(local, Path(scratch) / ONNX_FILE_NAME)
+                directory = scratch
             self._call(
-                f"uploading {local_file.name} for {model}",
-                lambda: self.client.log_artifacts(run_id, scratch, "model"),
+                f"uploading {local.name} for {model}",
+                lambda: self.client.log_artifacts(run_id, directory, "model"),
             )
         # MLflow prints "View run ... at: URL" on stdout, where the plan goes: keep it out.
         with contextlib.redirect_stdout(io.StringIO()):
@@ -235,6 +327,8 @@ class MlflowRegistry:
         run_id: str | None,
         tags: Mapping[str, str],
         description: str | None,
+        *,
+        model_id: str | None = None,
     ) -> str:
         created = self._call(
             f"registering a version of {name}",
@@ -245,9 +339,17 @@ class MlflowRegistry:
                 tags=dict(tags),
                 description=description,
                 await_creation_for=0,
+                model_id=model_id,
             ),
         )
         return str(created.version)
+
+    def alias_version(self, name: str, alias: str) -> str:
+        found = self._call(
+            f"reading alias {alias} of {name}",
+            lambda: self.client.get_model_version_by_alias(name, alias),
+        )
+        return str(found.version)
 
     def set_stage(self, name: str, version: str, stage: Stage) -> None:
         _warn_stages_once()
@@ -320,14 +422,18 @@ class MlflowRegistry:
     def download(self, uri: str, destination: Path) -> Path:
         import mlflow.artifacts
 
-        return Path(
-            self._call(
-                f"downloading {uri}",
-                lambda: mlflow.artifacts.download_artifacts(
-                    artifact_uri=uri, dst_path=str(destination), tracking_uri=self.tracking_uri
-                ),
-            )
-        )
+        def download() -> str:
+            with mlflow_uris(self.tracking_uri):
+                return str(
+                    mlflow.artifacts.download_artifacts(
+                        artifact_uri=uri,
+                        dst_path=str(destination),
+                        tracking_uri=self.tracking_uri,
+                        registry_uri=self.tracking_uri,
+                    )
+                )
+
+        return Path(self._call(f"downloading {uri}", download))
 
     # --- the apply lock: a registered model whose creation is atomic in MLflow's database ---------
 

@@ -68,6 +68,8 @@ def text(plan: Plan) -> str:
     lines += [_visible(line) for line in _signature_text(plan.reviews)]
     lines.append(plan.summary())
     lines += _refusal_lines(plan.reviews)
+    if plan.others_line():
+        lines.append(str(plan.others_line()))
     return "\n".join(lines) + "\n"
 
 
@@ -83,6 +85,7 @@ def to_dict(plan: Plan) -> dict[str, Any]:
             "delete": counts[Action.DELETE],
         },
         "signatures": [item.to_dict() for item in plan.reviews],
+        "not_in_models_yaml": list(plan.others),
         "changes": [
             {
                 "action": c.action.value,
@@ -155,6 +158,8 @@ def markdown(plan: Plan) -> str:
     """For a pull-request comment or a CI job summary: no value is read as markdown or HTML."""
     lines = ["### mlgitops plan", "", f"**{plan.summary()}**", ""]
     lines += [f"**{line}**\n" for line in _refusal_lines(plan.reviews)]
+    if plan.others_line():
+        lines += [_prose(str(plan.others_line())), ""]
     if plan.changes:
         lines += ["| | Change | Before | After | Why |", "|---|---|---|---|---|"]
         for change in plan.changes:

@@ -59,6 +59,8 @@ class ReconcilerSettings(BaseSettings):
     applied_by: str = Field(
         default_factory=_default_actor, validation_alias=AliasChoices("RECONCILER_APPLIED_BY")
     )
+    gate_timeout_seconds: float = Field(default=60.0, gt=0)
+    """Time limit of the promotion gate's onnxruntime load and inference, per version."""
     log_level: str = "INFO"
     server_token: SecretStr | None = None
     """Bearer token ``status`` sends to the servers (their SERVER_AUTH_TOKEN), if auth is on."""

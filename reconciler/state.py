@@ -73,6 +73,8 @@ class RegistryState:
     """What MLflow holds for the models models.yaml names (absent ones are simply missing)."""
 
     models: Mapping[str, ActualModel] = field(default_factory=dict)
+    others: tuple[str, ...] = ()
+    """Registered models models.yaml does not name (not the lock, not prompts): left alone."""
 
 
 class Registry(Protocol):
@@ -85,9 +87,10 @@ class Registry(Protocol):
     def create_model(self, name: str, description: str | None, tags: Mapping[str, str]) -> None: ...
 
     def upload(
-        self, model: str, sha256: str, local_file: Path, tags: Mapping[str, str]
+        self, model: str, sha256: str, local: Path, tags: Mapping[str, str]
     ) -> tuple[str, str]:
-        """Upload a repository file as a run artifact dir holding model.onnx: (source, run_id)."""
+        """Upload a repository file (as ``model/model.onnx``) or directory (as ``model/``, its
+        files under their relative names) into a new run: (source, run_id)."""
         ...
 
     def register_version(
@@ -97,8 +100,14 @@ class Registry(Protocol):
         run_id: str | None,
         tags: Mapping[str, str],
         description: str | None,
+        *,
+        model_id: str | None = None,
     ) -> str:
         """Create a model version; return its number."""
+        ...
+
+    def alias_version(self, name: str, alias: str) -> str:
+        """The version number ``alias`` of ``name`` points at now."""
         ...
 
     def set_stage(self, name: str, version: str, stage: Stage) -> None: ...

@@ -7,13 +7,11 @@ import os
 import subprocess
 import sys
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 
 from contracts.registry import (
@@ -26,33 +24,16 @@ from contracts.registry import (
     SOURCE_TAG,
     STAGE_TAG,
 )
-from reconciler.cli import main
 from reconciler.state import LOCK_TAG
+from tests.integration.reconciler_cli import TOKEN, Cli, cli_against, server_pod, version_entry
 from tests.reconciler.logging_fixture import restore_logging  # noqa: F401 (autouse)
 from tests.server.volume import publish_version
 from tests.support.onnx_models import BuiltModel
-from tests.support.processes import MlflowServer, Process, free_port, python_module
+from tests.support.processes import MlflowServer, free_port
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-class Cli:
-    """Runs ``python -m reconciler`` in this process (fast) against one MLflow."""
-
-    def __init__(self, capsys: pytest.CaptureFixture[str], models_file: Path) -> None:
-        self.capsys = capsys
-        self.models_file = models_file
-
-    def __call__(self, *args: str) -> tuple[int, str, str]:
-        self.capsys.readouterr()
-        code = main([*args, "-f", str(self.models_file)] if args[0] != "schema" else list(args))
-        out, err = self.capsys.readouterr()
-        return code, out, err
-
-    def write(self, models: list[dict[str, Any]]) -> None:
-        self.models_file.write_text(yaml.safe_dump({"models": models}, sort_keys=False))
 
 
 @pytest.fixture
@@ -62,22 +43,12 @@ def cli(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> Cli:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
-    monkeypatch.setenv("RECONCILER_GIT_COMMIT", "0123abc")
-    monkeypatch.setenv("RECONCILER_APPLIED_BY", "ci-bot")
-    monkeypatch.setenv("RECONCILER_RETRIES", "1")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-    return Cli(capsys, tmp_path / "models.yaml")
+    return cli_against(mlflow_server, tmp_path, capsys, monkeypatch)
 
 
 @pytest.fixture
 def client(mlflow_server: MlflowServer) -> MlflowClient:
     return MlflowClient(tracking_uri=mlflow_server.url, registry_uri=mlflow_server.url)
-
-
-def version_entry(model: BuiltModel, base: Path, **extra: Any) -> dict[str, Any]:
-    return {"source": os.path.relpath(model.path, base), "sha256": model.sha256, **extra}
 
 
 def transition_by_hand(client: MlflowClient, name: str, version: str, stage: str) -> None:
@@ -202,8 +173,13 @@ def test_broken_onnx_is_refused_at_the_gate(
     code, out, _ = cli("apply")
     assert code == 1
     assert "refused at the promotion gate (onnxruntime)" in out
-    # Not promoted, and the old Production stays: a model never loses its Production version.
-    assert stages(client, unique_name) == {"1": "Production", "2": "None"}
+    # Checked before anything moved: not uploaded, not registered; the old Production stays.
+    assert stages(client, unique_name) == {"1": "Production"}
+    uploads = client.get_experiment_by_name("mlgitops-uploads")
+    runs = client.search_runs(
+        [uploads.experiment_id], f"tags.`mlgitops.sha256` = '{broken.sha256}'"
+    )
+    assert runs == []
 
 
 def test_rollout_section_is_stored_as_a_registered_model_tag(
@@ -355,7 +331,7 @@ def test_mlflow_5xx_are_retried_then_reported(
         monkeypatch.setenv("MLFLOW_TRACKING_URI", down.url)
         code, _, err = cli("plan")
         assert code == 1
-        assert "MLflow failed searching registered models 4 time(s), giving up" in err
+        assert "MLflow failed asking the MLflow server's version 4 time(s), giving up" in err
         assert down.faults == 4
     finally:
         flaky.close()
@@ -386,24 +362,6 @@ def test_unmanaged_versions_are_shown_and_left_alone_prune_archives_managed_ones
 
 
 # --- status against real server pods ----------------------------------------------------
-
-TOKEN = "status-test-token"
-
-
-@contextmanager
-def server_pod(volume: Path, host: str, port: int, log_dir: Path) -> Iterator[str]:
-    """One server process (gunicorn, auth on) bound to ``host:port``: a pod of its own."""
-    argv = python_module(
-        "server", "--volume", str(volume), "--host", host, "--port", str(port), "--workers", "1"
-    )  # fmt: skip
-    env = {"SERVER_AUTH_TOKEN": TOKEN, "SERVER_RESCAN_SECONDS": "1", "SERVER_POLL_DELAY_MS": "100"}
-    process = Process(f"server-{host}", argv, env=env, log_dir=log_dir).start()
-    url = f"http://{host}:{port}"
-    try:
-        process.wait_http(f"{url}/v2/health/live", timeout=90)
-        yield url
-    finally:
-        process.stop()
 
 
 def test_status_waits_for_every_pod_and_names_the_one_behind(

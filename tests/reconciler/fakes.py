@@ -30,6 +30,8 @@ class FakeRegistry:
         self.calls: list[tuple[str, ...]] = []
         self.locks: dict[str, dict[str, str]] = {}
         self.reads = 0
+        self.registered_with: dict[tuple[str, str], tuple[str, str | None, str | None]] = {}
+        """(model, version) -> (source, run_id, model_id) as register_version got them."""
 
     # --- reading
     def read(self, names: Sequence[str]) -> RegistryState:
@@ -45,7 +47,8 @@ class FakeRegistry:
                 )
                 for name, m in self.models.items()
                 if name in names
-            }
+            },
+            others=tuple(sorted(name for name in self.models if name not in names)),
         )
 
     # --- writing
@@ -54,11 +57,11 @@ class FakeRegistry:
         self.models[name] = FakeModel(description or "", dict(tags))
 
     def upload(
-        self, model: str, sha256: str, local_file: Path, tags: Mapping[str, str]
+        self, model: str, sha256: str, local: Path, tags: Mapping[str, str]
     ) -> tuple[str, str]:
         uri = f"mlflow-artifacts:/1/run-{sha256[:8]}/artifacts/model"
-        self.files[uri] = local_file
-        self.calls.append(("upload", model, local_file.name))
+        self.files[uri] = local
+        self.calls.append(("upload", model, local.name))
         return uri, f"run-{sha256[:8]}"
 
     def register_version(
@@ -68,6 +71,8 @@ class FakeRegistry:
         run_id: str | None,
         tags: Mapping[str, str],
         description: str | None,
+        *,
+        model_id: str | None = None,
     ) -> str:
         model = self.models[name]
         number = str(len(model.versions) + 1)
@@ -75,7 +80,11 @@ class FakeRegistry:
             number, source, Stage.NONE, dict(tags), description or "", run_id
         )
         self.calls.append(("register_version", name, number))
+        self.registered_with[(name, number)] = (source, run_id, model_id)
         return number
+
+    def alias_version(self, name: str, alias: str) -> str:
+        return self.models[name].aliases[alias]
 
     def _replace(self, name: str, version: str, **changes: object) -> None:
         self.models[name].versions[version] = dataclasses.replace(
@@ -133,8 +142,12 @@ class FakeRegistry:
     def download(self, uri: str, destination: Path) -> Path:
         if uri not in self.files:
             raise FileNotFoundError(uri)
+        found = self.files[uri]
+        if found.is_dir():
+            shutil.copytree(found, destination / "model")
+            return destination / "model"
         target = destination / "model.onnx"
-        shutil.copyfile(self.files[uri], target)
+        shutil.copyfile(found, target)
         return target
 
     # --- lock

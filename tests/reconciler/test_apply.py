@@ -24,7 +24,7 @@ from reconciler.plan import Plan
 from reconciler.registry import RetryPolicy, call_with_retries
 from reconciler.spec import Desired, ModelsFile
 from reconciler.state import LOCK_TAG
-from tests.reconciler.fakes import FakeRegistry
+from tests.reconciler.fakes import FakeModel, FakeRegistry
 from tests.support.onnx_models import BuiltModel
 
 AUDIT = Audit(applied_by="tester", git_commit="abc")
@@ -234,7 +234,7 @@ def test_mlflow_failing_mid_apply_reports_its_own_error_and_releases_the_lock(
     goes even when MLflow refused the call outright."""
     registry, v1, v2 = promoted
 
-    def refused(*_: object) -> None:
+    def refused(*_: object, **__: object) -> None:
         raise RegistryRequestError(
             "registering a version of m", MlflowException("INTERNAL_ERROR: disk I/O error")
         )
@@ -336,3 +336,81 @@ def test_a_long_apply_extends_its_lease() -> None:
         clock.now += 50
         keep_alive()
         assert registry.locks["lock"]["expires_at"] == "1160.000"
+
+
+def test_a_repository_file_failing_the_gate_is_never_uploaded(
+    tmp_path: Path, make_corrupt_onnx: Callable[[str], BuiltModel]
+) -> None:
+    """Checked on disk before anything moves: no upload, no version, for any stage."""
+    broken = make_corrupt_onnx("broken.onnx")
+    registry = FakeRegistry()
+    entry = {"source": "models/broken.onnx", "sha256": broken.sha256}
+    result = apply(registry, make_desired(tmp_path, [entry]), AUDIT, LOCK)
+    assert any("refused at the promotion gate (onnxruntime)" in item for item in result.failures)
+    assert [call for call in registry.calls if call[0] in ("upload", "register_version")] == []
+    assert registry.locks == {}
+
+
+def test_a_repository_directory_is_uploaded_whole_under_one_identity(tmp_path: Path) -> None:
+    """ONNX + external data: identity over every file; upload keeps the relative names."""
+    from contracts.digest import identity
+    from tests.reconciler.onnx_graphs import external_data_model
+
+    directory = external_data_model(tmp_path / "models" / "torch-export")
+    registry = FakeRegistry()
+    entry = {"source": "models/torch-export", "sha256": identity(directory),
+             "stage": "Production", "sample_input": [[1.0, 2.0, 3.0, 4.0]]}  # fmt: skip
+    result = apply(registry, make_desired(tmp_path, [entry]), AUDIT, LOCK)
+    assert result.ok, result.failures
+    assert ("upload", "m", "torch-export") in registry.calls
+    version = registry.models["m"].versions["1"]
+    assert version.stage is Stage.PRODUCTION
+    assert version.tags["mlgitops.size"] == str(sum(p.stat().st_size for p in directory.iterdir()))
+
+
+@pytest.mark.parametrize(
+    ("source", "registered", "run_id", "model_id"),
+    [
+        ("models:/m-0123abcd", "models:/m-0123abcd", None, "m-0123abcd"),
+        ("mlflow-artifacts:/1/models/m-0123abcd/artifacts", None, None, "m-0123abcd"),
+        ("runs:/4f5e6d/model", None, "4f5e6d", None),
+        ("mlflow-artifacts:/1/4f5e6d/artifacts/model", None, "4f5e6d", None),
+        ("models:/team-model/3", None, None, None),
+        ("models:/team-model@champion", "models:/team-model/3", None, None),
+        ("s3://bucket/model.onnx", None, None, None),
+    ],
+)
+def test_every_source_kind_is_registered_with_what_mlflow_requires(
+    tmp_path: Path,
+    make_onnx: Callable[..., BuiltModel],
+    source: str,
+    registered: str | None,
+    run_id: str | None,
+    model_id: str | None,
+) -> None:
+    """A logged model needs its model_id, a run's artifact its run_id; an alias is pinned to
+    the version it names now (the bytes must not follow a later move of the alias)."""
+    built = make_onnx("x.onnx", seed=3)
+    registry = FakeRegistry({source: built.path, "models:/team-model/3": built.path})
+    registry.models["team-model"] = FakeModel(aliases={"champion": "3"})
+    entry = {"source": source, "sha256": built.sha256, "stage": "Staging"}
+    result = apply(registry, make_desired(tmp_path, [entry]), AUDIT, LOCK)
+    assert result.ok, result.failures
+    assert registry.registered_with[("m", "1")] == (registered or source, run_id, model_id)
+    assert registry.models["m"].versions["1"].tags["mlgitops.source"] == source
+
+
+def test_an_alias_move_is_gated_first(
+    tmp_path: Path,
+    promoted: tuple[FakeRegistry, BuiltModel, BuiltModel],
+    make_corrupt_onnx: Callable[[str], BuiltModel],
+) -> None:
+    """A sidecar may follow any alias: an alias never points at a version the gate refused."""
+    registry, v1, _ = promoted
+    broken = make_corrupt_onnx("stored.onnx")
+    registry.files["s3://b/1"] = broken.path  # the stored bytes changed after registration
+    entry = {"source": "s3://b/1", "sha256": v1.sha256, "stage": "Production",
+             "aliases": ["champion"]}  # fmt: skip
+    result = apply(registry, make_desired(tmp_path, [entry]), AUDIT, LOCK)
+    assert any("refused at the promotion gate (sha256)" in item for item in result.failures)
+    assert registry.models["m"].aliases == {}

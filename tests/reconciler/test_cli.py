@@ -29,7 +29,7 @@ def test_unreachable_mlflow_is_retried_then_reported_with_exit_1(
     models.write_text("models:\n  - name: m\n    versions: []\n")
     assert main(["plan", "-f", str(models)]) == 1
     err = capsys.readouterr().err
-    assert "error: MLflow failed searching registered models 3 time(s), giving up" in err
+    assert "error: MLflow failed asking the MLflow server's version 3 time(s), giving up" in err
     assert "Check MLFLOW_TRACKING_URI" in err
     assert "Traceback" not in err
 
@@ -127,7 +127,7 @@ def test_credentials_in_the_tracking_uri_never_reach_errors_logs_or_output(
     assert "s3cret" not in out + err
     assert "alice" not in out + err
     # MLflow's own exception text, quoted in the error and in the JSON log line, masked:
-    assert f"API request to http://***@127.0.0.1:{port}/api/2.0/mlflow/" in err
+    assert f"API request to http://***@127.0.0.1:{port}/version failed" in err
     logged = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     assert [line["message"] for line in logged] == ["failed"]
     assert "http://***@127.0.0.1" in logged[0]["error"]

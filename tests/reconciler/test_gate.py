@@ -1,15 +1,23 @@
-"""The promotion gate on real ONNX files: sha256, onnxruntime load, one inference."""
+"""The promotion gate on real ONNX files: identity, onnxruntime load, one inference, time limit."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from contracts.digest import identity
 from reconciler.errors import GateError
-from reconciler.gate import gate
+from reconciler.gate import check_onnx, gate, inspect, onnx_file_in
 from tests.reconciler.fakes import FakeRegistry
+from tests.reconciler.onnx_graphs import (
+    endless_model,
+    every_type_model,
+    external_data_model,
+    two_input_model,
+)
 from tests.support.onnx_models import BuiltModel
 
 
@@ -27,7 +35,7 @@ def test_a_good_model_passes_with_zeros_or_its_sample(
 @pytest.mark.parametrize(
     ("case", "step"),
     [("corrupt", "onnxruntime"), ("wrong-sha", "sha256"), ("wrong-shape", "onnxruntime"),
-     ("missing", "download")],
+     ("missing", "download"), ("unknown-input", "onnxruntime")],
 )  # fmt: skip
 def test_a_bad_version_is_refused_with_the_step_that_failed(
     case: str,
@@ -38,16 +46,69 @@ def test_a_bad_version_is_refused_with_the_step_that_failed(
     built = make_corrupt_onnx("bad.onnx") if case == "corrupt" else make_onnx("m.onnx")
     registry = FakeRegistry({} if case == "missing" else {"s3://b/m": built.path})
     sha = "0" * 64 if case == "wrong-sha" else built.sha256
-    sample = [[1.0, 2.0]] if case == "wrong-shape" else None
+    sample = {"wrong-shape": [[1.0, 2.0]], "unknown-input": {"inputs": [[1.0]]}}.get(case)
     with pytest.raises(GateError, match=rf"refused at the promotion gate \({step}\)"):
         gate(registry, model="m", version="1", uri="s3://b/m", sha256=sha, sample=sample)
 
 
-def test_a_directory_download_is_searched_for_model_onnx(
+def test_every_tensor_type_gets_an_input_strings_and_bools_included(tmp_path: Path) -> None:
+    """zeros, "" or False of every width, as the server builds them (contracts.tensors)."""
+    check_onnx(every_type_model(tmp_path / "every.onnx"), None, time_limit=60)
+
+
+def test_a_mapping_sample_feeds_several_inputs_of_mixed_types(tmp_path: Path) -> None:
+    model = two_input_model(tmp_path / "two.onnx")
+    check_onnx(model, {"amount": [[3.5], [1.0]], "city": [["paris"], ["lyon"]]}, time_limit=60)
+    check_onnx(model, None, time_limit=60)  # "" for the string column, 0 for the amount
+    with pytest.raises(Exception, match="sample_input names \\['town'\\]"):
+        check_onnx(model, {"town": [["paris"]]}, time_limit=60)
+
+
+def test_an_inference_that_never_ends_is_stopped_at_the_limit(tmp_path: Path) -> None:
+    model = endless_model(tmp_path / "endless.onnx")
+    registry = FakeRegistry({"s3://b/e": model})
+    started = time.monotonic()
+    with pytest.raises(GateError) as caught:
+        gate(registry, model="m", version="3", uri="s3://b/e", sha256=identity(model),
+             sample=None, time_limit=3)  # fmt: skip
+    assert "did not finish within 3s (RECONCILER_GATE_TIMEOUT_SECONDS)" in str(caught.value)
+    assert "(onnxruntime)" in str(caught.value)
+    assert time.monotonic() - started < 60  # killed, not waited for
+
+
+def test_a_directory_is_one_identity_over_every_file(tmp_path: Path) -> None:
+    """ONNX + external data: the gate loads it whole; any changed or extra file is refused."""
+    directory = external_data_model(tmp_path / "ext")
+    registry = FakeRegistry({"s3://b/dir": directory})
+    declared = identity(directory)
+    fetched = gate(registry, model="m", version="1", uri="s3://b/dir", sha256=declared,
+                   sample=[[1.0, 2.0, 3.0, 4.0]])  # fmt: skip
+    assert fetched.onnx_file.name == "model.onnx"
+    assert fetched.size == sum(p.stat().st_size for p in directory.iterdir())
+    (directory / "notes.txt").write_text("an extra file")
+    with pytest.raises(GateError, match=r"\(sha256\): the artifact's identity is"):
+        gate(registry, model="m", version="1", uri="s3://b/dir", sha256=declared, sample=None)
+    (directory / "notes.txt").unlink()
+    data = directory / "model.onnx.data"
+    data.write_bytes(bytes(reversed(data.read_bytes())))
+    with pytest.raises(GateError, match=r"\(sha256\)"):
+        gate(registry, model="m", version="1", uri="s3://b/dir", sha256=declared, sample=None)
+
+
+def test_a_directory_of_one_file_also_carries_that_files_sha256(
     tmp_path: Path, make_onnx: Callable[..., BuiltModel]
 ) -> None:
-    from reconciler.gate import onnx_file_in
-
+    """How a repository file is uploaded (``model/model.onnx``): the sidecar accepts both."""
     built = make_onnx("model.onnx")
-    (built.path.parent / "MLmodel").write_text("flavors:\n  onnx:\n    data: model.onnx\n")
+    fetched = inspect(built.path.parent, "dir")
+    assert fetched.matches(built.sha256)
+    assert fetched.matches(identity(built.path.parent))
+    assert not fetched.matches("0" * 64)
+
+
+def test_a_directory_download_is_searched_for_its_onnx_file(
+    tmp_path: Path, make_onnx: Callable[..., BuiltModel]
+) -> None:
+    built = make_onnx("weights.onnx")
+    (built.path.parent / "MLmodel").write_text("flavors:\n  onnx:\n    data: weights.onnx\n")
     assert onnx_file_in(built.path.parent) == built.path

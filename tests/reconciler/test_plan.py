@@ -253,3 +253,30 @@ def test_duplicate_registration_uses_the_oldest_version() -> None:
     plan = make_plan(desired([{"source": "s3://b/1", "sha256": A, "stage": "Production"}]), found)
     assert not plan.has_changes
     assert all(c.action is Action.NOOP or c.target.kind is not Kind.VERSION for c in plan.changes)
+
+
+@pytest.mark.parametrize(
+    ("others", "line"),
+    [
+        ((), None),
+        (("fraud-scorer",), "Not in models.yaml, left alone: 1 registered model (fraud-scorer)."),
+        (("a", "b"), "Not in models.yaml, left alone: 2 registered models (a, b)."),
+        (tuple(f"t{i:02}" for i in range(25)),
+         "Not in models.yaml, left alone: 25 registered models (t00, t01, t02, t03, t04, t05, "
+         "t06, t07, t08, t09, t10, t11, t12, t13, t14, t15, t16, t17, t18, t19, and 5 more)."),
+    ],
+)  # fmt: skip
+def test_registered_models_the_file_does_not_name_are_listed_in_one_line_never_changed(
+    others: tuple[str, ...], line: str | None
+) -> None:
+    found = RegistryState({"m": ActualModel("m", tags={MANAGED_TAG: "true"})}, others=others)
+    plan = make_plan(desired([]), found)
+    assert plan.others_line() == line
+    assert not plan.has_changes
+    assert {c.target.model for c in plan.changes} <= {"m"}
+    from reconciler.render import json_text, markdown, text
+
+    if line is not None:
+        assert text(plan).splitlines()[-1] == line
+        assert "left alone" in markdown(plan)
+        assert f'"not_in_models_yaml": [\n    "{others[0]}"' in json_text(plan)

@@ -14,7 +14,7 @@ from contracts.tensors import numpy_dtype, v2_datatype
 from server.errors import InvalidInputError
 
 # Which kinds of JSON-decoded arrays each target kind accepts (JSON integers feed float inputs).
-_ACCEPTED_KINDS = {"f": "fiu", "i": "iu", "u": "u", "b": "b", "O": "U"}
+_ACCEPTED_KINDS = {"f": "fiu", "i": "iu", "u": "iu", "b": "b", "O": "U"}  # ranges: _cast
 _KIND_WORDS = {
     "f": "numbers with a fraction",
     "i": "integers",
@@ -127,6 +127,8 @@ def _as_array(data: Any, what: str, spec: TensorSpec) -> np.ndarray[Any, Any]:
         raise InvalidInputError(
             f"{what} is not a rectangular array ({exc}); expected {spec.describe()}"
         ) from None
+    if spec.dtype.kind in "iu" and array.dtype.kind in "fO" and array.size:
+        array = _whole_numbers(data, array, what, spec)
     if array.dtype.kind == "O" and spec.dtype.kind != "O":
         raise InvalidInputError(
             f"{what} holds mixed values or nulls; expected {spec.dtype.name} for {spec.describe()}"
@@ -134,7 +136,26 @@ def _as_array(data: Any, what: str, spec: TensorSpec) -> np.ndarray[Any, Any]:
     return array
 
 
-def rows_from_data(data: Any, spec: TensorSpec) -> tuple[np.ndarray[Any, Any], bool]:
+def _whole_numbers(
+    data: Any, array: np.ndarray[Any, Any], what: str, spec: TensorSpec
+) -> np.ndarray[Any, Any]:
+    """JSON integers numpy could not hold as one integer type (``2**64 - 1`` beside ``0``
+    becomes float64 or object): read them as the input's type, or refuse them by range."""
+    values = np.asarray(data, dtype=object).reshape(-1)
+    if not all(type(value) is int for value in values):
+        return array  # fractions, booleans, nulls: the kind check says which
+    info = np.iinfo(spec.dtype)
+    if not all(info.min <= value <= info.max for value in values):
+        raise InvalidInputError(
+            f"{what} has values outside {spec.dtype.name}'s range [{info.min}, {info.max}] "
+            f"for {spec.describe()}"
+        )
+    return np.asarray(data, dtype=spec.dtype)
+
+
+def rows_from_data(
+    data: Any, spec: TensorSpec, what: str = "'data'"
+) -> tuple[np.ndarray[Any, Any], bool]:
     """The ``{"data": ...}`` body -> (array with a batch axis, whether it was one row).
 
     One row has the model's rank minus one (``[..16 numbers..]`` for ``float32[N,16]``); a batch
@@ -143,13 +164,13 @@ def rows_from_data(data: Any, spec: TensorSpec) -> tuple[np.ndarray[Any, Any], b
     scalar_row = len(spec.shape) == 1 and isinstance(data, str | int | float | bool)
     if not isinstance(data, list) and not scalar_row:
         raise InvalidInputError(
-            f"'data' must be a JSON array (one row or a list of rows); expected {spec.describe()}"
+            f"{what} must be a JSON array (one row or a list of rows); expected {spec.describe()}"
         )
-    array = _as_array(data, "'data'", spec)
+    array = _as_array(data, what, spec)
     single = array.ndim == len(spec.shape) - 1 and spec.batch_dynamic
     if single:
         array = array[np.newaxis, ...]
-    return spec.check_array(array, "'data'" if not single else "'data' (one row)"), single
+    return spec.check_array(array, what if not single else f"{what} (one row)"), single
 
 
 def check_shape(shape: Any, what: str) -> list[int]:
@@ -193,7 +214,7 @@ def feeds_from_data(
     feeds: dict[str, np.ndarray[Any, Any]] = {}
     singles = set()
     for spec in specs:
-        rows, single = rows_from_data(data[spec.name], spec)
+        rows, single = rows_from_data(data[spec.name], spec, f"'data'[{spec.name!r}]")
         feeds[spec.name] = rows
         singles.add(single)
     if len(singles) > 1:

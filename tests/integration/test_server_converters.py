@@ -21,7 +21,13 @@ import orjson
 import pytest
 
 from tests.conftest import require
-from tests.server.converted import BUILDERS, fails_on_batches, never_ending
+from tests.server.converted import (
+    BUILDERS,
+    EVERY_TYPE,
+    every_type,
+    fails_on_batches,
+    never_ending,
+)
 from tests.server.harness import WORKER_CLASSES, WORKER_IDS, ServerProcess, running_server
 from tests.server.volume import publish_version
 from tests.support.onnx_models import write_mlp
@@ -97,6 +103,7 @@ def world(
         publish_version(volume, name, "1", build(models / f"{name}.onnx"))
     publish_version(volume, "tiny", "1", write_mlp(models / "tiny.onnx", seed=3).path)
     publish_version(volume, "fails", "1", fails_on_batches(models / "fails.onnx"))
+    publish_version(volume, "types", "1", every_type(models / "types.onnx"))
     publish_version(volume, "forever", "1", never_ending(models / "forever.onnx"))
     env = {
         "SERVER_WORKER_CLASS": request.param,
@@ -319,3 +326,64 @@ def test_tritonclient_shows_a_model_side_error(triton: Any) -> None:
     features.set_data_from_numpy(ROWS)
     with pytest.raises(InferenceServerException, match="nope"):
         triton.infer("logreg", [features], outputs=[unknown])
+
+
+def _every_type_feeds() -> dict[str, np.ndarray]:
+    from contracts.tensors import numpy_dtype, onnx_type_of_v2
+
+    return {
+        name: np.array(values, dtype=numpy_dtype(onnx_type_of_v2(datatype)))
+        for name, _, datatype, values in EVERY_TYPE
+    }
+
+
+def test_every_tensor_type_on_predict_with_named_inputs(world: World) -> None:
+    feeds = _every_type_feeds()
+    expected = world.expected("types", feeds)
+    data = {name: values for name, _, _, values in EVERY_TYPE}
+    response = httpx.post(f"{world.server.url}/models/types/predict", json={"data": data})
+    assert response.status_code == 200, response.text
+    outputs = response.json()["outputs"]
+    assert list(outputs.values()) == expected
+    one_row = {name: values[0] for name, _, _, values in EVERY_TYPE}
+    single = httpx.post(f"{world.server.url}/models/types/predict", json={"data": one_row})
+    assert single.status_code == 200, single.text
+    assert list(single.json()["outputs"].values()) == [out[0] for out in expected]
+
+
+def test_every_tensor_type_out_of_range_is_400(world: World) -> None:
+    data = {name: values for name, _, _, values in EVERY_TYPE}
+    for name, overflow in (("i8", 128), ("u8", -1), ("u16", 70000), ("f16", 1e5), ("f32", 1e39)):
+        bad = {**data, name: [[overflow, overflow], [0, 0]]}
+        response = httpx.post(f"{world.server.url}/models/types/predict", json={"data": bad})
+        assert response.status_code == 400, (name, response.text)
+        assert name in response.json()["description"]
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_every_tensor_type_through_tritonclient(world: World, triton: Any, binary: bool) -> None:
+    import tritonclient.http as http
+
+    feeds = _every_type_feeds()
+    expected = world.expected("types", feeds)
+    inputs = []
+    for name, _, datatype, _ in EVERY_TYPE:
+        infer_input = http.InferInput(name, [2, 2], datatype)
+        value = feeds[name]
+        if datatype == "BYTES":
+            value = np.array([[v.encode() for v in row] for row in value], dtype=object)
+        infer_input.set_data_from_numpy(value, binary_data=binary)
+        inputs.append(infer_input)
+    outputs = [
+        http.InferRequestedOutput(f"out_{name}", binary_data=binary) for name, *_ in EVERY_TYPE
+    ]
+    result = triton.infer("types", inputs, outputs=outputs)
+    for (name, *_), want in zip(EVERY_TYPE, expected, strict=True):
+        got = result.as_numpy(f"out_{name}")
+        if got.dtype == object:
+            text = [
+                [v.decode() if isinstance(v, bytes) else v for v in row] for row in got.tolist()
+            ]
+            assert text == want, name
+        else:
+            np.testing.assert_array_equal(got, np.array(want, dtype=got.dtype), err_msg=name)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -167,3 +168,35 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "lgbm": lightgbm_classifier,
 }
 """The converter-made models, by the name they are published under."""
+
+
+# Every element type contracts.tensors serves, as (input name, ONNX type, V2 datatype, values).
+EVERY_TYPE: list[tuple[str, int, str, list[Any]]] = [
+    ("f16", TensorProto.FLOAT16, "FP16", [[0.5, -2.0], [1.5, 3.0]]),
+    ("f32", TensorProto.FLOAT, "FP32", [[0.25, -1.0], [2.5, 1e30]]),
+    ("f64", TensorProto.DOUBLE, "FP64", [[1e300, -0.1], [3.0, 4.0]]),
+    ("i8", TensorProto.INT8, "INT8", [[-128, 127], [0, 1]]),
+    ("i16", TensorProto.INT16, "INT16", [[-32768, 32767], [0, 2]]),
+    ("i32", TensorProto.INT32, "INT32", [[-(2**31), 2**31 - 1], [0, 3]]),
+    ("i64", TensorProto.INT64, "INT64", [[-(2**63), 2**63 - 1], [0, 4]]),
+    ("u8", TensorProto.UINT8, "UINT8", [[0, 255], [1, 2]]),
+    ("u16", TensorProto.UINT16, "UINT16", [[0, 65535], [1, 2]]),
+    ("u32", TensorProto.UINT32, "UINT32", [[0, 2**32 - 1], [1, 2]]),
+    ("u64", TensorProto.UINT64, "UINT64", [[0, 2**64 - 1], [1, 2]]),
+    ("b", TensorProto.BOOL, "BOOL", [[True, False], [False, True]]),
+    ("s", TensorProto.STRING, "BYTES", [["a", "\u00e9t\u00e9"], ["", "z z"]]),
+]
+
+
+def every_type(path: Path) -> Path:
+    """One input of each type (``<name>``: [N, 2]), each passed through to ``out_<name>``."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", [name], [f"out_{name}"]) for name, *_ in EVERY_TYPE],
+        "every_type",
+        [helper.make_tensor_value_info(name, kind, ["N", 2]) for name, kind, *_ in EVERY_TYPE],
+        [
+            helper.make_tensor_value_info(f"out_{name}", kind, ["N", 2])
+            for name, kind, *_ in EVERY_TYPE
+        ],
+    )
+    return _save(_model(graph), path)

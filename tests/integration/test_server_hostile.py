@@ -3,6 +3,7 @@ leaks, nothing grows without bound). Each test failed on the code before its fix
 
 from __future__ import annotations
 
+import select
 import socket
 import threading
 import uuid
@@ -44,7 +45,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile]:
     env = {"SERVER_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT), "SERVER_DEFAULT_MODEL": "tiny"}
     with running_server(volume, root, workers=1, env=env) as server:
         wait_until(
-            lambda: httpx.get(f"{server.url}/v2/health/ready").status_code == 200,
+            lambda: httpx.get(f"{server.url}/v2/models/tiny/ready").status_code == 200,
             what="tiny served",
         )
         yield Hostile(server, volume, sha256_of(tiny.path))
@@ -144,6 +145,44 @@ def test_a_trickled_body_meets_an_overall_deadline(hostile: Hostile) -> None:
             thread.join(5)
     assert reply.startswith(b"HTTP/1.1 408 "), reply[:200]
     assert f"within {BODY_TIMEOUT}s".encode() in reply
+
+
+def test_large_bodies_are_decoded_off_the_event_loop(hostile: Hostile) -> None:
+    """Four bodies near the 8 MB limit at once: a health probe sent after them is answered
+    before any of them (they used to be decoded on the event loop, the probe waiting behind)."""
+    host, port = hostile.server.url.removeprefix("http://").split(":")
+    body = orjson.dumps({"data": [[0.123456] * 16] * 50_000})
+    assert 6_000_000 < len(body) < 8 << 20
+    head = (
+        b"POST /models/tiny/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    )
+    big = [socket.create_connection((host, int(port)), timeout=120) for _ in range(4)]
+    probe = socket.create_connection((host, int(port)), timeout=120)
+    try:
+        senders = [threading.Thread(target=s.sendall, args=(head + body,)) for s in big]
+        for sender in senders:
+            sender.start()
+        for sender in senders:
+            sender.join(120)
+        probe.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        order: list[str] = []
+        pending = {probe: "probe", **{s: f"big-{i}" for i, s in enumerate(big)}}
+        heads: dict[socket.socket, bytes] = {}
+        while pending:
+            readable, _, _ = select.select(list(pending), [], [], 120)
+            assert readable, f"no answer from {sorted(pending.values())}"
+            for sock in readable:
+                chunk = sock.recv(65536)
+                assert chunk, f"{pending[sock]} closed without an answer"
+                heads[sock] = heads.get(sock, b"") + chunk
+                if b"\r\n\r\n" in heads[sock]:
+                    assert heads[sock].startswith(b"HTTP/1.1 200 "), heads[sock][:200]
+                    order.append(pending.pop(sock))
+        assert order[0] == "probe", order
+    finally:
+        for sock in [*big, probe]:
+            sock.close()
 
 
 def test_error_bodies_show_no_internal_paths_or_digests(hostile: Hostile) -> None:

@@ -71,10 +71,17 @@ class ChecksumMismatchError(ReconcilerError):
     """The bytes of a source are not the ones models.yaml declares."""
 
     def __init__(self, source: str, declared: str, actual: str) -> None:
+        from reconciler.sources import is_uri  # sources imports this module
+
         self.source = source
+        self.actual = actual
+        # A URI may name what the pull request's author cannot read (another bucket, another
+        # team's run): its digest is not shown, or the error would be a sha256 oracle for it.
+        has = "different bytes" if is_uri(source) else actual
         super().__init__(
-            f"sha256 mismatch for {source}: models.yaml declares {declared}, the file has "
-            f"{actual}. Fix the sha256 in models.yaml (add-version computes it) or the source."
+            f"sha256 mismatch for {source}: models.yaml declares {declared}, the source has "
+            f"{has}. Fix the sha256 in models.yaml (add-version computes it where the source "
+            "can be read) or the source."
         )
 
 

@@ -9,13 +9,17 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.support.converters import ConvertedModel, commit_to, declared_version, log_onnx_model
+from tests.support.converters import (
+    ConvertedModel,
+    commit_to,
+    declared_version,
+    register_by_hand,
+)
 from tests.support.deploy import deploy
 from tests.support.metrics import metric_value
 from tests.support.pipeline import Pipeline
@@ -39,25 +43,6 @@ def _registered_model(mlflow: MlflowServer, name: str) -> dict[str, Any]:
     return {"model": model, "versions": versions}
 
 
-def _register_by_hand(
-    mlflow: MlflowServer, name: str, model: ConvertedModel, scratch: Path
-) -> None:
-    """Another team's flow: log_model registers it, then stage, alias, tags and a description."""
-    import warnings
-
-    from mlflow import MlflowClient
-
-    log_onnx_model(mlflow.url, model, scratch, registered_model_name=name)
-    client = MlflowClient(mlflow.url)
-    with warnings.catch_warnings():  # stages are deprecated by MLflow, still what teams use
-        warnings.simplefilter("ignore", FutureWarning)
-        client.transition_model_version_stage(name, "1", "Production")
-    client.set_registered_model_alias(name, "champion", "1")
-    client.set_registered_model_tag(name, "team", "fraud")
-    client.set_model_version_tag(name, "1", "validated_by", "someone-else")
-    client.update_registered_model(name, description="Not ours: registered by hand")
-
-
 @dataclass(frozen=True, slots=True)
 class Registry:
     pipeline: Pipeline
@@ -78,7 +63,7 @@ def registry(
     ours = f"world-managed-{uuid.uuid4().hex[:6]}"
     pipeline = Pipeline(mlflow, workdir / "pipeline")
     try:
-        _register_by_hand(mlflow, theirs, converted("sklearn-random-forest"), workdir / "theirs")
+        register_by_hand(mlflow.url, theirs, converted("sklearn-random-forest"), workdir / "theirs")
         before = _registered_model(mlflow, theirs)
         model = converted("sklearn-logistic-regression")
         versions = {ours: [declared_version(model, commit_to(pipeline.repo, model, "ours"))]}

@@ -362,6 +362,24 @@ def log_onnx_model(
     return LoggedModel(info.model_uri, info.model_id, run.info.run_id, storage_uri, Path(local))
 
 
+def register_by_hand(tracking_uri: str, name: str, model: ConvertedModel, scratch: Path) -> None:
+    """Another team's model: log_model registers it, then a stage, an alias, tags and a
+    description, none of them the reconciler's."""
+    import warnings
+
+    from mlflow import MlflowClient
+
+    log_onnx_model(tracking_uri, model, scratch, registered_model_name=name)
+    client = MlflowClient(tracking_uri)
+    with warnings.catch_warnings():  # stages are deprecated by MLflow, still what teams use
+        warnings.simplefilter("ignore", FutureWarning)
+        client.transition_model_version_stage(name, "1", "Production")
+    client.set_registered_model_alias(name, "champion", "1")
+    client.set_registered_model_tag(name, "team", "fraud")
+    client.set_model_version_tag(name, "1", "validated_by", "someone-else")
+    client.update_registered_model(name, description="Not ours: registered by hand")
+
+
 @dataclass(frozen=True, slots=True)
 class LoggedArtifact:
     """A model uploaded with ``MlflowClient.log_artifact`` into a run's ``model/`` directory."""

@@ -181,7 +181,7 @@ class BehaviourLimitError(ReconcilerError):
         self.model = model
         self.breaches = tuple(breaches)
         super().__init__(
-            f"{model}: refused {what}: on its sample_input it answers past the limits of "
+            f"{model}: refused {what}: it answers past the limits of "
             f"models.yaml ({'; '.join(self.breaches)}). Nothing of {model} was promoted or "
             "moved. Check the new version, or raise behaviour_limits in models.yaml."
         )

@@ -1,5 +1,6 @@
 """Read what a plan's serving moves need: each version's signature (repository files in place,
-others downloaded) and both versions' predictions on the becoming version's sample_input."""
+others downloaded) and both versions' predictions on the becoming version's sample_input and on
+the model's evaluation file."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ from typing import Any, Protocol
 
 from contracts.redact import mask_credentials
 from reconciler.behaviour import BehaviourDiff, compare_predictions
-from reconciler.errors import RegistryUnavailableError
+from reconciler.errors import ReconcilerError, RegistryUnavailableError
+from reconciler.evaluation import EvaluationFileError, read_rows
 from reconciler.gate import fetch, onnx_file_in, sample_feeds
 from reconciler.serving import (
+    SAMPLE_ROWS,
+    BehaviourKey,
     Behaviours,
     Evidence,
     ServingMove,
@@ -22,7 +26,7 @@ from reconciler.serving import (
     serving_moves,
 )
 from reconciler.signature import Signature, load_session, signature_of
-from reconciler.spec import Desired
+from reconciler.spec import Desired, SampleInput
 from reconciler.state import RegistryState
 
 log = logging.getLogger(__name__)
@@ -52,7 +56,8 @@ class SignatureProbe:
         self.artifacts = artifacts
         self.desired = desired
         self._sessions: dict[SignatureKey, Any | str] = {}
-        self._behaviours: dict[tuple[SignatureKey, SignatureKey], BehaviourDiff | str] = {}
+        self._behaviours: dict[BehaviourKey, BehaviourDiff | str] = {}
+        self._evaluation: dict[str, SampleInput | str] = {}
 
     def evidence(self, actual: RegistryState) -> Evidence:
         """Signatures of every version that becomes served and of the ones served now, and
@@ -73,18 +78,35 @@ class SignatureProbe:
         return Evidence(signatures, self._compare(moves))
 
     def _compare(self, moves: tuple[ServingMove, ...]) -> Behaviours:
-        found: dict[tuple[SignatureKey, SignatureKey], BehaviourDiff | str] = {}
+        found: dict[BehaviourKey, BehaviourDiff | str] = {}
         for move in moves:
-            key = move.behaviour_key
-            if key is None:
-                continue
-            if key not in self._behaviours:
-                served, becoming = self._sessions[key[0]], self._sessions[key[1]]
-                if isinstance(served, str) or isinstance(becoming, str):
-                    continue  # the signature review says why
-                self._behaviours[key] = _behaviour(served, becoming, move)
-            found[key] = self._behaviours[key]
+            for key in move.behaviour_keys():
+                if key not in self._behaviours:
+                    served, becoming = self._sessions[key[0]], self._sessions[key[1]]
+                    if isinstance(served, str) or isinstance(becoming, str):
+                        continue  # the signature review says why
+                    rows = self._rows(move, key[2])
+                    self._behaviours[key] = (
+                        rows
+                        if isinstance(rows, str)
+                        else _behaviour(served, becoming, rows, key[2])
+                    )
+                found[key] = self._behaviours[key]
         return found
+
+    def _rows(self, move: ServingMove, rows_from: str) -> SampleInput | str:
+        if rows_from == SAMPLE_ROWS:
+            assert move.sample is not None
+            return move.sample
+        if rows_from not in self._evaluation:
+            try:
+                local = self.desired.local_path(rows_from)
+                if local is None:
+                    raise EvaluationFileError("give a path in this repository, not a URI")
+                self._evaluation[rows_from] = read_rows(local)
+            except (OSError, UnicodeDecodeError, ReconcilerError, EvaluationFileError) as exc:
+                self._evaluation[rows_from] = f"cannot read {rows_from}: {_short(exc)}"
+        return self._evaluation[rows_from]
 
     def _session(self, ref: VersionRef) -> Any | str:
         try:
@@ -110,20 +132,22 @@ class SignatureProbe:
             return _short(exc)
 
 
-def _behaviour(served: Any, becoming: Any, move: ServingMove) -> BehaviourDiff | str:
-    """Both versions run on the becoming version's sample_input; their outputs compared."""
+def _behaviour(
+    served: Any, becoming: Any, rows: SampleInput, rows_from: str
+) -> BehaviourDiff | str:
+    """Both versions run on the same rows; their outputs compared."""
     for which, session in (("new", becoming), ("served", served)):
-        left_out = _not_in_sample(session, move)
+        left_out = _left_out(session, rows)
         if left_out:
-            return f"the sample_input gives no rows for the {which} version's {', '.join(left_out)}"
+            return f"{rows_from} gives no rows for the {which} version's {', '.join(left_out)}"
     try:
-        after = _run(becoming, move)
+        after = _run(becoming, rows)
     except Exception as exc:  # onnxruntime's own exception types
-        return f"the new version cannot run its sample_input: {_short(exc)}"
+        return f"the new version cannot run {rows_from}: {_short(exc)}"
     try:
-        before = _run(served, move)
+        before = _run(served, rows)
     except Exception as exc:
-        return f"the served version cannot run this sample_input: {_short(exc)}"
+        return f"the served version cannot run {rows_from}: {_short(exc)}"
     served_types = {arg.name: arg.type for arg in served.get_outputs()}
     comparable = [
         arg.name for arg in becoming.get_outputs() if served_types.get(arg.name) == arg.type
@@ -131,15 +155,15 @@ def _behaviour(served: Any, becoming: Any, move: ServingMove) -> BehaviourDiff |
     return compare_predictions(before, after, comparable)
 
 
-def _not_in_sample(session: Any, move: ServingMove) -> list[str]:
-    """Inputs the sample leaves out (the gate feeds zeros there; a comparison would not mean
+def _left_out(session: Any, rows: SampleInput) -> list[str]:
+    """Inputs the rows leave out (the gate feeds zeros there; a comparison would not mean
     anything)."""
     names = [arg.name for arg in session.get_inputs()]
-    if isinstance(move.sample, dict):
-        return [name for name in names if name not in move.sample]
+    if isinstance(rows, dict):
+        return [name for name in names if name not in rows]
     return names[1:]
 
 
-def _run(session: Any, move: ServingMove) -> dict[str, Any]:
+def _run(session: Any, rows: SampleInput) -> dict[str, Any]:
     names = [arg.name for arg in session.get_outputs()]
-    return dict(zip(names, session.run(None, sample_feeds(session, move.sample)), strict=True))
+    return dict(zip(names, session.run(None, sample_feeds(session, rows)), strict=True))

@@ -222,9 +222,7 @@ def _signature_text(reviews: tuple[SignatureReview, ...]) -> list[str]:
         lines += [_diff_text(diff, item.compared) for diff in item.diffs]
         if item.breaking:
             lines.append(f"    {item.verdict_line()}")
-        behaviour = item.behaviour_line()
-        if behaviour is not None:
-            lines.append(f"    {behaviour}")
+        lines += [f"    {line}" for line in item.behaviour_lines()]
     return [*lines, ""]
 
 
@@ -238,9 +236,8 @@ def _signature_markdown(reviews: tuple[SignatureReview, ...]) -> list[str]:
         if item.breaking:
             headline += f" {_prose(item.verdict_line())}"
         lines += [headline, ""]
-        behaviour = item.behaviour_line()
-        if behaviour is not None:
-            lines += [_prose(behaviour), ""]
+        for line in item.behaviour_lines():
+            lines += [_prose(line), ""]
         if item.diffs:
             lines += ["| | Tensor | Served | Becoming | What changed |", "|---|---|---|---|---|"]
             lines += [

@@ -29,9 +29,31 @@ SignatureKey = tuple[str, str]
 Signatures = Mapping[SignatureKey, Signature | str]
 """The signatures read, or why one could not be read."""
 
-Behaviours = Mapping[tuple[SignatureKey, SignatureKey], BehaviourDiff | str]
-"""(served, becoming) -> their predictions compared on the becoming version's sample_input, or
-why they could not be."""
+SAMPLE_ROWS = "sample_input"
+"""Where rows come from: the becoming version's sample_input, or the model's evaluation file."""
+
+BehaviourKey = tuple[SignatureKey, SignatureKey, str]
+"""(served, becoming, where the rows come from)."""
+
+Behaviours = Mapping[BehaviourKey, BehaviourDiff | str]
+"""Both versions' predictions compared on one set of rows, or why they could not be."""
+
+
+@dataclass(frozen=True, slots=True)
+class Behaviour:
+    """How the becoming version answers differently from the served one on one set of rows."""
+
+    rows_from: str
+    """``sample_input``, or the evaluation file's path in the repository."""
+    diff: BehaviourDiff | None = None
+    problem: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rows_from": self.rows_from,
+            "problem": self.problem,
+            **(self.diff.to_dict() if self.diff is not None else {}),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,12 +98,17 @@ class ServingMove:
     sample: SampleInput | None = None
     """The becoming version's sample_input: both versions' predictions on it are compared."""
     limits: BehaviourLimits | None = None
+    evaluation_file: str | None = None
+    """The model's evaluation file: both versions' predictions on its rows are compared too."""
 
-    @property
-    def behaviour_key(self) -> tuple[SignatureKey, SignatureKey] | None:
-        if self.served is None or self.sample is None:
-            return None
-        return (self.served.key, self.becoming.key)
+    def behaviour_keys(self) -> tuple[BehaviourKey, ...]:
+        """One per set of rows both versions run on (none when nothing is served yet)."""
+        if self.served is None:
+            return ()
+        sources = [SAMPLE_ROWS] if self.sample is not None else []
+        if self.evaluation_file is not None:
+            sources.append(self.evaluation_file)
+        return tuple((self.served.key, self.becoming.key, rows) for rows in sources)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,31 +121,34 @@ class SignatureReview:
     """Why the signatures could not be compared (then nothing is judged breaking)."""
     compared: bool = field(default=False)
     """True when there was a served signature to compare against."""
-    behaviour: BehaviourDiff | None = None
-    behaviour_problem: str | None = None
+    behaviours: tuple[Behaviour, ...] = ()
 
     @property
     def limit_breaches(self) -> tuple[str, ...]:
         """Each behaviour limit of models.yaml the figures pass, with both figures."""
-        limits, found = self.move.limits, self.behaviour
-        if limits is None or found is None:
+        limits = self.move.limits
+        if limits is None:
             return ()
         breaches = []
-        if limits.max_differing_rows is not None and (
-            found.differing_rows > limits.max_differing_rows
-        ):
-            breaches.append(
-                f"{found.differing_rows} of {found.rows} sample row(s) differ, "
-                f"max_differing_rows is {limits.max_differing_rows}"
-            )
-        largest = found.max_abs_difference
-        if limits.max_abs_difference is not None and (
-            largest is not None and largest > limits.max_abs_difference
-        ):
-            breaches.append(
-                f"largest difference {largest:.6g}, max_abs_difference is "
-                f"{limits.max_abs_difference:g}"
-            )
+        for behaviour in self.behaviours:
+            found = behaviour.diff
+            if found is None:
+                continue
+            if limits.max_differing_rows is not None and (
+                found.differing_rows > limits.max_differing_rows
+            ):
+                breaches.append(
+                    f"on {behaviour.rows_from} {found.differing_rows} of {found.rows} row(s) "
+                    f"differ, max_differing_rows is {limits.max_differing_rows}"
+                )
+            largest = found.max_abs_difference
+            if limits.max_abs_difference is not None and (
+                largest is not None and largest > limits.max_abs_difference
+            ):
+                breaches.append(
+                    f"on {behaviour.rows_from} the largest difference is {largest:.6g}, "
+                    f"max_abs_difference is {limits.max_abs_difference:g}"
+                )
         return tuple(breaches)
 
     @property
@@ -135,16 +165,17 @@ class SignatureReview:
         """Apply does not make this move: a breaking change not acknowledged, or past a limit."""
         return self.refused_breaking or bool(self.limit_breaches)
 
-    def behaviour_line(self) -> str | None:
-        """``behaviour on sample_input: 1 of 3 row(s) differ, ...``; None when not compared."""
-        if self.behaviour_problem is not None:
-            return f"behaviour on sample_input: not compared ({self.behaviour_problem})"
-        if self.behaviour is None:
-            return None
-        text = f"behaviour on sample_input: {self.behaviour.summary()}"
+    def behaviour_lines(self) -> list[str]:
+        """``behaviour on sample_input: 1 of 3 row(s) differ, ...``, one per set of rows, then
+        the limits passed."""
+        lines = [
+            f"behaviour on {b.rows_from}: "
+            + (b.diff.summary() if b.diff is not None else f"not compared ({b.problem})")
+            for b in self.behaviours
+        ]
         if self.limit_breaches:
-            text += "; PAST A LIMIT: " + "; ".join(self.limit_breaches) + " (apply refuses it)"
-        return text
+            lines.append("PAST A LIMIT: " + "; ".join(self.limit_breaches) + " (apply refuses it)")
+        return lines
 
     def transition(self) -> str:
         """``stage Production: v1 -> v2``."""
@@ -190,8 +221,7 @@ class SignatureReview:
             "acknowledged": move.acknowledged,
             "refused": self.refused,
             "tensors": [diff.to_dict() for diff in self.diffs],
-            "behaviour": self.behaviour.to_dict() if self.behaviour is not None else None,
-            "behaviour_problem": self.behaviour_problem,
+            "behaviour": [behaviour.to_dict() for behaviour in self.behaviours],
             "limit_breaches": list(self.limit_breaches),
         }
 
@@ -243,6 +273,7 @@ def _canary_move(
         candidate.breaking_change_acknowledged,
         candidate.sample_input,
         model.behaviour_limits,
+        model.evaluation_file,
     )
 
 
@@ -263,6 +294,7 @@ def _model_moves(model: ModelSpec, actual: ActualModel) -> Iterator[ServingMove]
                 production.breaking_change_acknowledged,
                 production.sample_input,
                 model.behaviour_limits,
+                model.evaluation_file,
             )
     for spec in model.versions:
         becoming = _becoming(model.name, spec, actual)
@@ -279,6 +311,7 @@ def _model_moves(model: ModelSpec, actual: ActualModel) -> Iterator[ServingMove]
                 spec.breaking_change_acknowledged,
                 spec.sample_input,
                 model.behaviour_limits,
+                model.evaluation_file,
             )
 
 
@@ -316,11 +349,16 @@ def needed(moves: tuple[ServingMove, ...]) -> dict[SignatureKey, VersionRef]:
 
 def _review(move: ServingMove, evidence: Evidence) -> SignatureReview:
     found = _signature_review(move, evidence.signatures)
-    key = move.behaviour_key
-    behaviour = evidence.behaviours.get(key) if key is not None else None
-    if isinstance(behaviour, str):
-        return replace(found, behaviour_problem=behaviour)
-    return replace(found, behaviour=behaviour)
+    behaviours = []
+    for key in move.behaviour_keys():
+        if key not in evidence.behaviours:
+            continue  # a version that could not be loaded: the signature review says why
+        result = evidence.behaviours[key]
+        if isinstance(result, str):
+            behaviours.append(Behaviour(key[2], problem=result))
+        else:
+            behaviours.append(Behaviour(key[2], diff=result))
+    return replace(found, behaviours=tuple(behaviours))
 
 
 def _signature_review(move: ServingMove, signatures: Signatures) -> SignatureReview:

@@ -243,7 +243,15 @@ class ModelSpec(_Strict):
     behaviour_limits: BehaviourLimits | None = Field(
         default=None,
         description="Limits on how the version that becomes Production (or an alias's) may "
-        "differ from the served one on its sample_input; the plan shows the figures.",
+        "differ from the served one on its sample_input and evaluation_file; the plan shows "
+        "the figures.",
+    )
+    evaluation_file: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Rows in this repository (path relative to this file; .jsonl, .csv or "
+        ".npy) both the served and the new version run on: the plan shows how many "
+        "predictions differ and by how much.",
     )
 
     def production(self) -> VersionSpec | None:

@@ -122,6 +122,12 @@ def test_behaviour_on_the_sample_is_planned_and_a_limit_refuses_then_lets_throug
         path.write_bytes(to_onnx(fitted, x[:1]).SerializeToString())
         entries.append({"source": f"models/{path.name}", "sha256": sha256_of(path)})
     sample = x[:8].round(3).tolist()
+    evaluation = cli.models_file.parent / "evaluation" / "holdout.csv"
+    evaluation.parent.mkdir()
+    evaluation.write_text(
+        "sepal_length,sepal_width,petal_length,petal_width\n"
+        + "".join(",".join(f"{v:.4f}" for v in row) + "\n" for row in x[20:60])
+    )
     old, new = entries
     cli.write([{"name": unique_name, "versions": [{**old, "stage": "Production"}]}])
     assert cli("apply")[0] == 0
@@ -129,6 +135,7 @@ def test_behaviour_on_the_sample_is_planned_and_a_limit_refuses_then_lets_throug
     model = {
         "name": unique_name,
         "behaviour_limits": {"max_differing_rows": 0},
+        "evaluation_file": "evaluation/holdout.csv",
         "versions": [
             {**old, "stage": "Archived"},
             {**new, "stage": "Production", "sample_input": sample},
@@ -138,7 +145,13 @@ def test_behaviour_on_the_sample_is_planned_and_a_limit_refuses_then_lets_throug
     code, out, _ = cli("plan", "--format", "json")
     (review,) = json.loads(out)["signatures"]
     assert review["breaking"] is False
-    behaviour = review["behaviour"]
+    behaviour, holdout = review["behaviour"]
+    assert (behaviour["rows_from"], holdout["rows_from"]) == (
+        "sample_input",
+        "evaluation/holdout.csv",
+    )
+    assert holdout["rows"] == 40
+    assert holdout["differing_rows"] >= 1
     assert behaviour["rows"] == 8
     assert behaviour["differing_rows"] >= 1  # labels on another feature: some rows move
     assert {o["name"] for o in behaviour["outputs"]} == {"output_label", "output_probability"}
@@ -147,16 +160,20 @@ def test_behaviour_on_the_sample_is_planned_and_a_limit_refuses_then_lets_throug
     code, out, err = cli("apply")
     assert code == 1
     assert (
-        f"on its sample_input it answers past the limits of models.yaml ({differing} of 8 "
-        "sample row(s) differ, max_differing_rows is 0)"
+        f"it answers past the limits of models.yaml (on sample_input "
+        f"{differing} of 8 row(s) differ, max_differing_rows is 0; on evaluation/holdout.csv "
+        f"{holdout['differing_rows']} of 40 row(s) differ, max_differing_rows is 0)"
     ) in out
     assert stages(client, unique_name) == {"1": "Production", "2": "None"}
 
-    model["behaviour_limits"] = {"max_differing_rows": 8}
+    model["behaviour_limits"] = {"max_differing_rows": 40}
     cli.write([model])
     code, out, _ = cli("plan")
     assert (
         f"    behaviour on sample_input: {differing} of 8 row(s) differ, largest difference" in out
+    )
+    assert (
+        f"    behaviour on evaluation/holdout.csv: {holdout['differing_rows']} of 40 row(s)" in out
     )
     assert "PAST A LIMIT" not in out
     code, out, err = cli("apply")

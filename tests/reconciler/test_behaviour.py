@@ -103,7 +103,7 @@ SAMPLE = {"sample_input": [[1.0, 2.0, 3.0, 4.0]] * 3}
 
 def limited_plan(found: BehaviourDiff | str, **limits: float) -> Any:
     wanted = desired(promote_b(**SAMPLE), behaviour_limits=limits or None)
-    evidence = Evidence({key("A"): S, key("B"): S}, {(key("A"), key("B")): found})
+    evidence = Evidence({key("A"): S, key("B"): S}, {(key("A"), key("B"), "sample_input"): found})
     return make_plan(wanted, actual(managed("1", A, Stage.PRODUCTION)), evidence)
 
 
@@ -115,17 +115,17 @@ def test_past_a_limit_is_refused_with_both_figures() -> None:
     )
     (review,) = plan.reviews
     assert review.limit_breaches == (
-        "2 of 3 sample row(s) differ, max_differing_rows is 1",
-        "largest difference 0.25, max_abs_difference is 0.1",
+        "on sample_input 2 of 3 row(s) differ, max_differing_rows is 1",
+        "on sample_input the largest difference is 0.25, max_abs_difference is 0.1",
     )
     assert review.refused
     assert not review.refused_breaking
     (refusal,) = refusals(plan.reviews)
     assert isinstance(refusal, BehaviourLimitError)
     assert str(refusal).startswith(
-        f"m: refused stage Production: v1 -> new {B[:12]}: on its sample_input it answers past "
-        "the limits of models.yaml (2 of 3 sample row(s) differ, max_differing_rows is 1; "
-        "largest difference 0.25, max_abs_difference is 0.1)."
+        f"m: refused stage Production: v1 -> new {B[:12]}: it answers past "
+        "the limits of models.yaml (on sample_input 2 of 3 row(s) differ, max_differing_rows is "
+        "1; on sample_input the largest difference is 0.25, max_abs_difference is 0.1)."
     )
 
 
@@ -145,37 +145,44 @@ def test_a_limit_holds_up_to_its_value(limits: dict[str, float], refused: bool) 
 
 
 def test_behaviour_that_could_not_be_compared_is_shown_and_blocks_nothing() -> None:
-    plan = limited_plan("the served version cannot run this sample_input: x", max_differing_rows=0)
+    plan = limited_plan("the served version cannot run sample_input: x", max_differing_rows=0)
     (review,) = plan.reviews
     assert not review.refused
-    assert review.behaviour_line() == (
-        "behaviour on sample_input: not compared "
-        "(the served version cannot run this sample_input: x)"
-    )
+    assert review.behaviour_lines() == [
+        "behaviour on sample_input: not compared (the served version cannot run sample_input: x)"
+    ]
 
 
 def test_every_renderer_shows_the_figures_and_the_refusal() -> None:
     plan = limited_plan(
         BehaviourDiff(3, 2, 0.25, (OutputDiff("y", 2, 0.25),)), max_differing_rows=1
     )
-    line = (
-        "behaviour on sample_input: 2 of 3 row(s) differ, largest difference 0.25; PAST A "
-        "LIMIT: 2 of 3 sample row(s) differ, max_differing_rows is 1 (apply refuses it)"
-    )
     text = render.text(plan).splitlines()
-    assert f"    {line}" in text
+    assert "    behaviour on sample_input: 2 of 3 row(s) differ, largest difference 0.25" in text
+    assert (
+        "    PAST A LIMIT: on sample_input 2 of 3 row(s) differ, max_differing_rows is 1 "
+        "(apply refuses it)"
+    ) in text
     assert text[-1] == "1 version(s) past the behaviour limits of models.yaml: apply refuses them."
     markdown = render.markdown(plan)
-    assert "2 of 3 row\\(s\\) differ\\, largest difference 0\\.25\\; PAST A LIMIT" in markdown
+    assert (
+        "behaviour on sample\\_input\\: 2 of 3 row\\(s\\) differ\\, largest difference 0\\.25"
+        in (markdown)
+    )
+    assert "PAST A LIMIT\\: on sample\\_input 2 of 3 row\\(s\\) differ" in markdown
     (item,) = json.loads(render.json_text(plan))["signatures"]
-    assert item["behaviour"] == {
+    assert item["behaviour"] == [{
+        "rows_from": "sample_input",
+        "problem": None,
         "rows": 3,
         "differing_rows": 2,
         "max_abs_difference": 0.25,
         "outputs": [{"name": "y", "differing_rows": 2, "max_abs_difference": 0.25}],
         "not_compared": [],
-    }
-    assert item["limit_breaches"] == ["2 of 3 sample row(s) differ, max_differing_rows is 1"]
+    }]  # fmt: skip
+    assert item["limit_breaches"] == [
+        "on sample_input 2 of 3 row(s) differ, max_differing_rows is 1"
+    ]
     assert item["refused"] is True
 
 
@@ -254,7 +261,7 @@ def test_apply_refuses_past_a_limit_then_passes_once_it_is_raised(
     result = apply(registry, strict, AUDIT, LOCK)
     assert not result.ok
     (failure,) = result.failures
-    assert failure.startswith("m: refused stage Production: v1 -> v2: on its sample_input")
+    assert failure.startswith("m: refused stage Production: v1 -> v2: it answers past the limits")
     assert "max_abs_difference is 0.001" in failure
     assert registry.models["m"].versions["1"].stage is Stage.PRODUCTION
 
@@ -295,5 +302,34 @@ def test_a_sample_that_leaves_an_input_of_either_version_out_compares_nothing(
     versions[1]["sample_input"] = {"features": ROWS}  # v2's input is named "input"
     probe = SignatureProbe(registry, make_desired(tmp_path, versions))
     assert list(probe.evidence(registry.read(["m"])).behaviours.values()) == [
-        "the sample_input gives no rows for the new version's input"
+        "sample_input gives no rows for the new version's input"
     ]
+
+
+def test_the_evaluation_file_is_compared_too_and_never_read_outside_the_repository(
+    tmp_path: Path, serving: tuple[FakeRegistry, BuiltModel]
+) -> None:
+    registry, v1 = serving
+    v2 = retrained(tmp_path / "models" / "v2.onnx", seed=2)
+    (tmp_path / "holdout.jsonl").write_text("".join(f"{json.dumps(row)}\n" for row in ROWS * 4))
+    model = {"name": "m", "versions": entries(v1, v2), "evaluation_file": "holdout.jsonl"}
+    probe = SignatureProbe(
+        registry, Desired(tmp_path / "models.yaml", ModelsFile.model_validate({"models": [model]}))
+    )
+    found = probe.evidence(registry.read(["m"])).behaviours
+    assert sorted(rows_from for _, _, rows_from in found) == ["holdout.jsonl", "sample_input"]
+    holdout = next(value for k, value in found.items() if k[2] == "holdout.jsonl")
+    assert isinstance(holdout, BehaviourDiff)
+    assert holdout.rows == 12
+
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.jsonl"
+    outside.write_text("[1, 2, 3, 4]\n")
+    model = {"name": "m", "versions": entries(v1, v2), "evaluation_file": f"../{outside.name}"}
+    probe = SignatureProbe(
+        registry, Desired(tmp_path / "models.yaml", ModelsFile.model_validate({"models": [model]}))
+    )
+    found = probe.evidence(registry.read(["m"])).behaviours
+    refused = next(value for k, value in found.items() if k[2] != "sample_input")
+    assert isinstance(refused, str)
+    assert refused.startswith(f"cannot read ../{outside.name}: ")
+    assert "outside" in refused or "repository" in refused

@@ -136,11 +136,13 @@ def _code(value: str) -> str:
     """``value`` as a code span: GitHub shows it as is (no HTML, link, mention or emphasis).
 
     The fence is longer than any run of backticks inside; CommonMark strips the one space
-    padding each side. Table pipes are escaped (GFM reads ``\\|`` inside a span as ``|``).
+    padding each side (an all-space value has none). Table pipes are escaped (GFM reads
+    ``\\|`` inside a span as ``|``).
     """
     value = _visible(value)
     fence = "`" * (max((len(run) for run in _BACKTICKS.findall(value)), default=0) + 1)
-    return f"{fence} {value} {fence}".replace("|", "\\|")
+    pad = " " if value.strip(" ") else ""  # CommonMark strips no space from an all-space span
+    return f"{fence}{pad}{value}{pad}{fence}".replace("|", "\\|")
 
 
 def _prose(text: str) -> str:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from markdown_it import MarkdownIt
+from markdown_it.token import Token
 
 from reconciler import render
 from reconciler.plan import Action, Change, Kind, Plan, Target
@@ -88,3 +91,28 @@ def test_text_shows_control_characters_instead_of_sending_them() -> None:
     value = "\x1b[2J\u202egnp.exe"  # a screen clear, then a right-to-left override
     plan = Plan((Change(Action.CREATE, Target(Kind.MODEL_TAG, "m", key="k"), None, value, "t"),))
     assert render.text(plan).splitlines()[1] == "  + model-tag m k = \\x1b[2J\\u202egnp.exe    # t"
+
+
+def _cells(markdown: str) -> list[list[Token]]:
+    """The inline children of each body cell of the plan's table, as markdown-it parses it."""
+    tokens = MarkdownIt("commonmark").enable("table").parse(markdown)
+    body = tokens[next(i for i, t in enumerate(tokens) if t.type == "tbody_open") :]
+    return [t.children or [] for t in body if t.type == "inline"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=st.text(), reason=st.text())
+@example(value=" ", reason="@octocat")
+@example(value="`` a|b\\|`", reason="<b>[x](y)</b> *e* \\|")
+def test_any_value_renders_as_itself_and_nothing_else(value: str, reason: str) -> None:
+    """Whatever models.yaml holds: one row of five cells, the value one code span, the reason
+    plain text; no link, image, HTML or emphasis can come out of either."""
+    plan = Plan((Change(Action.UPDATE, Target(Kind.MODEL_DESCRIPTION, "m"), None, value, reason),))
+    cells = _cells(render.markdown(plan))
+    assert len(cells) == 5
+    [code] = cells[3]
+    assert code.type == "code_inline"
+    assert code.content == render._visible(render._value(value))
+    assert {token.type for token in cells[4]} <= {"text"}
+    shown = render._visible(reason).replace("@", "@" + render.WORD_JOINER)
+    assert "".join(token.content for token in cells[4]) == shown.strip()

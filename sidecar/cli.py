@@ -131,6 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     from sidecar.download import MlflowFetcher
     from sidecar.loop import Sidecar
+    from sidecar.proxy import ProxyFetcher
     from sidecar.resolve import MlflowRegistry
 
     try:
@@ -149,11 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("%s (MLFLOW_TRACKING_URI, --tracking-uri)", exc,
                   extra={"event": "invalid_settings"})  # fmt: skip
         return 2
-    fetcher = MlflowFetcher(
-        settings.tracking_uri,
-        max_bytes=settings.max_artifact_bytes,
-        max_files=settings.max_artifact_files,
-    )
+    bounds = {"max_bytes": settings.max_artifact_bytes, "max_files": settings.max_artifact_files}
+    fetcher = ProxyFetcher(registry.rest, MlflowFetcher(settings.tracking_uri, **bounds), **bounds)
     sidecar = Sidecar(settings, registry, fetcher)
     log.info(
         "sidecar starting", extra={

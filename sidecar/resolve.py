@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import unquote
@@ -260,6 +261,18 @@ def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _detail(exc: httpx.HTTPError) -> str:
+    return mask_credentials(str(exc)) or type(exc).__name__
+
+
+def _answer_error(what: str, response: httpx.Response) -> RegistryAnswerError:
+    code, message = "", response.text[:200]
+    with contextlib.suppress(ValueError, AttributeError):
+        body = response.json()
+        code, message = str(body.get("error_code", "")), str(body.get("message", ""))
+    return RegistryAnswerError(what, response.status_code, code, mask_credentials(message))
+
+
 class MlflowRest:
     """GET requests to an MLflow tracking server, JSON answers, errors as SidecarErrors.
 
@@ -296,15 +309,22 @@ class MlflowRest:
         try:
             response = self.client.get(path.lstrip("/"), params=params)
         except httpx.HTTPError as exc:
-            detail = mask_credentials(str(exc)) or type(exc).__name__
-            raise RegistryUnavailableError(what, detail) from None
+            raise RegistryUnavailableError(what, _detail(exc)) from None
         if response.status_code != 200:
-            code, message = "", response.text[:200]
-            with contextlib.suppress(ValueError, AttributeError):
-                body = response.json()
-                code, message = str(body.get("error_code", "")), str(body.get("message", ""))
-            raise RegistryAnswerError(what, response.status_code, code, mask_credentials(message))
+            raise _answer_error(what, response)
         return response
+
+    @contextlib.contextmanager
+    def stream(self, path: str, what: str) -> Iterator[Iterator[bytes]]:
+        """GET ``path``; yields its body in 1 MiB chunks as they arrive."""
+        try:
+            with self.client.stream("GET", path.lstrip("/")) as response:
+                if response.status_code != 200:
+                    response.read()
+                    raise _answer_error(what, response)
+                yield response.iter_bytes(1 << 20)
+        except httpx.HTTPError as exc:
+            raise RegistryUnavailableError(what, _detail(exc)) from None
 
     def get(self, path: str, params: dict[str, str | int] | None, what: str) -> dict[str, Any]:
         response = self._send(path, params, what)

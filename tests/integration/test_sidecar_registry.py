@@ -87,6 +87,20 @@ def test_a_logged_model_is_verified_whole_and_tampering_in_the_store_is_refused(
         assert verified_version(volume, unique_name) == "1", what
 
 
+def test_bytes_beyond_the_bound_stop_the_download_whatever_the_size_tag_says(
+    tmp_path: Path, client: Any, sidecars: SidecarRunner, unique_name: str,
+    make_onnx: Callable[..., BuiltModel],
+) -> None:  # fmt: skip
+    build = make_onnx("big.onnx", seed=1, n_inputs=64, hidden=512)
+    register_version(client, unique_name, build.path, stage="Production", size=100)  # a lie
+    result = sidecars.once(tmp_path / "volume", [unique_name],
+                           env={"SIDECAR_MAX_ARTIFACT_BYTES": "1000"})  # fmt: skip
+    assert result.returncode == 1
+    assert "more than 1000 bytes arrived" in result.stderr
+    assert verified_version(tmp_path / "volume", unique_name) is None
+    assert '"mlflow.' not in result.stderr  # proxied sources need no MLflow client at all
+
+
 def test_follow_all_on_mlflow_2_skips_a_model_registered_by_hand_and_stays_ready(
     tmp_path: Path, mlflow2_server: MlflowServer, unique_name: str,
     make_onnx: Callable[..., BuiltModel],

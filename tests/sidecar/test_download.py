@@ -128,3 +128,19 @@ def test_layouts_without_a_clear_onnx_file_are_refused(
         (tmp_path / name).write_text(text)
     with pytest.raises(ArtifactLayoutError, match=reason):
         verify_artifact(_ref(tmp_path), tmp_path, **BOUNDS)
+
+
+@pytest.mark.parametrize(
+    ("uri", "path"),
+    [
+        ("mlflow-artifacts:/0/abc/artifacts/model", "0/abc/artifacts/model"),
+        ("mlflow-artifacts://mlflow:5000/0/abc/artifacts", "0/abc/artifacts"),
+        ("mlflow-artifacts:/0/../../etc", None),
+        ("s3://bucket/model.onnx", None),
+        ("mlflow-artifacts:/", None),
+    ],
+)
+def test_only_safe_proxied_paths_are_fetched_over_http(uri: str, path: str | None) -> None:
+    from sidecar.proxy import ProxyFetcher
+
+    assert ProxyFetcher._path_of(uri) == path

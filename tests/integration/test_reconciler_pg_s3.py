@@ -12,9 +12,11 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from contracts.digest import identity
 from contracts.registry import SHA256_TAG, SOURCE_TAG, STAGE_TAG
 from reconciler.cli import main
 from tests.reconciler.logging_fixture import restore_logging  # noqa: F401 (autouse)
+from tests.reconciler.onnx_graphs import external_data_model
 from tests.support.onnx_models import BuiltModel
 from tests.support.processes import MlflowServer, MotoS3Server
 
@@ -79,6 +81,24 @@ def test_create_and_promote_with_s3_and_repository_sources(
         warnings.simplefilter("ignore", FutureWarning)
         latest = client.get_latest_versions(unique_name, stages=["Production"])
     assert [v.version for v in latest] == ["2"]
+
+    # An s3:// directory (ONNX + external data): one identity over its files, gated whole.
+    exported = external_data_model(tmp_path / "export", seed=7)
+    for file in exported.iterdir():
+        moto_s3.put_object("models", f"{unique_name}/dir/{file.name}", file.read_bytes())
+    directory_uri = f"s3://models/{unique_name}/dir"
+    apply(
+        [
+            {"source": v1_uri, "sha256": v1.sha256, "stage": "Archived"},
+            {"source": repository_path, "sha256": v2.sha256, "stage": "Archived"},
+            {"source": directory_uri, "sha256": identity(exported), "stage": "Production",
+             "aliases": ["live"], "sample_input": [[1.0, 1.0, 1.0, 1.0]],
+             "breaking_change_acknowledged": "a new export with another signature"},
+        ]
+    )  # fmt: skip
+    third = client.get_model_version(unique_name, "3")
+    assert (third.source, third.current_stage) == (directory_uri, "Production")
+    assert third.tags[SHA256_TAG] == identity(exported)
 
 
 def moto_s3_keys(moto_s3: MotoS3Server, bucket: str) -> list[str]:

@@ -492,6 +492,25 @@ def _model_rules(
             adopted.setdefault(version.version, v)
         yield from _source_rules(desired, version, here, check_files=check_files)
     yield from _rollout_rules(model, base)
+    if model.evaluation_file is not None:
+        yield from _evaluation_rules(desired, model.evaluation_file, base, check_files=check_files)
+
+
+def _evaluation_rules(
+    desired: Desired, evaluation_file: str, base: Loc, *, check_files: bool
+) -> Iterator[tuple[Loc, str]]:
+    """The evaluation file is a repository file like a source (inside, never read here)."""
+    here: Loc = (*base, "evaluation_file")
+    if is_uri(evaluation_file):
+        yield (here, "give a path in this repository, not a URI")
+        return
+    try:
+        path = sources.resolve(desired.path, evaluation_file)
+    except SourceError as exc:
+        yield (here, exc.detail)
+        return
+    if check_files and not path.is_file():
+        yield (here, f"not a file: {path} (paths are relative to the directory of models.yaml)")
 
 
 def _source_rules(

@@ -515,3 +515,21 @@ def test_local_path_checks_again_when_apply_asks(repo: Path) -> None:
     built.path.symlink_to(repo.parent / "secret.onnx")
     with pytest.raises(SourceError, match="resolves outside the repository"):
         desired.local_path("models/m.onnx")
+
+
+@pytest.mark.parametrize(
+    ("evaluation_file", "detail"),
+    [
+        ("../secret.onnx", "leaves the repository"),
+        (".git/config", "inside .git: git's own files are never a model"),
+        ("s3://b/rows.csv", "give a path in this repository, not a URI"),
+        ("missing.csv", "not a file: "),
+    ],
+)
+def test_the_evaluation_file_is_a_repository_file_like_a_source(
+    repo: Path, evaluation_file: str, detail: str
+) -> None:
+    path = repo / "models.yaml"
+    path.write_text(f"models:\n  - name: m\n    evaluation_file: {evaluation_file}\n")
+    refusal = _refusal(path)
+    assert refusal.startswith(f"{path}:3: models[0].evaluation_file: {detail}")

@@ -420,3 +420,62 @@ def test_status_waits_for_every_pod_and_names_the_one_behind(
         assert waiting.returncode == 0, err
         assert f"ok {pod_a} {unique_name} v2" in out
         assert f"ok {pod_b} {unique_name} v2" in out
+
+
+def test_mlflow_failing_mid_apply_reports_the_real_error_and_releases_the_lock(
+    cli: Cli,
+    mlflow_server: MlflowServer,
+    client: MlflowClient,
+    unique_name: str,
+    make_onnx: Callable[..., BuiltModel],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every stage transition gets a 503 (after registration, before the end): the error is
+    the transition's, not the lock's, and the lock is gone for the next apply."""
+    from tests.support.http_proxy import CountingProxy
+
+    base = cli.models_file.parent
+    v1 = make_onnx("mid1.onnx", seed=14)
+    cli.write([{"name": unique_name, "versions": [version_entry(v1, base, stage="Production")]}])
+    lock = f"lock-{unique_name}"
+    monkeypatch.setenv("RECONCILER_LOCK_NAME", lock)
+    monkeypatch.setenv("RECONCILER_BACKOFF_SECONDS", "0.05")
+    proxy = CountingProxy(
+        mlflow_server.url, fault=lambda _, __, path: 503 if "transition-stage" in path else None
+    )
+    try:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", proxy.url)
+        code, _, err = cli("apply")
+    finally:
+        proxy.close()
+    assert code == 1
+    assert f"MLflow failed moving {unique_name} version 1 to Production 2 time(s)" in err
+    assert "apply lock" not in err.split("error: ", 1)[1].splitlines()[0]
+    assert proxy.faults == 2
+    assert lock not in {m.name for m in client.search_registered_models()}
+    # The next apply (MLflow well again) finishes the job.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
+    assert cli("apply")[0] == 0
+    assert stages(client, unique_name) == {"1": "Production"}
+
+
+def test_an_inference_that_never_ends_is_refused_at_the_limit_and_the_lock_released(
+    cli: Cli,
+    client: MlflowClient,
+    unique_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from contracts.digest import identity
+    from tests.reconciler.onnx_graphs import endless_model
+
+    endless = endless_model(cli.models_file.parent / "endless.onnx")
+    entry = {"source": "endless.onnx", "sha256": identity(endless), "stage": "Production"}
+    cli.write([{"name": unique_name, "versions": [entry]}])
+    lock = f"lock-{unique_name}"
+    monkeypatch.setenv("RECONCILER_LOCK_NAME", lock)
+    monkeypatch.setenv("RECONCILER_GATE_TIMEOUT_SECONDS", "3")
+    code, out, _ = cli("apply")
+    assert code == 1
+    assert "did not finish within 3s (RECONCILER_GATE_TIMEOUT_SECONDS)" in out
+    assert lock not in {m.name for m in client.search_registered_models()}
+    assert client.search_model_versions(f"name = '{unique_name}'") == []  # nothing uploaded

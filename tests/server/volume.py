@@ -68,3 +68,33 @@ def flip(volume: Path, name: str, version: str, role: str = CURRENT_LINK) -> Non
 
 def unlink(volume: Path, name: str, role: str) -> None:
     link_path(volume, name, role).unlink()
+
+
+def publish_directory(
+    volume: Path,
+    name: str,
+    version: str,
+    source: Path,
+    model_file: str,
+    *,
+    files: dict[str, str] | None = None,
+) -> Path:
+    """Publish every file under ``source`` (an artifact directory: ONNX plus external data)
+    as ``versions/<version>``, the manifest listing each file's sha256 (``files`` overrides)."""
+    scratch = model_dir(volume, name) / f"{TMP_PREFIX}{uuid.uuid4().hex[:8]}"
+    shutil.copytree(source, scratch)
+    listed = files or {
+        path.relative_to(scratch).as_posix(): sha256_of(path)
+        for path in sorted(scratch.rglob("*"))
+        if path.is_file()
+    }
+    manifest = Manifest(
+        name=name, version=version, sha256=listed.get(model_file, "0" * 64), source=str(source),
+        files=listed, model_file=model_file,
+    )  # fmt: skip
+    (scratch / MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
+    target = version_dir(volume, name, version)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(scratch, target)
+    flip(volume, name, version)
+    return target

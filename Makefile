@@ -9,6 +9,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 # Static checkers (actionlint, hadolint, kubernetes-validate, checkov, yamllint, python-hcl2) for
 # tests/delivery. A venv of their own: checkov's hcl2 fork would shadow python-hcl2 in .venv.
+# tests/delivery also runs two system tools pip cannot install: kubectl (kubectl kustomize) and
+# terraform (fmt -check); `make tools` says when one is missing (the tests skip, or fail in CI).
 .PHONY: tools
 TOOLS_VENV := .venv-tools
 TOOLS_STAMP := $(TOOLS_VENV)/.installed
@@ -86,6 +88,8 @@ $(TOOLS_STAMP): requirements-tools.txt requirements-hcl2.txt
 	touch $(TOOLS_STAMP)
 
 tools: $(TOOLS_STAMP)  ## Install the static checkers for tests/delivery into .venv-tools/
+	@command -v kubectl >/dev/null || echo "kubectl not found: tests/delivery renders deploy/k8s with it (https://kubernetes.io/docs/tasks/tools/)"
+	@command -v terraform >/dev/null || echo "terraform not found: tests/delivery runs terraform fmt -check (https://developer.hashicorp.com/terraform/install)"
 
 $(MLFLOW2_STAMP): requirements-mlflow2.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or run 'make PYTHON=/path/to/python3.11 mlflow2'"; exit 1; }

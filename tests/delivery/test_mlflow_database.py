@@ -19,10 +19,12 @@ from pathlib import Path
 import httpx
 import psycopg2  # type: ignore[import-untyped]
 import pytest
+from werkzeug.security import check_password_hash
 
 from tests.conftest import require
 from tests.support.postgres import POSTGRES_URL, postgres_available, temporary_database
 from tests.support.processes import Process, free_port
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
@@ -69,6 +71,16 @@ def _uris(database: tuple[str, str]) -> dict[str, str]:
     }
 
 
+def _auth_users(admin_uri: str) -> dict[str, tuple[str, bool]]:
+    """username -> (password hash, is_admin), read from basic-auth's table."""
+    connection = psycopg2.connect(admin_uri)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT username, password_hash, is_admin FROM users")
+        rows = cursor.fetchall()
+    connection.close()
+    return {name: (password_hash, bool(is_admin)) for name, password_hash, is_admin in rows}
+
+
 def _users_dir(tmp_path: Path, passwords: dict[str, str]) -> Path:
     users = tmp_path / "users"
     users.mkdir(exist_ok=True)
@@ -98,6 +110,22 @@ def test_prepare_grants_migrates_and_provisions_users(
         cursor.execute("CREATE TABLE probe (x int)")  # today's first MLflow start, in short
     role_db.close()
 
+    # Before the Job, an MLflow pod's init container waits (it reports why, and does not exit).
+    waiting = Process(
+        "wait-for-schema",
+        [sys.executable, str(SCRIPTS / "wait_for_schema.py")],
+        env={**uris, "PYTHONPATH": str(ROOT)},
+        log_dir=tmp_path,
+    ).start()
+    try:
+        wait_until(
+            lambda: "not current yet" in waiting.log_tail(),
+            timeout=120,
+            what="wait_for_schema.py to report an unprepared schema",
+        )
+        assert waiting.is_running(), waiting.log_tail()
+    finally:
+        waiting.stop()
     result = _run("prepare_database.py", uris, "--users-dir", str(_users_dir(tmp_path, PASSWORDS)))
     assert result.returncode == 0, result.stderr
     assert "pw@" not in result.stderr + result.stdout, "a credential was printed"
@@ -114,6 +142,14 @@ def test_prepare_grants_migrates_and_provisions_users(
     waited = _run("wait_for_schema.py", uris)
     assert waited.returncode == 0, waited.stderr
     assert "schema current" in waited.stderr
+    users = _auth_users(uris["MLGITOPS_DATABASE_ADMIN_URI"])
+    assert check_password_hash(users["mlgitops-reader"][0], "reader-pass-2")
+    assert not check_password_hash(users["mlgitops-reader"][0], PASSWORDS["reader"])
+    assert {name: is_admin for name, (_, is_admin) in users.items()} == {
+        "mlgitops-writer": True,
+        "mlgitops-reader": False,
+        "mlgitops-sidecar": False,
+    }
 
 
 def test_prepare_refuses_users_without_a_writer(database: tuple[str, str], tmp_path: Path) -> None:
@@ -159,7 +195,7 @@ def test_basic_auth_server_reads_for_readers_and_writes_for_the_writer(
         server.wait_http(f"http://127.0.0.1:{port}/health", timeout=180)
         api = f"http://127.0.0.1:{port}/api/2.0/mlflow/registered-models"
         writer = ("mlgitops-writer", passwords["writer"])
-        reader = ("mlgitops-reader", passwords["reader"])
+        reader = ("mlgitops-sidecar", passwords["sidecar"])
         assert httpx.get(f"{api}/search", timeout=30).status_code == 401
         created = httpx.post(f"{api}/create", json={"name": "m1"}, auth=writer, timeout=30)
         assert created.status_code == 200, created.text
@@ -168,7 +204,7 @@ def test_basic_auth_server_reads_for_readers_and_writes_for_the_writer(
         denied = httpx.post(f"{api}/set-tag", json=tag, auth=reader, timeout=30)
         assert denied.status_code == 403, denied.text
         assert httpx.post(f"{api}/set-tag", json=tag, auth=writer, timeout=30).status_code == 200
-        old = ("mlgitops-reader", PASSWORDS["reader"])
-        assert httpx.get(f"{api}/search", auth=old, timeout=30).status_code == 401
+        wrong = ("mlgitops-sidecar", "not-the-password")
+        assert httpx.get(f"{api}/search", auth=wrong, timeout=30).status_code == 401
     finally:
         server.stop()

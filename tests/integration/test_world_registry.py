@@ -1,11 +1,12 @@
 """The registry as companies have it: another team's model, registered by hand, beside ours.
 
-It is untouched by apply and skipped by the sidecar that follows every model (the deployed
-default), which stays ready and serves the managed models.
+It is listed by plan (one line), untouched by apply, and skipped by the sidecar that follows every
+model (the deployed default), which stays ready and serves the managed models.
 """
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from tests.support.converters import (
     declared_version,
     register_by_hand,
 )
-from tests.support.deploy import deploy
+from tests.support.deploy import deploy, write_models_file
 from tests.support.metrics import metric_value
 from tests.support.pipeline import Pipeline
 from tests.support.processes import MlflowServer
@@ -50,6 +51,8 @@ class Registry:
     ours: str
     before: dict[str, Any]
     """Their model as MLflow showed it before anything of ours ran."""
+    first_plan: subprocess.CompletedProcess[str]
+    """``plan`` before the first apply."""
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +70,10 @@ def registry(
         before = _registered_model(mlflow, theirs)
         model = converted("sklearn-logistic-regression")
         versions = {ours: [declared_version(model, commit_to(pipeline.repo, model, "ours"))]}
+        write_models_file(pipeline, versions)
+        first_plan = pipeline.reconciler("plan", check=False)
         deploy(pipeline, versions, follow=[])  # the sidecar follows every model
-        yield Registry(pipeline, theirs, ours, before)
+        yield Registry(pipeline, theirs, ours, before, first_plan)
     finally:
         pipeline.stop()
         mlflow.stop()
@@ -76,6 +81,21 @@ def registry(
 
 def _lines_naming(output: str, name: str) -> list[str]:
     return [line for line in output.splitlines() if name in line]
+
+
+def _lines_naming(output: str, name: str) -> list[str]:
+    return [line for line in output.splitlines() if name in line]
+
+
+def test_plan_lists_the_unmanaged_model_in_one_line_before_and_after_apply(
+    registry: Registry,
+) -> None:
+    first = registry.first_plan
+    assert first.returncode == 2, first.stdout + first.stderr  # ours is to be created
+    assert len(_lines_naming(first.stdout, registry.theirs)) == 1, first.stdout
+    again = registry.pipeline.reconciler("plan", check=False)
+    assert again.returncode == 0, again.stdout + again.stderr  # theirs is no change to make
+    assert len(_lines_naming(again.stdout, registry.theirs)) == 1, again.stdout
 
 
 def test_apply_leaves_the_unmanaged_model_as_it_was(registry: Registry) -> None:

@@ -55,10 +55,26 @@ def run(model_file: Path, sample: Any) -> int:
     session = ort.InferenceSession(
         str(model_file), sess_options=options, providers=["CPUExecutionProvider"]
     )
-    outputs = session.run(None, feeds(session.get_inputs(), sample))
+    inputs = session.get_inputs()
+    try:
+        outputs = session.run(None, feeds(inputs, sample))
+    except Exception as exc:  # onnxruntime's own types
+        defaulted = [spec.name for spec in inputs if not _given(sample, spec.name, inputs)]
+        if not defaulted:
+            raise
+        raise ValueError(
+            f'{_first_line(exc)} (the gate fed zeros, "" or False to {", ".join(defaulted)}: '
+            "declare sample_input with values the model accepts)"
+        ) from exc
     if not outputs:
         raise ValueError("the model produced no output")
     return len(outputs)
+
+
+def _given(sample: Any, name: str, inputs: Sequence[Any]) -> bool:
+    if isinstance(sample, dict):
+        return name in sample
+    return sample is not None and bool(inputs) and inputs[0].name == name
 
 
 def _first_line(exc: BaseException) -> str:

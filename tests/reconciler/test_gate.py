@@ -10,7 +10,7 @@ import pytest
 
 from contracts.digest import identity
 from reconciler.errors import GateError
-from reconciler.gate import check_onnx, gate, inspect, onnx_file_in
+from reconciler.gate import ProbeError, check_onnx, gate, inspect, onnx_file_in
 from tests.reconciler.fakes import FakeRegistry
 from tests.reconciler.onnx_graphs import (
     endless_model,
@@ -60,7 +60,7 @@ def test_a_mapping_sample_feeds_several_inputs_of_mixed_types(tmp_path: Path) ->
     model = two_input_model(tmp_path / "two.onnx")
     check_onnx(model, {"amount": [[3.5], [1.0]], "city": [["paris"], ["lyon"]]}, time_limit=60)
     check_onnx(model, None, time_limit=60)  # "" for the string column, 0 for the amount
-    with pytest.raises(Exception, match="sample_input names \\['town'\\]"):
+    with pytest.raises(ProbeError, match="sample_input names \\['town'\\]"):
         check_onnx(model, {"town": [["paris"]]}, time_limit=60)
 
 
@@ -112,3 +112,48 @@ def test_a_directory_download_is_searched_for_its_onnx_file(
     built = make_onnx("weights.onnx")
     (built.path.parent / "MLmodel").write_text("flavors:\n  onnx:\n    data: weights.onnx\n")
     assert onnx_file_in(built.path.parent) == built.path
+
+
+def test_models_from_real_converters_at_their_default_options(tmp_path: Path) -> None:
+    """skl2onnx as users call it: a ZipMap classifier, a Tfidf text pipeline (string input),
+    a ColumnTransformer with a string column (two inputs, a mapping sample)."""
+    import numpy as np
+    import pandas as pd
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+    from sklearn.compose import ColumnTransformer
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    labels = np.array([0, 1, 1, 0])
+    rows = np.array([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.0, 0.0]], dtype=np.float32)
+    zipmap = tmp_path / "zipmap.onnx"
+    zipmap.write_bytes(
+        to_onnx(LogisticRegression().fit(rows, labels), rows[:1]).SerializeToString()
+    )
+    check_onnx(zipmap, None, time_limit=60)
+
+    texts = np.array(["good day", "bad day", "good night", "bad night"])
+    text_model = make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(texts, labels)
+    tfidf = tmp_path / "tfidf.onnx"
+    tfidf.write_bytes(
+        to_onnx(
+            text_model, initial_types=[("text", StringTensorType([None, 1]))]
+        ).SerializeToString()
+    )
+    check_onnx(tfidf, [["good day"], ["bad night"]], time_limit=60)
+
+    frame = pd.DataFrame({"amount": [1.0, 2.0, 3.0, 4.0], "city": ["paris", "lyon"] * 2})
+    columns = ColumnTransformer(
+        [("n", StandardScaler(), ["amount"]), ("c", OneHotEncoder(), ["city"])]
+    )
+    tabular = make_pipeline(columns, LogisticRegression()).fit(frame, labels)
+    inputs = [("amount", FloatTensorType([None, 1])), ("city", StringTensorType([None, 1]))]
+    mixed = tmp_path / "mixed.onnx"
+    mixed.write_bytes(to_onnx(tabular, initial_types=inputs).SerializeToString())
+    check_onnx(mixed, {"amount": [[2.5]], "city": [["paris"]]}, time_limit=60)
+    # "" is no known city: the refusal says which inputs got defaults and what to declare.
+    with pytest.raises(ProbeError, match=r"fed zeros, \"\" or False to amount, city: declare"):
+        check_onnx(mixed, None, time_limit=60)

@@ -271,6 +271,10 @@ def test_webhook_fans_out_through_a_headless_service() -> None:
     assert headless["publishNotReadyAddresses"] is True
     ports = {port["name"]: port["port"] for port in headless["ports"]}
     assert ports == {"http": 8000, "sidecar": 8081}
+    server_pod = overlay[("Deployment", "server")]["spec"]["template"]["spec"]
+    (sidecar,) = [c for c in server_pod["containers"] if c["name"] == "sidecar"]
+    fanout = _env(sidecar)["SIDECAR_WEBHOOK_FANOUT"]["value"]
+    assert fanout == f"server-pods:{ports['sidecar']}"
 
 
 def test_server_pauses_before_stopping_so_the_load_balancer_drains() -> None:

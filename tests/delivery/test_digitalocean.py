@@ -399,9 +399,10 @@ def test_images_deploy_tested_commits_pinned_and_newest_only() -> None:
     assert "images.env" in deploy
     assert "deploy/k8s/metrics-server" in deploy
     assert "condition=complete" in deploy, "the database Job finishes before MLflow rolls"
-    collect = _runs(images["jobs"]["garbage-collect"])
-    assert "garbage-collection" in collect
-    assert "DELETE" in collect
+    assert "git diff --quiet" in deploy, "a docs-only push restarts nothing"
+    assert "garbage-collection" in deploy
+    assert "DELETE" in deploy
+    assert "in_use" in deploy, "a tag the cluster runs is never deleted"
 
 
 # ---- docs ----------------------------------------------------------------------------------------

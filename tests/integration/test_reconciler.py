@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -24,12 +25,14 @@ from contracts.registry import (
     SOURCE_TAG,
     STAGE_TAG,
 )
+from reconciler.errors import ReconcilerError
 from reconciler.state import LOCK_TAG
 from tests.integration.reconciler_cli import TOKEN, Cli, cli_against, server_pod, version_entry
 from tests.reconciler.logging_fixture import restore_logging  # noqa: F401 (autouse)
 from tests.server.volume import publish_version
 from tests.support.onnx_models import BuiltModel
 from tests.support.processes import MlflowServer, free_port
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -364,6 +367,12 @@ def test_unmanaged_versions_are_shown_and_left_alone_prune_archives_managed_ones
 # --- status against real server pods ----------------------------------------------------
 
 
+def served(pod: str, model: str) -> object:
+    """The versions a server pod reports for ``model`` (None while it serves none)."""
+    answer = httpx.get(f"{pod}/v2/models/{model}", headers={"Authorization": f"Bearer {TOKEN}"})
+    return answer.json().get("versions") if answer.status_code == 200 else None
+
+
 def test_status_waits_for_every_pod_and_names_the_one_behind(
     cli: Cli,
     mlflow_server: MlflowServer,
@@ -390,6 +399,8 @@ def test_status_waits_for_every_pod_and_names_the_one_behind(
         server_pod(volumes["b"], "127.0.0.2", port, tmp_path) as pod_b,
     ):
         servers = ["--server", pod_a, "--server", pod_b]
+        wait_until(lambda: served(pod_a, unique_name) == ["2"], timeout=60, what="pod a on v2")
+        wait_until(lambda: served(pod_b, unique_name) == ["1"], timeout=60, what="pod b on v1")
         quick = ["--timeout", "2", "--interval", "0.2"]
         # Auth is on: without the token every pod answers 401, and status says what to set.
         code, _, err = cli("status", *servers, *quick)
@@ -420,6 +431,27 @@ def test_status_waits_for_every_pod_and_names_the_one_behind(
         assert waiting.returncode == 0, err
         assert f"ok {pod_a} {unique_name} v2" in out
         assert f"ok {pod_b} {unique_name} v2" in out
+
+        # One name for both pods (a headless Service): each address is asked, Host kept.
+        from reconciler.status import http_fetcher, wait_for_rollout
+
+        publish_version(volumes["b"], unique_name, "1", v1.path)
+        wait_until(lambda: served(pod_b, unique_name) == ["1"], timeout=60, what="pod b on v1")
+
+        def headless(host: str, _: int) -> list[str]:
+            assert host == "server-pods"
+            return ["127.0.0.1", "127.0.0.2"]
+
+        with pytest.raises(ReconcilerError) as caught:
+            wait_for_rollout(
+                [f"http://server-pods:{port}"], {unique_name: "2"}, timeout=2, interval=0.2,
+                fetch=http_fetcher(TOKEN), resolve=headless,
+            )  # fmt: skip
+        pending = str(caught.value).splitlines()[1:]
+        assert pending == [
+            f"  http://server-pods:{port} (pod 127.0.0.2) {unique_name}: expected version 2, "
+            "serves version 1"
+        ]
 
 
 def test_mlflow_failing_mid_apply_reports_the_real_error_and_releases_the_lock(

@@ -123,6 +123,17 @@ def _verify_files(published: PublishedModel) -> Path:
                 f"the manifest's files do not list its model_file {manifest.model_file!r}"
             )
         paths = {relative: published.file(relative) for relative in expected}
+        if manifest.files:  # a listing: nothing unlisted may sit beside it (onnxruntime could
+            # read an unverified external data file)
+            extra = sorted(
+                path.relative_to(published.directory).as_posix()
+                for path in published.directory.rglob("*")
+                if not path.is_dir()
+                and path.name != MANIFEST_FILE
+                and path.relative_to(published.directory).as_posix() not in expected
+            )
+            if extra:
+                raise VolumeError(f"files the manifest does not list: {', '.join(extra[:5])}")
     except VolumeError as exc:
         raise ModelLoadError(manifest.name, manifest.version, str(exc), "volume") from None
     for relative, want in expected.items():

@@ -193,7 +193,7 @@ def feeds_from_data(
 ) -> tuple[dict[str, np.ndarray[Any, Any]], bool]:
     """The ``/predict`` ``data``: rows of the only input, or ``{input name: rows}`` for any
     number of inputs -> (feeds, whether it was one row)."""
-    if not isinstance(data, Mapping):
+    if type(data) is not dict:  # JSON objects decode to dict
         if len(specs) != 1:
             names = ", ".join(spec.describe() for spec in specs)
             raise InvalidInputError(

@@ -14,7 +14,7 @@ from server.holder import Registry
 from server.load import LoadOptions
 from server.sync import SyncOptions, VolumeSync
 from tests.server.volume import publish_directory
-from tests.support.onnx_models import mlp_model
+from tests.support.onnx_models import mlp_model, sha256_of
 
 
 def _artifact(root: Path) -> Path:
@@ -74,3 +74,17 @@ def test_a_model_file_the_manifest_does_not_list_is_refused(tmp_path: Path) -> N
     holder = _registry(volume).get("net")
     assert holder.serving is None
     assert "do not list its model_file 'onnx/net.onnx'" in (holder.status.last_error or "")
+
+
+def test_an_unlisted_file_beside_the_model_is_refused(tmp_path: Path) -> None:
+    artifact = _artifact(tmp_path)
+    (artifact / "onnx" / "extra.data").write_bytes(b"not verified")
+    volume = tmp_path / "volume"
+    listed = {
+        "onnx/net.onnx": sha256_of(artifact / "onnx" / "net.onnx"),
+        "onnx/net.onnx.data": sha256_of(artifact / "onnx" / "net.onnx.data"),
+    }
+    publish_directory(volume, "net", "1", artifact, "onnx/net.onnx", files=listed)
+    holder = _registry(volume).get("net")
+    assert holder.serving is None
+    assert "does not list: onnx/extra.data" in (holder.status.last_error or "")

@@ -77,13 +77,14 @@ def read(path: Path) -> Any:
         message = f"not UTF-8 text (byte {data[exc.start]:#04x}); save the file as UTF-8"
         raise SpecError([Problem(name, line, "", message)]) from None
     try:
-        _check_bounds(name, round_trip_yaml().parse(text))
-        return round_trip_yaml().load(text)
+        try:
+            _check_bounds(name, round_trip_yaml().parse(text))
+            return round_trip_yaml().load(text)
+        except AssertionError:  # ruamel's comment handling asserts on some invalid files
+            list(YAML(typ="safe", pure=True).parse(text))  # the plain parser locates the error
+            raise SpecError([Problem(name, 0, "", _UNREADABLE)]) from None
     except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else 0
-        problem = " ".join(str(part) for part in (exc.context, exc.problem) if part)
-        raise SpecError([Problem(name, line, "", f"not valid YAML: {problem}")]) from None
+        raise SpecError([_located(name, exc)]) from None
     except ReaderError as exc:  # a character YAML does not allow (control characters)
         line = text[: exc.position].count("\n") + 1
         char = exc.character
@@ -92,6 +93,16 @@ def read(path: Path) -> Any:
         raise SpecError([Problem(name, line, "", f"not valid YAML: {problem}")]) from None
     except YAMLError as exc:
         raise SpecError([Problem(name, 0, "", f"not valid YAML: {exc}")]) from None
+
+
+_UNREADABLE = "not valid YAML: the round-trip parser cannot read it (check comments, indentation)"
+
+
+def _located(name: str, exc: MarkedYAMLError) -> Problem:
+    mark = exc.problem_mark or exc.context_mark
+    line = mark.line + 1 if mark is not None else 0
+    problem = " ".join(str(part) for part in (exc.context, exc.problem) if part)
+    return Problem(name, line, "", f"not valid YAML: {problem}")
 
 
 @dataclass(slots=True)
@@ -104,9 +115,12 @@ class _Open:
     children: int = 0
     key: str | int = "?"
 
-    def part(self) -> str | int:
-        """The path part of the child being parsed (a mapping's key, a sequence's index)."""
-        return self.key if self.mapping else self.children
+    def part(self) -> str | int | None:
+        """The path part of the child being parsed (a mapping's key, a sequence's index); None
+        while a mapping's key itself is parsed."""
+        if not self.mapping:
+            return self.children
+        return self.key if self.children % 2 else None
 
 
 def _check_bounds(name: str, events: Any) -> None:
@@ -117,8 +131,15 @@ def _check_bounds(name: str, events: Any) -> None:
 
     def refuse(event: Event, message: str) -> SpecError:
         mark = event.start_mark
-        where = [level.part() for level in stack]
+        where = [part for part in (level.part() for level in stack) if part is not None]
         return SpecError([Problem(name, mark.line + 1, field_path(where), message)])
+
+    def anchor(event: Event, name: str | None, size: int) -> None:
+        if name is None:
+            return
+        if name in anchors:
+            raise refuse(event, f"anchor &{name} is defined twice; give each anchor one name")
+        anchors[name] = size
 
     def add(event: Event, size: int, key: str | int) -> None:
         if not stack:
@@ -135,6 +156,11 @@ def _check_bounds(name: str, events: Any) -> None:
             parent.key = key
         parent.children += 1
 
+    def refuse_complex_key(event: Event) -> None:
+        """A list, mapping or alias as a mapping key: models.yaml's keys are plain names."""
+        if stack and stack[-1].mapping and stack[-1].children % 2 == 0:
+            raise refuse(event, "a key must be a plain value, not a list, mapping or alias")
+
     for event in events:
         if isinstance(event, CollectionStartEvent | ScalarEvent | AliasEvent):
             nodes += 1
@@ -144,21 +170,21 @@ def _check_bounds(name: str, events: Any) -> None:
                     f"more than {MAX_NODES} values; models.yaml needs far fewer (keep large "
                     "sample data out of it)",
                 )
+        if isinstance(event, CollectionStartEvent | AliasEvent):
+            refuse_complex_key(event)
         if isinstance(event, CollectionStartEvent):
             if len(stack) >= MAX_DEPTH:
                 raise refuse(event, f"nested deeper than {MAX_DEPTH} levels")
             stack.append(_Open(isinstance(event, MappingStartEvent), event.anchor))
         elif isinstance(event, CollectionEndEvent):
             done = stack.pop()
-            if done.anchor is not None:
-                anchors[done.anchor] = done.size
+            anchor(event, done.anchor, done.size)
             add(event, done.size, "?")
         elif isinstance(event, ScalarEvent):
             value = event.value
             if event.style is None and len(value) > MAX_INT_DIGITS and _DECIMAL.fullmatch(value):
                 raise refuse(event, f"a number with more than {MAX_INT_DIGITS} digits")
-            if event.anchor is not None:
-                anchors[event.anchor] = 1 + len(value)
+            anchor(event, event.anchor, 1 + len(value))
             add(event, 1 + len(value), value)
         elif isinstance(event, AliasEvent):
             if any(level.anchor == event.anchor for level in stack):
@@ -192,11 +218,15 @@ def line_of(document: Any, loc: Sequence[str | int]) -> int:
         if isinstance(node, Mapping) and isinstance(part, str):
             if part not in node:
                 break
-            line = lc.key(part)[0] + 1
+            # None for a key a merge (<<: *anchor) brought in; a tagged key is not in lc.
+            where = (lc.data or {}).get(part)
             node = node[part]
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-            line = lc.item(part)[0] + 1
+            where = (lc.data or {}).get(part)
             node = node[part]
         else:
             break
+        if where is None:
+            break
+        line = where[0] + 1
     return line

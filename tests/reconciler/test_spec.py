@@ -11,6 +11,8 @@ from pathlib import Path
 
 import onnx
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from contracts.digest import identity
 from reconciler import document, spec
@@ -146,6 +148,13 @@ def test_every_problem_is_reported_with_its_line(
         pytest.param(b"models:\n  - &a [*a]\n",
                      "2: models[0][0]: an alias refers to its own anchor (recursive data)",
                      id="recursive-alias"),
+        pytest.param(b"models:\n  - name: &a m\n    description: &a d\n",
+                     "3: models[0].description: anchor &a is defined twice; give each anchor "
+                     "one name", id="reused-anchor"),
+        pytest.param(b"# 98\n> #:? &}bsha256: :[*asha256: ?---\n\\b :5\xef\xbb\xbf[!!binary '2- ]"
+                     b"!!binary 59\t1 1\\}>",
+                     " not valid YAML: the round-trip parser cannot read it (check comments, "
+                     "indentation)", id="a-file-ruamel-asserts-on"),
         pytest.param(b"models:\n  - name: m\n    prune: " + b"9" * 5000 + b"\n",
                      "3: models[0].prune: a number with more than 4300 digits",
                      id="huge-integer"),
@@ -533,3 +542,39 @@ def test_the_evaluation_file_is_a_repository_file_like_a_source(
     path.write_text(f"models:\n  - name: m\n    evaluation_file: {evaluation_file}\n")
     refusal = _refusal(path)
     assert refusal.startswith(f"{path}:3: models[0].evaluation_file: {detail}")
+
+
+_YAMLISH = st.sampled_from(
+    [
+        *"am: -[]{},&*!|>'\"#?\n\t%@`\\09.",
+        *("models:", "name:", "versions:", "- ", "&a ", "*a", "<<: ", "!!binary ", "---\n"),
+        *("? ", "sha256: ", "source: ", "sample_input: ", "\ufeff", "\x85", "\u2028"),
+        "%YAML 1.1\n",
+    ]
+)
+
+
+def _outcome(path: Path) -> tuple[str, ...]:
+    """How spec.load ends: ("valid",) or each problem's file; any other exception escapes."""
+    try:
+        spec.load(path, check_files=False)
+    except SpecError as exc:
+        return tuple(problem.file for problem in exc.problems if problem.line >= 0)
+    return ("valid",)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(text=st.lists(_YAMLISH, max_size=40).map("".join))
+# Found by fuzzing: ruamel raised TypeError (a mapping as a key), KeyError and TypeError in
+# line_of (a tagged key, a key a merge brought in).
+@example(text="?\x85models:\x85models:")
+@example(text=" <<: &a!ab \u2028versions:>0-*a\u20285a|source:  m")
+@example(text="6*a!!binary '<<:  ---\n<<: \x85? :c]8]c- '!")
+def test_any_text_is_a_models_file_or_located_problems(tmp_path: Path, text: str) -> None:
+    """Whatever the file holds: a Desired, or SpecError naming the file; never another error."""
+    path = tmp_path / "models.yaml"
+    path.write_text(text, encoding="utf-8")
+    outcome = _outcome(path)
+    assert outcome == ("valid",) or (outcome and set(outcome) == {str(path)})

@@ -511,3 +511,32 @@ def test_an_inference_that_never_ends_is_refused_at_the_limit_and_the_lock_relea
     assert "did not finish within 3s (RECONCILER_GATE_TIMEOUT_SECONDS)" in out
     assert lock not in {m.name for m in client.search_registered_models()}
     assert client.search_model_versions(f"name = '{unique_name}'") == []  # nothing uploaded
+
+
+def test_a_cancelled_apply_releases_the_lock(
+    cli: Cli, client: MlflowClient, unique_name: str, mlflow_server: MlflowServer
+) -> None:
+    """CI cancels with SIGTERM while the gate runs (an endless inference): the lock goes."""
+    import signal
+
+    from contracts.digest import identity
+    from tests.reconciler.onnx_graphs import endless_model
+
+    endless = endless_model(cli.models_file.parent / "endless.onnx")
+    entry = {"source": "endless.onnx", "sha256": identity(endless), "stage": "Production"}
+    cli.write([{"name": unique_name, "versions": [entry]}])
+    lock = f"lock-{unique_name}"
+    env = {**os.environ, "RECONCILER_LOCK_NAME": lock, "RECONCILER_GATE_TIMEOUT_SECONDS": "600"}
+    apply = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "apply", "-f", str(cli.models_file)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        names = lambda: {m.name for m in client.search_registered_models()}  # noqa: E731
+        wait_until(lambda: lock in names(), timeout=120, what="the apply lock taken")
+        apply.send_signal(signal.SIGTERM)
+        apply.communicate(timeout=60)
+    finally:
+        apply.kill()
+    assert apply.returncode == 128 + signal.SIGTERM
+    assert lock not in names()

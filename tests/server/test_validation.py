@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -99,3 +100,90 @@ def test_jsonable_keeps_numbers_and_lists_strings() -> None:
     label = jsonable(np.array([3], dtype=np.longlong)[0])
     assert label == 3
     assert type(label) is int
+
+
+TEXT_1 = TensorSpec.from_onnxruntime("text", "tensor(string)", [None, 1])
+COLOUR = TensorSpec.from_onnxruntime("colour", "tensor(string)", [None, 1])
+NUMBER = TensorSpec.from_onnxruntime("x", "tensor(float)", [None, 1])
+U8 = TensorSpec.from_onnxruntime("u", "tensor(uint8)", [None])
+U64 = TensorSpec.from_onnxruntime("big", "tensor(uint64)", [None])
+
+
+def test_named_inputs_one_row_and_batches() -> None:
+    from server.validation import feeds_from_data
+
+    feeds, single = feeds_from_data({"x": [1.5], "colour": ["red"]}, [NUMBER, COLOUR])
+    assert single
+    assert feeds["x"].shape == (1, 1)
+    assert feeds["colour"].tolist() == [["red"]]
+    feeds, single = feeds_from_data({"x": [[1], [2]], "colour": [["a"], ["b"]]}, [NUMBER, COLOUR])
+    assert not single
+    assert feeds["x"].dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        ([1.5], "several inputs"),
+        ({"x": [1.5]}, "missing: ['colour']"),
+        ({"x": [1.5], "colour": ["a"], "y": [1]}, "unknown: ['y']"),
+        ({"x": [1.5], "colour": [["a"], ["b"]]}, "mixes one row and lists of rows"),
+        ({"x": ["a"], "colour": ["a"]}, "'data'['x'] (one row) has strings"),
+    ],
+)
+def test_named_inputs_refused(data: Any, words: str) -> None:
+    from server.validation import feeds_from_data
+
+    with pytest.raises(InvalidInputError, match=re.escape(words)):
+        feeds_from_data(data, [NUMBER, COLOUR])
+
+
+@pytest.mark.parametrize(
+    ("data", "spec", "words"),
+    [
+        ([1e300] * 16, FLOAT_16, "beyond float32"),
+        ([256], U8, "outside uint8's range"),
+        ([-1], U8, "outside uint8's range"),
+        ([2**64], U64, "outside uint64's range"),
+        ([1.5], U8, "numbers with a fraction"),
+        ([True], U8, "booleans"),
+        ([70000], TensorSpec.from_onnxruntime("h", "tensor(float16)", [None]), "float16"),
+    ],
+)
+def test_values_the_input_type_cannot_hold_are_refused(
+    data: Any, spec: TensorSpec, words: str
+) -> None:
+    with pytest.raises(InvalidInputError, match=re.escape(words)):
+        rows_from_data(data, spec)
+
+
+def test_integers_numpy_cannot_hold_as_one_type_are_read_as_the_input() -> None:
+    rows, _ = rows_from_data([0, 2**64 - 1], U64)
+    assert rows.dtype == np.uint64
+    assert rows.tolist() == [0, 2**64 - 1]
+
+
+def test_a_string_row_of_a_rank_1_text_input() -> None:
+    spec = TensorSpec.from_onnxruntime("text", "tensor(string)", [None])
+    rows, single = rows_from_data("a review", spec)
+    assert single
+    assert rows.tolist() == ["a review"]
+    rows, single = rows_from_data([["a"], ["b"]], TEXT_1)
+    assert not single
+    assert rows.dtype == object
+
+
+@pytest.mark.parametrize("shape", [[True, 2], [2**62 + 1, 2**62], [1] * 17, [1.0], [-1], "2", None])
+def test_v2_shapes_are_checked(shape: Any) -> None:
+    from server.validation import check_shape
+
+    with pytest.raises(InvalidInputError, match="shape"):
+        check_shape(shape, "input 'x'")
+
+
+def test_zipmap_outputs_are_sequences_of_maps() -> None:
+    spec = TensorSpec.from_onnxruntime("p", "seq(map(string,tensor(float)))", [])
+    assert spec.sequence_of_maps
+    assert spec.metadata() == {"name": "p", "datatype": "BYTES", "shape": [-1]}
+    assert jsonable({"a": 0.5}) == {"a": 0.5}
+    assert jsonable("label") == "label"

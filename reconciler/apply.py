@@ -406,7 +406,7 @@ def apply(
     if not unlocked.has_changes and expected is None:
         # Nothing to do: not even the lock is taken, so a converged apply writes nothing.
         return ApplyResult(first_plan=unlocked, final_plan=unlocked)
-    probe = SignatureProbe(registry, desired)
+    probe = SignatureProbe(registry, desired, time_limit=gate_seconds)
     with apply_lock(registry, lock, holder=holder or default_holder()) as keep_alive:
         state = registry.read(names)
         plan = make_plan(desired.file, state, probe.evidence(state))

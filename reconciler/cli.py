@@ -149,7 +149,8 @@ def run(args: argparse.Namespace, settings: ReconcilerSettings) -> int:
         from reconciler.probe import SignatureProbe
 
         state = registry.read(names)
-        plan = make_plan(desired.file, state, SignatureProbe(registry, desired).evidence(state))
+        probe = SignatureProbe(registry, desired, time_limit=settings.gate_timeout_seconds)
+        plan = make_plan(desired.file, state, probe.evidence(state))
         _print(render.RENDERERS[args.format](plan))
         if args.out:
             args.out.write_text(render.json_text(plan))

@@ -4,8 +4,13 @@ the model's evaluation file."""
 
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
+import sys
 import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -13,7 +18,7 @@ from contracts.redact import mask_credentials
 from reconciler.behaviour import BehaviourDiff, compare_predictions
 from reconciler.errors import ReconcilerError, RegistryUnavailableError
 from reconciler.evaluation import EvaluationFileError, read_rows
-from reconciler.gate import fetch, onnx_file_in, sample_feeds
+from reconciler.gate import DEFAULT_TIME_LIMIT, fetch, onnx_file_in
 from reconciler.serving import (
     SAMPLE_ROWS,
     BehaviourKey,
@@ -25,7 +30,7 @@ from reconciler.serving import (
     needed,
     serving_moves,
 )
-from reconciler.signature import Signature, load_session, signature_of
+from reconciler.signature import Signature
 from reconciler.spec import Desired, SampleInput
 from reconciler.state import RegistryState
 
@@ -45,53 +50,70 @@ def _short(exc: BaseException) -> str:
     return mask_credentials(text)[:300]
 
 
+@dataclass(frozen=True, slots=True)
+class Examined:
+    """One version as its child process saw it: signature, and outputs by set of rows."""
+
+    signature: Signature
+    outputs: Mapping[str, Mapping[str, Any]]
+    """rows_from -> output name -> value (JSON), or ``{"error": "..."}``."""
+
+
 class SignatureProbe:
-    """Loads each version once per command (a plan, or the plans of one apply).
+    """Examines each version once per command (a plan, or the plans of one apply), each in a
+    child process with a time limit, as the gate does: a model file from a pull request can
+    neither hang nor crash the reconciler."""
 
-    The onnxruntime sessions stay in memory for the command: a version's predictions are
-    compared without a second download.
-    """
-
-    def __init__(self, artifacts: Artifacts, desired: Desired) -> None:
+    def __init__(
+        self, artifacts: Artifacts, desired: Desired, *, time_limit: float = DEFAULT_TIME_LIMIT
+    ) -> None:
         self.artifacts = artifacts
         self.desired = desired
-        self._sessions: dict[SignatureKey, Any | str] = {}
-        self._behaviours: dict[BehaviourKey, BehaviourDiff | str] = {}
+        self.time_limit = time_limit
+        self._examined: dict[SignatureKey, Examined | str] = {}
         self._evaluation: dict[str, SampleInput | str] = {}
 
     def evidence(self, actual: RegistryState) -> Evidence:
         """Signatures of every version that becomes served and of the ones served now, and
-        both versions' predictions on the becoming version's sample_input.
+        both versions' predictions on the becoming version's sample_input and on the model's
+        evaluation file.
 
         Raises:
             RegistryUnavailableError: MLflow did not answer (temporary: run again).
         """
         moves = serving_moves(self.desired.file, actual)
-        refs = needed(moves)
-        for key, ref in refs.items():
-            if key not in self._sessions:
-                self._sessions[key] = self._session(ref)
+        row_sets: dict[SignatureKey, dict[str, SampleInput]] = {}
+        unread: dict[BehaviourKey, BehaviourDiff | str] = {}
+        for move in moves:
+            for behaviour in move.behaviour_keys():
+                rows = self._rows(move, behaviour[2])
+                if isinstance(rows, str):
+                    unread[behaviour] = rows
+                    continue
+                for version in behaviour[:2]:
+                    row_sets.setdefault(version, {})[behaviour[2]] = rows
         signatures: dict[SignatureKey, Signature | str] = {}
-        for key in refs:
-            session = self._sessions[key]
-            signatures[key] = session if isinstance(session, str) else signature_of(session)
-        return Evidence(signatures, self._compare(moves))
+        for key, ref in needed(moves).items():
+            wanted = row_sets.get(key, {})
+            found = self._examined.get(key)
+            if found is None or (not isinstance(found, str) and set(wanted) - set(found.outputs)):
+                self._examined[key] = self._examine(ref, wanted)
+            examined = self._examined[key]
+            signatures[key] = examined if isinstance(examined, str) else examined.signature
+        return Evidence(signatures, {**self._compare(moves, row_sets), **unread})
 
-    def _compare(self, moves: tuple[ServingMove, ...]) -> Behaviours:
+    def _compare(
+        self, moves: tuple[ServingMove, ...], row_sets: Mapping[SignatureKey, Mapping[str, Any]]
+    ) -> Behaviours:
         found: dict[BehaviourKey, BehaviourDiff | str] = {}
         for move in moves:
             for key in move.behaviour_keys():
-                if key not in self._behaviours:
-                    served, becoming = self._sessions[key[0]], self._sessions[key[1]]
-                    if isinstance(served, str) or isinstance(becoming, str):
-                        continue  # the signature review says why
-                    rows = self._rows(move, key[2])
-                    self._behaviours[key] = (
-                        rows
-                        if isinstance(rows, str)
-                        else _behaviour(served, becoming, rows, key[2])
-                    )
-                found[key] = self._behaviours[key]
+                served, becoming = self._examined.get(key[0]), self._examined.get(key[1])
+                if key[2] not in row_sets.get(key[0], {}):
+                    continue  # the rows could not be read (reported)
+                if not isinstance(served, Examined) or not isinstance(becoming, Examined):
+                    continue  # the signature review says why
+                found[key] = _behaviour(served, becoming, row_sets[key[0]][key[2]], key[2])
         return found
 
     def _rows(self, move: ServingMove, rows_from: str) -> SampleInput | str:
@@ -108,62 +130,90 @@ class SignatureProbe:
                 self._evaluation[rows_from] = f"cannot read {rows_from}: {_short(exc)}"
         return self._evaluation[rows_from]
 
-    def _session(self, ref: VersionRef) -> Any | str:
+    def _examine(self, ref: VersionRef, row_sets: Mapping[str, Any]) -> Examined | str:
         try:
             local = self.desired.local_path(ref.source) if ref.version is None else None
             if local is not None:  # a repository file, or a directory with external data
                 if not local.exists():
                     return f"not found: {local}"
-                return load_session(onnx_file_in(local))
+                return self._child(onnx_file_in(local), row_sets)
             uri = (
                 ref.source
                 if ref.version is None
                 else self.artifacts.download_uri(ref.model, ref.version)
             )
             with tempfile.TemporaryDirectory(prefix="mlgitops-signature-") as scratch:
-                return load_session(fetch(self.artifacts, uri, Path(scratch)).onnx_file)
+                return self._child(fetch(self.artifacts, uri, Path(scratch)).onnx_file, row_sets)
         except RegistryUnavailableError:
             raise
-        except Exception as exc:  # a download or onnxruntime failure: shown in the plan
+        except Exception as exc:  # a download failure: shown in the plan
             log.warning(
                 "cannot read a signature",
                 extra={"model": ref.model, "version": ref.label(), "error": _short(exc)},
             )
             return _short(exc)
 
+    def _child(self, onnx_file: Path, row_sets: Mapping[str, Any]) -> Examined | str:
+        command = [sys.executable, "-m", "reconciler.examine", str(onnx_file)]
+        try:
+            done = subprocess.run(
+                command,
+                input=json.dumps(row_sets),
+                capture_output=True,
+                text=True,
+                timeout=self.time_limit,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return (
+                f"loading and running it did not finish within {self.time_limit:g}s "
+                "(RECONCILER_GATE_TIMEOUT_SECONDS); stopped"
+            )
+        answer = _last_json(done.stdout)
+        if done.returncode != 0 or "signature" not in answer:
+            detail = answer.get("error") or (done.stderr.strip().splitlines() or ["no answer"])[-1]
+            killed = f" (killed by signal {-done.returncode})" if done.returncode < 0 else ""
+            return mask_credentials(str(detail))[:300] + killed
+        return Examined(Signature.from_dict(answer["signature"]), answer["outputs"])
+
+
+def _last_json(stdout: str) -> dict[str, Any]:
+    for line in reversed(stdout.splitlines()):
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return {}
+
 
 def _behaviour(
-    served: Any, becoming: Any, rows: SampleInput, rows_from: str
+    served: Examined, becoming: Examined, rows: SampleInput, rows_from: str
 ) -> BehaviourDiff | str:
-    """Both versions run on the same rows; their outputs compared."""
-    for which, session in (("new", becoming), ("served", served)):
-        left_out = _left_out(session, rows)
+    """Both versions' outputs on the same rows, compared."""
+    for which, examined in (("new", becoming), ("served", served)):
+        left_out = _left_out(examined.signature, rows)
         if left_out:
             return f"{rows_from} gives no rows for the {which} version's {', '.join(left_out)}"
-    try:
-        after = _run(becoming, rows)
-    except Exception as exc:  # onnxruntime's own exception types
-        return f"the new version cannot run {rows_from}: {_short(exc)}"
-    try:
-        before = _run(served, rows)
-    except Exception as exc:
-        return f"the served version cannot run {rows_from}: {_short(exc)}"
-    served_types = {arg.name: arg.type for arg in served.get_outputs()}
+    after, before = becoming.outputs.get(rows_from, {}), served.outputs.get(rows_from, {})
+    if "error" in after:
+        return f"the new version cannot run {rows_from}: {after['error']}"
+    if "error" in before:
+        return f"the served version cannot run {rows_from}: {before['error']}"
+    served_types = {tensor.name: tensor.type for tensor in served.signature.outputs}
     comparable = [
-        arg.name for arg in becoming.get_outputs() if served_types.get(arg.name) == arg.type
+        tensor.name
+        for tensor in becoming.signature.outputs
+        if served_types.get(tensor.name) == tensor.type
     ]
     return compare_predictions(before, after, comparable)
 
 
-def _left_out(session: Any, rows: SampleInput) -> list[str]:
-    """Inputs the rows leave out (the gate feeds zeros there; a comparison would not mean
+def _left_out(signature: Signature, rows: SampleInput) -> list[str]:
+    """Required inputs the rows leave out (zeros would go there; a comparison would not mean
     anything)."""
-    names = [arg.name for arg in session.get_inputs()]
+    names = [tensor.name for tensor in signature.inputs if not tensor.optional]
     if isinstance(rows, dict):
         return [name for name in names if name not in rows]
     return names[1:]
-
-
-def _run(session: Any, rows: SampleInput) -> dict[str, Any]:
-    names = [arg.name for arg in session.get_outputs()]
-    return dict(zip(names, session.run(None, sample_feeds(session, rows)), strict=True))

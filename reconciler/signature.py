@@ -75,6 +75,24 @@ class Signature:
             "outputs": [tensor.to_dict() for tensor in self.outputs],
         }
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Signature:
+        """What ``to_dict`` wrote (the probe's child process answers with it)."""
+
+        def tensor(item: Mapping[str, Any]) -> TensorSpec:
+            shape = item["shape"]
+            return TensorSpec(
+                str(item["name"]),
+                str(item["type"]),
+                tuple(shape) if shape is not None else None,
+                bool(item["optional"]),
+            )
+
+        return cls(
+            tuple(tensor(item) for item in data["inputs"]),
+            tuple(tensor(item) for item in data["outputs"]),
+        )
+
 
 class Verdict(StrEnum):
     UNCHANGED = "unchanged"

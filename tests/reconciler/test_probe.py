@@ -97,3 +97,20 @@ def test_what_cannot_be_read_is_a_reason_not_an_error(tmp_path: Path) -> None:
         ("m", f"sha256:{'a' * 64}"): "cannot read source s3://gone: FileNotFoundError: s3://gone",
         ("m", f"sha256:{'b' * 64}"): f"not found: {tmp_path / 'missing.onnx'}",
     }
+
+
+def test_a_version_that_takes_too_long_is_stopped_and_reported(
+    tmp_path: Path, make_onnx: Callable[..., BuiltModel]
+) -> None:
+    """Each version is examined in a child process with the gate's time limit."""
+    v1 = make_onnx("v1.onnx", seed=1)
+    desired = desired_with(
+        tmp_path, {"source": os.path.relpath(v1.path, tmp_path), "sha256": v1.sha256}
+    )
+    registry = FakeRegistry()
+    probe = SignatureProbe(registry, desired, time_limit=0.01)
+    (found,) = probe.evidence(registry.read(["m"])).signatures.values()
+    assert found == (
+        "loading and running it did not finish within 0.01s "
+        "(RECONCILER_GATE_TIMEOUT_SECONDS); stopped"
+    )

@@ -256,3 +256,11 @@ def test_not_an_onnx_file_raises(tmp_path: Path) -> None:
     path.write_bytes(b"not a model")
     with pytest.raises(Exception, match=r"(?i)protobuf|invalid|load"):
         read_signature(path)
+
+
+def test_to_dict_and_back() -> None:
+    signature = Signature(
+        (X, tensor("t", "tensor(int64)", None, 1, optional=True)),
+        (TensorSpec("p", "seq(map(int64,tensor(float)))", None),),
+    )
+    assert Signature.from_dict(signature.to_dict()) == signature

@@ -6,6 +6,7 @@ gunicorn calls ``server.app:get_app()`` in each worker, after the fork.
 from __future__ import annotations
 
 import logging
+import threading
 from functools import partial
 from typing import Any
 
@@ -112,6 +113,31 @@ class _Lifespan:
         self._flusher.stop()
 
 
+BOOT_WAIT_SECONDS = 40.0
+"""How long a booting worker waits for the first load of the volume: below gunicorn's timeout
+(60 s), so that slow or hanging loads never get the booting worker killed (and rebooted for
+ever); what is not loaded by then goes on loading in the background."""
+
+
+def _first_sync(sync: VolumeSync, settings: ServerSettings) -> None:
+    """Load what the volume holds before serving (the watcher reports only changes)."""
+
+    def first() -> None:
+        try:
+            sync.sync()
+        except Exception:
+            log.exception("first sync of %s failed; the watcher retries", settings.volume)
+
+    thread = threading.Thread(target=first, name="first-sync", daemon=True)
+    thread.start()
+    thread.join(BOOT_WAIT_SECONDS)
+    if thread.is_alive():
+        log.warning(
+            "models still loading after %.0fs; serving what is loaded, the rest follows",
+            BOOT_WAIT_SECONDS,
+        )
+
+
 def get_app() -> ServerApp:
     """Read ``ServerSettings``, load what the volume holds, watch it, build the app."""
     settings = ServerSettings()  # type: ignore[call-arg,unused-ignore]
@@ -130,10 +156,7 @@ def get_app() -> ServerApp:
             allow_schema_change=settings.allow_schema_change,
         ),
     )
-    try:
-        sync.sync()  # the watcher reports only changes: load what is there first
-    except Exception:
-        log.exception("first sync of %s failed; the watcher retries", settings.volume)
+    _first_sync(sync, settings)
     watcher = VolumeWatcher(
         settings.volume,
         sync.sync,

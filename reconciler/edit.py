@@ -37,7 +37,7 @@ def _repository_source(path: Path, source: str) -> tuple[str, str]:
     local = next((c for c in candidates if c.exists()), None)
     if local is None:
         raise SourceError(source, "not found (relative to the current directory)")
-    base = Path(os.path.realpath(path.absolute().parent))
+    base = sources.directory_of(path)
     written = os.path.relpath(os.path.realpath(local), base)
     _, digest = sources.identify(path, written)
     return Path(written).as_posix(), digest

@@ -27,14 +27,14 @@ def is_uri(source: str) -> bool:
     return source.startswith(URI_SCHEMES)
 
 
-def _directory_of(models_file: Path) -> Path:
+def directory_of(models_file: Path) -> Path:
     """models.yaml's directory, resolved; models.yaml itself is not followed if it is a link."""
     return Path(os.path.realpath(models_file.absolute().parent))
 
 
 def repository_root(models_file: Path) -> Path:
     """The repository models.yaml is in: the nearest directory up holding ``.git``, resolved."""
-    start = _directory_of(models_file)
+    start = directory_of(models_file)
     return next((d for d in (start, *start.parents) if (d / GIT_DIR).exists()), start)
 
 
@@ -59,7 +59,7 @@ def resolve(models_file: Path, source: str) -> Path:
     if Path(source).is_absolute():
         raise SourceError(source, "absolute path: give a path relative to models.yaml")
     root = repository_root(models_file)
-    base = _directory_of(models_file)
+    base = directory_of(models_file)
     written = Path(os.path.normpath(base / source))
     if not written.is_relative_to(root):
         raise SourceError(source, f"leaves the repository ({root}); sources are files in it")

@@ -81,6 +81,14 @@ def _auth_users(admin_uri: str) -> dict[str, tuple[str, bool]]:
     return {name: (password_hash, bool(is_admin)) for name, password_hash, is_admin in rows}
 
 
+def _connections(role: str) -> int:
+    with _admin() as admin, admin.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = %s", (role,))
+        (count,) = cursor.fetchone()
+    print(f"{role}: {count} connections")
+    return int(count)
+
+
 def _users_dir(tmp_path: Path, passwords: dict[str, str]) -> Path:
     users = tmp_path / "users"
     users.mkdir(exist_ok=True)
@@ -186,8 +194,9 @@ def test_basic_auth_server_reads_for_readers_and_writes_for_the_writer(
             "MLFLOW_AUTH_ADMIN_USERNAME": "mlgitops-writer",
             "MLFLOW_AUTH_ADMIN_PASSWORD": passwords["writer"],
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            # The manifest's pool sizes (deploy/k8s/base/mlflow.yaml).
             "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": "1",
-            "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": "1",
+            "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": "0",
         },
         log_dir=tmp_path,
     ).start()  # fmt: skip
@@ -206,5 +215,10 @@ def test_basic_auth_server_reads_for_readers_and_writes_for_the_writer(
         assert httpx.post(f"{api}/set-tag", json=tag, auth=writer, timeout=30).status_code == 200
         wrong = ("mlgitops-sidecar", "not-the-password")
         assert httpx.get(f"{api}/search", auth=wrong, timeout=30).status_code == 401
+        # The connection budget in the manifest: 3 engines (tracking, registry, auth) in the
+        # parent and in each worker, 1 connection each at pool size 1: 1 worker here -> 6.
+        runs = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search"
+        assert httpx.post(runs, json={"max_results": 1}, auth=writer, timeout=30).status_code == 200
+        assert _connections(database[1]) <= (1 + 1) * 3 * 1
     finally:
         server.stop()

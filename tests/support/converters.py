@@ -265,8 +265,8 @@ def torch_export(directory: Path, seed: int = 0) -> ConvertedModel:
     class Classifier(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.hidden = torch.nn.Linear(4, 32)
-            self.out = torch.nn.Linear(32, 3)
+            self.hidden = torch.nn.Linear(4, 128)
+            self.out = torch.nn.Linear(128, 3)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return torch.softmax(self.out(torch.relu(self.hidden(x))), dim=-1)
@@ -440,3 +440,58 @@ def declared_version(
         entry["aliases"] = list(aliases)
     entry["sample_input"] = model.sample_input()
     return entry
+
+
+SOURCE_KINDS = (
+    "logged-model-id",
+    "logged-model-storage",
+    "runs-uri",
+    "mlflow-artifacts",
+    "model-version",
+    "model-alias",
+    "repo-file",
+    "repo-dir",
+)
+"""Every way a team hands a model to models.yaml (besides ``s3://``): ``models:/m-<id>`` and
+the LoggedModel's storage URI (``mlflow.onnx.log_model``), ``runs:/`` and ``mlflow-artifacts:``
+(``MlflowClient.log_artifact``), ``models:/<name>/<version>`` and ``models:/<name>@<alias>`` (a
+training script's own registered model), a repository file and a repository directory."""
+
+
+def declare_through(
+    source_kind: str,
+    model: ConvertedModel,
+    tracking_uri: str,
+    repository: Path,
+    *,
+    scratch: Path,
+    prefix: str,
+) -> dict[str, Any]:
+    """Produce ``model`` the way a team produces this kind of source; its models.yaml entry.
+
+    ``source_kind`` is one of :data:`SOURCE_KINDS` but ``s3`` (which needs an S3 endpoint).
+    """
+    from mlflow import MlflowClient
+
+    scratch = scratch / source_kind
+    if source_kind == "logged-model-id":
+        logged = log_onnx_model(tracking_uri, model, scratch)
+        return declared_version(model, logged.model_uri, sha256=logged.sha256)
+    if source_kind == "logged-model-storage":
+        logged = log_onnx_model(tracking_uri, model, scratch)
+        return declared_version(model, logged.storage_uri, sha256=logged.sha256)
+    if source_kind == "runs-uri":
+        return declared_version(model, log_as_artifact(tracking_uri, model).runs_uri)
+    if source_kind == "mlflow-artifacts":
+        return declared_version(model, log_as_artifact(tracking_uri, model).artifacts_uri)
+    if source_kind in ("model-version", "model-alias"):
+        # A training script that logs and registers in one call (then picks it with an alias).
+        training = f"{prefix}-training-{source_kind}"
+        logged = log_onnx_model(tracking_uri, model, scratch, registered_model_name=training)
+        if source_kind == "model-version":
+            return declared_version(model, f"models:/{training}/1", sha256=logged.sha256)
+        MlflowClient(tracking_uri).set_registered_model_alias(training, "candidate", "1")
+        return declared_version(model, f"models:/{training}@candidate", sha256=logged.sha256)
+    if source_kind in ("repo-file", "repo-dir"):
+        return declared_version(model, commit_to(repository, model, source_kind))
+    raise ValueError(f"unknown source kind {source_kind!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import httpx
 import yaml
 
+from tests.support.converters import ConvertedModel, assert_same, declare_through
 from tests.support.pipeline import Pipeline
 
 
@@ -61,3 +63,32 @@ class Deployment:
     pipeline: Pipeline
     names: dict[str, str]
     """Label (a converter kind, a source kind) -> registered model name."""
+
+
+def deploy_sources(pipeline: Pipeline, models: Mapping[str, ConvertedModel]) -> Deployment:
+    """Each model produced through its source kind (``declare_through``), one registered model
+    per kind, deployed; the deployment's names are by source kind."""
+    prefix = f"world-src-{uuid.uuid4().hex[:6]}"
+    names = {source_kind: f"{prefix}-{source_kind}" for source_kind in models}
+    versions = {
+        names[source_kind]: [
+            declare_through(
+                source_kind,
+                model,
+                pipeline.mlflow.url,
+                pipeline.repo,
+                scratch=pipeline.workdir / "scratch",
+                prefix=prefix,
+            )
+        ]
+        for source_kind, model in models.items()
+    }
+    deploy(pipeline, versions)
+    return Deployment(pipeline, names)
+
+
+def assert_serves(pipeline: Pipeline, name: str, model: ConvertedModel) -> None:
+    """``/predict`` on ``name`` answers version 1 with what onnxruntime answers in-process."""
+    body = post(pipeline, f"/models/{name}/predict", model.predict_body())
+    assert body["modelVersion"] == "1", body
+    assert_same(body["prediction"], next(iter(model.expected().values())), where=name)

@@ -8,6 +8,7 @@ output users get).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,14 @@ from tests.integration.test_reconciler import (  # noqa: F401 (fixtures)
     stages,
 )
 from tests.reconciler.logging_fixture import restore_logging  # noqa: F401 (autouse)
+from tests.support.converters import (
+    ConvertedModel,
+    commit_to,
+    declared_version,
+    register_by_hand,
+)
 from tests.support.onnx_models import sha256_of
+from tests.support.processes import MlflowServer
 
 pytestmark = pytest.mark.integration
 
@@ -179,3 +187,36 @@ def test_behaviour_on_the_sample_is_planned_and_a_limit_refuses_then_lets_throug
     code, out, err = cli("apply")
     assert code == 0, out + err
     assert stages(client, unique_name) == {"1": "Archived", "2": "Production"}
+
+
+def test_a_version_another_team_serves_is_compared_too(
+    cli: Cli,  # noqa: F811
+    client: MlflowClient,  # noqa: F811
+    unique_name: str,
+    mlflow_server: MlflowServer,
+    converted: Callable[[str], ConvertedModel],
+    tmp_path: Path,
+) -> None:
+    """Served: a torch export (model.onnx + external data) logged with mlflow.onnx.log_model and
+    promoted by hand. models.yaml brings a scikit-learn export in its place."""
+    register_by_hand(mlflow_server.url, unique_name, converted("torch-export"), tmp_path / "theirs")
+    ours = converted("sklearn-logistic-regression")
+    source = commit_to(cli.models_file.parent, ours, "ours")
+    entry = declared_version(ours, source, aliases=["champion"])
+    cli.write([{"name": unique_name, "versions": [entry]}])
+    code, out, _ = cli("plan", "--format", "json")
+    assert code == 2
+    (review,) = json.loads(out)["signatures"]
+    assert review["follows"] == "stage Production, alias champion"
+    assert (review["served_version"], review["compared"], review["refused"]) == ("1", True, True)
+    removed = {t["name"] for t in review["tensors"] if t["becoming"] is None}
+    assert "x" in removed  # the input the other team's clients send
+    (behaviour,) = review["behaviour"]
+    # The torch export takes one row at a time (x is [1, 4]): a problem shown, not a crash.
+    assert behaviour["problem"].startswith("the served version cannot run sample_input: ")
+    assert "input: x" in behaviour["problem"]
+    code, out, _ = cli("apply")
+    assert code == 1
+    assert f"{unique_name}: refused stage Production, alias champion: v1 -> v2" in out
+    assert stages(client, unique_name) == {"1": "Production", "2": "None"}
+    assert client.get_registered_model(unique_name).aliases == {"champion": "1"}

@@ -7,6 +7,7 @@ on a copy of deploy/k8s whose per-account files (account.env, images.env) are th
 
 from __future__ import annotations
 
+import atexit
 import json
 import re
 import shlex
@@ -125,7 +126,9 @@ def load_documents(path: Path) -> list[Document]:
 @cache
 def _example_copy() -> Path:
     """deploy/k8s copied once per session, with each ``X.env.example`` also as ``X.env``."""
-    copy = Path(tempfile.mkdtemp(prefix="mlgitops-k8s-")) / "k8s"
+    workdir = Path(tempfile.mkdtemp(prefix="mlgitops-k8s-"))
+    atexit.register(shutil.rmtree, workdir, ignore_errors=True)
+    copy = workdir / "k8s"
     shutil.copytree(K8S_DIR, copy)
     for example in copy.rglob("*.env.example"):
         shutil.copyfile(example, example.with_name(example.name.removesuffix(".example")))

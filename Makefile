@@ -21,7 +21,7 @@ TOOLS_STAMP := $(TOOLS_VENV)/.installed
 MLFLOW2_VENV := .venv-mlflow2
 MLFLOW2_STAMP := $(MLFLOW2_VENV)/.installed
 
-.PHONY: help install up test test-unit lint fmt models schema bench bench-plan soak lock clean
+.PHONY: help locale install up test test-unit lint fmt models schema bench bench-plan soak lock clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -41,8 +41,15 @@ models: $(STAMP)  ## Build the example ONNX models that models.yaml points at
 up: $(STAMP) models  ## The whole pipeline locally: MLflow + reconciler + sidecar + server on :$(PORT)
 	$(PY) deploy/local/up.py --port $(PORT)
 
-test: $(STAMP) $(TOOLS_STAMP) $(MLFLOW2_STAMP) models  ## The whole test suite (unit, integration, static checks)
+test: $(STAMP) $(TOOLS_STAMP) $(MLFLOW2_STAMP) models locale  ## The whole test suite (unit, integration, static checks)
 	$(PY) -m pytest
+
+# skl2onnx's default text pipelines (StringNormalizer) need en_US.UTF-8, as the server image has.
+locale:
+	@locale -a 2>/dev/null | grep -qix 'en_US.utf-\?8' || { \
+	  echo "installing the en_US.UTF-8 locale (Debian package locales) for the text-model tests"; \
+	  command -v apt-get >/dev/null || { echo "no apt-get: install the en_US.UTF-8 locale, then run make test"; exit 1; }; \
+	  apt-get update -qq && apt-get install -y -qq locales >/dev/null && localedef -i en_US -f UTF-8 en_US.UTF-8; }
 
 test-unit: $(STAMP)  ## Unit tests only (no processes)
 	$(PY) -m pytest -m 'not integration'

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from contracts.digest import list_files
 from tests.support.converters import ConvertedModel, log_as_artifact, log_onnx_model
@@ -26,7 +27,10 @@ def test_log_model_in_a_run_is_a_logged_model_stored_with_mlmodel_and_external_d
     assert logged.storage_uri.endswith(f"/models/{logged.model_id}/artifacts")
     stored = list(list_files(logged.stored))
     assert {"MLmodel", "model.onnx"} <= set(stored)
-    assert len([name for name in stored if name not in ("MLmodel", "model.onnx")]) >= 1
+    external = [name for name in stored if name.endswith(".data")]
+    assert len(external) == 1, f"log_model saved no external weight file: {stored}"
+    mlmodel = yaml.safe_load((logged.stored / "MLmodel").read_text())
+    assert mlmodel["flavors"]["onnx"]["data"] == "model.onnx"
     run = httpx.get(
         f"{mlflow_server.url}/api/2.0/mlflow/runs/get", params={"run_id": logged.run_id}, timeout=10
     )

@@ -111,12 +111,16 @@ def _cast(array: np.ndarray[Any, Any], spec: TensorSpec, what: str) -> np.ndarra
                 f"{what} has values outside {target.name}'s range [{info.min}, {info.max}] "
                 f"for {spec.describe()}"
             )
-    if target.kind == "f" and not (np.abs(array) <= np.finfo(target).max).all():
+    if target.kind != "f":
+        return array.astype(target)
+    try:
+        with np.errstate(over="raise"):  # ~1 us; a range check by reductions costs ~4 us
+            return array.astype(target)
+    except FloatingPointError:
+        limit = float(np.finfo(target).max)
         raise InvalidInputError(
-            f"{what} has values beyond {target.name}'s range (+-{np.finfo(target).max:.4g}) "
-            f"for {spec.describe()}"
-        )
-    return array.astype(target)  # in range: no inf, no overflow warning
+            f"{what} has values beyond {target.name}'s range (+-{limit:.4g}) for {spec.describe()}"
+        ) from None
 
 
 def _as_array(data: Any, what: str, spec: TensorSpec) -> np.ndarray[Any, Any]:

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     volume = args.volume.resolve()
     os.environ["SERVER_VOLUME"] = str(volume)
     try:  # every worker reads the settings again in get_app(): refuse bad ones here, once
-        ServerSettings()
+        settings = ServerSettings()
     except ValidationError as exc:
         problems = "; ".join(
             f"SERVER_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
@@ -67,16 +67,20 @@ def main(argv: list[str] | None = None) -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
         os.environ["SERVER_METRICS_DIR_CREATED"] = directory
     config = Path(__file__).with_name("gunicorn.conf.py")
+    binds = [f"{args.host}:{args.port}"]
+    metrics_port = settings.metrics_port
+    if metrics_port is not None and metrics_port != args.port:
+        binds.append(f"{args.host}:{metrics_port}")
     command = [
         sys.executable, "-m", "gunicorn",
         "--config", str(config),
-        "--bind", f"{args.host}:{args.port}",
+        *(option for bind in binds for option in ("--bind", bind)),
         "--workers", str(args.workers),
         "server.app:get_app()",
     ]  # fmt: skip
     print(
         json.dumps({"level": "info", "logger": "server", "message": "starting gunicorn",
-                    "volume": str(volume), "bind": f"{args.host}:{args.port}",
+                    "volume": str(volume), "bind": binds,
                     "workers": args.workers}),
         file=sys.stderr,
         flush=True,

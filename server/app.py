@@ -90,7 +90,7 @@ def create_app(registry: Registry, settings: ServerSettings) -> ServerApp:
     app.add_route("/v2", ServerMetadataResource())
     app.add_route("/v2/health/live", LiveResource())
     app.add_route("/v2/health/ready", ReadyResource(registry, settings.retry_after_seconds))
-    app.add_route("/metrics", MetricsResource())
+    app.add_route("/metrics", MetricsResource(settings.metrics_port))
     add_error_handlers(app, settings.retry_after_seconds)
     return ServerApp(
         app, predictor, token, settings.retry_after_seconds, settings.body_timeout_seconds

@@ -202,7 +202,15 @@ class ReadyResource:
 
 
 class MetricsResource:
+    """Prometheus metrics; with ``port``, only to requests that arrived on that port."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self._port = port
+
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        local = req.scope.get("server")
+        if self._port is not None and (not local or local[1] != self._port):
+            raise falcon.HTTPNotFound(description="/metrics is served on the metrics port only")
         data, content_type = await asyncio.to_thread(render)
         resp.data = data
         resp.content_type = content_type

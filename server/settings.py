@@ -29,6 +29,14 @@ class ServerSettings(BaseSettings):
         default=30.0, gt=0, description="Most seconds a request may take to arrive."
     )
     max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Serve /metrics only on this port (also bound by `python -m server`), so a "
+        "load balancer that exposes the inference port never exposes the metrics; unset: "
+        "/metrics on every port.",
+    )
     auth_token: SecretStr | None = Field(
         default=None,
         description="Bearer token required on the inference routes when set (printable "

@@ -209,6 +209,19 @@ def test_public_service_is_tls_with_http_redirected_and_inference_auth_required(
     assert not token.get("optional"), "inference auth is on by default: the Secret is required"
 
 
+def test_metrics_are_on_a_port_no_service_exposes() -> None:
+    overlay = _overlay()
+    server_pod = overlay[("Deployment", "server")]["spec"]["template"]["spec"]
+    (server,) = [c for c in server_pod["containers"] if c["name"] == "server"]
+    metrics_port = int(_env(server)["SERVER_METRICS_PORT"]["value"])
+    named = {port["name"]: port["containerPort"] for port in server["ports"]}
+    assert named["metrics"] == metrics_port != named["http"]
+    for (kind, name), manifest in overlay.items():
+        if kind == "Service":
+            targets = {p.get("targetPort", p["port"]) for p in manifest["spec"]["ports"]}
+            assert not targets & {metrics_port, "metrics"}, f"Service {name} exposes /metrics"
+
+
 def test_mlflow_requires_a_login_and_admits_only_server_pods() -> None:
     overlay = _overlay()
     (mlflow,) = overlay[("Deployment", "mlflow")]["spec"]["template"]["spec"]["containers"]

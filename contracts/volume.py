@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from contracts.rollout import Rollout
+
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
 CURRENT_LINK = "current"
@@ -58,11 +60,13 @@ class Manifest:
     """sha256 of every file in the version directory but the manifest (external data too)."""
     model_file: str = MODEL_FILE
     """The ONNX file: a relative POSIX path inside the version directory (original name)."""
-    rollout: dict[str, Any] | None = None
-    """The model's rollout (canary/shadow) as declared in MLflow, on the current manifest."""
+    rollout: Rollout | None = None
+    """The model's rollout (canary/shadow) as declared in MLflow (contracts.rollout)."""
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
+        data = asdict(self)
+        data["rollout"] = self.rollout.to_dict() if self.rollout is not None else None
+        return json.dumps(data, indent=2, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> Manifest:
@@ -81,7 +85,8 @@ class Manifest:
                 raise ValueError(f"{key!r} is missing")
         for key, value in known.items():
             _check_field(key, value)
-        return cls(**known)
+        rollout = known.pop("rollout", None)
+        return cls(**known, rollout=Rollout.from_dict(rollout) if rollout is not None else None)
 
 
 _STRINGS = {"name", "version", "sha256", "source", "fetched_at", "role", "model_file"}
@@ -99,7 +104,7 @@ def _check_field(key: str, value: Any) -> None:
         ok = isinstance(value, dict) and all(
             isinstance(k, str) and isinstance(v, str) for k, v in value.items()
         )
-    else:  # rollout: parsed by contracts.rollout where it is used
+    else:  # rollout: its rules are contracts.rollout's (Rollout.from_dict)
         ok = value is None or isinstance(value, dict)
     if not ok:
         raise ValueError(f"{key!r} has an invalid value {value!r:.80}")

@@ -6,40 +6,11 @@ take the reference once per request. No lock on the read path.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
-from typing import Any
 
+from contracts.rollout import Rollout
 from server.errors import ModelNotFoundError, ModelNotReadyError, NoDefaultModelError
 from server.load import LoadedModel
-
-
-class RolloutMode(enum.StrEnum):
-    CANARY = "canary"
-    SHADOW = "shadow"
-
-
-@dataclass(frozen=True, slots=True)
-class Rollout:
-    """How traffic splits between the current version and the candidate (issue 8)."""
-
-    candidate_version: str
-    mode: RolloutMode
-    weight: float
-    """Percent of requests the candidate answers in canary mode (0 to 100)."""
-
-    @classmethod
-    def from_manifest(cls, data: dict[str, Any] | None) -> Rollout | None:
-        """The manifest's ``rollout`` field; None when absent or unusable."""
-        if not isinstance(data, dict):
-            return None
-        try:
-            mode = RolloutMode(str(data.get("mode", RolloutMode.CANARY)))
-            weight = float(data.get("weight", 0))
-            version = str(data["candidate_version"])
-        except (KeyError, ValueError, TypeError):
-            return None
-        return cls(candidate_version=version, mode=mode, weight=min(max(weight, 0.0), 100.0))
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import random
 
+from contracts.rollout import RolloutMode
 from server.errors import VersionNotServedError
-from server.holder import RolloutMode, Serving
+from server.holder import Serving
 from server.load import LoadedModel
 
 

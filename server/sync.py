@@ -8,6 +8,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from contracts.rollout import Rollout
 from contracts.volume import (
     CANDIDATE_LINK,
     CURRENT_LINK,
@@ -17,7 +18,7 @@ from contracts.volume import (
     resolve,
 )
 from server.errors import ModelLoadError
-from server.holder import ModelHolder, Registry, Rollout, Serving
+from server.holder import ModelHolder, Registry, Serving
 from server.load import LoadedModel, LoadOptions, load_version
 from server.metrics import LOAD_SECONDS, LOADED, REFUSALS, SWAPS
 
@@ -132,9 +133,9 @@ class VolumeSync:
         elif candidate is None or published_candidate.directory != candidate.directory:
             candidate = self._load(holder, published_candidate, CANDIDATE_LINK, current)
         if candidate is not None and published_candidate is not None:
-            rollout = Rollout.from_manifest(published_candidate.manifest.rollout)
+            rollout = published_candidate.manifest.rollout
             if rollout is None and published is not None:
-                rollout = Rollout.from_manifest(published.manifest.rollout)
+                rollout = published.manifest.rollout
             if rollout is not None and rollout.candidate_version != candidate.version:
                 log.warning(
                     "rollout of %s names candidate %s but %s is published; not routing to it",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import random
 import shutil
@@ -20,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from contracts.registry import SHA256_TAG
+from contracts.rollout import Rollout
 from contracts.volume import (
     CANDIDATE_LINK,
     CURRENT_LINK,
@@ -40,7 +40,7 @@ from sidecar.errors import (
 from sidecar.integrity import IntegrityWatch
 from sidecar.metrics import Metrics, Status
 from sidecar.publish import CANDIDATE_MARK, Publisher
-from sidecar.resolve import Registry, Rollout, VersionRef, check_supported
+from sidecar.resolve import Registry, VersionRef, check_supported
 from sidecar.settings import SidecarSettings
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def backoff_delay(
 
 
 def rollout_digest(rollout: Rollout) -> str:
-    return hashlib.sha256(json.dumps(rollout.raw, sort_keys=True).encode()).hexdigest()[:12]
+    return hashlib.sha256(rollout.to_json().encode()).hexdigest()[:12]
 
 
 def _version_number(version: str) -> float:
@@ -334,7 +334,7 @@ class Sidecar:
                 and manifest.version == ref.version
                 and manifest.sha256 == ref.sha256
                 and manifest.role == role
-                and manifest.rollout == (rollout.raw if rollout else None)
+                and manifest.rollout == rollout
             ):
                 return manifest
             return None
@@ -403,7 +403,7 @@ class Sidecar:
             alias=ref.alias,
             fetched_at=datetime.now(UTC).isoformat(timespec="seconds"),
             role=role,
-            rollout=rollout.raw if rollout else None,
+            rollout=rollout,
         )
         with publisher.scratch(name) as scratch:
             staged = scratch / "version"

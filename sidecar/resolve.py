@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ import httpx
 
 from contracts.redact import mask_credentials
 from contracts.registry import MANAGED_TAG, ROLLOUT_TAG, SHA256_TAG, SIZE_TAG
+from contracts.rollout import Rollout, RolloutContractError
 from sidecar.errors import (
     NothingToServeError,
     RegistryAnswerError,
@@ -22,8 +22,6 @@ from sidecar.errors import (
     RolloutTagError,
     ServerTooOldError,
 )
-
-ROLLOUT_MODES = ("canary", "shadow")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,37 +43,12 @@ class VersionRef:
         return (self.name, self.version, self.sha256)
 
 
-@dataclass(frozen=True, slots=True)
-class Rollout:
-    """The registered model's canary/shadow declaration (contracts.registry.ROLLOUT_TAG)."""
-
-    candidate_version: str
-    mode: str
-    weight: float
-    raw: dict[str, Any]
-
-    @classmethod
-    def parse(cls, model: str, value: str) -> Rollout:
-        try:
-            data = json.loads(value)
-        except ValueError as exc:
-            raise RolloutTagError(model, value, f"not JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise RolloutTagError(model, value, "not a JSON object")
-        candidate = data.get("candidate_version")
-        mode = data.get("mode", "canary")
-        weight = data.get("weight", 0)
-        if not isinstance(candidate, str | int) or isinstance(candidate, bool) or not candidate:
-            raise RolloutTagError(model, value, "candidate_version missing")
-        if mode not in ROLLOUT_MODES:
-            raise RolloutTagError(model, value, f"mode {mode!r} is not one of {ROLLOUT_MODES}")
-        if (
-            not isinstance(weight, int | float)
-            or isinstance(weight, bool)
-            or not 0 <= weight <= 100
-        ):
-            raise RolloutTagError(model, value, "weight must be a number from 0 to 100")
-        return cls(candidate_version=str(candidate), mode=mode, weight=float(weight), raw=data)
+def parse_rollout(model: str, value: str) -> Rollout:
+    """The registered model's ROLLOUT_TAG (contracts.rollout), or RolloutTagError naming why."""
+    try:
+        return Rollout.parse(value)
+    except RolloutContractError as exc:
+        raise RolloutTagError(model, value, exc.rule) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +220,7 @@ class MlflowRegistry:
             "/api/2.0/mlflow/registered-models/get", {"name": name}, f"reading model {name}"
         )
         value = _tags(answer.get("registered_model") or {}).get(ROLLOUT_TAG)
-        return Rollout.parse(name, value) if value else None
+        return parse_rollout(name, value) if value else None
 
 
 def _number(mv: dict[str, Any]) -> int:

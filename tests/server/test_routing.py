@@ -7,8 +7,9 @@ from typing import Any, cast
 
 import pytest
 
+from contracts.rollout import Rollout, RolloutMode
 from server.errors import VersionNotServedError
-from server.holder import Rollout, RolloutMode, Serving
+from server.holder import Serving
 from server.load import LoadedModel
 from server.routing import bucket, choose
 
@@ -23,14 +24,6 @@ def _serving(rollout: Rollout | None, candidate: bool = True) -> Serving:
     current = cast(LoadedModel, FakeModel("1"))
     other = cast(LoadedModel, FakeModel("2")) if candidate else None
     return Serving(current=current, candidate=other, rollout=rollout)
-
-
-def test_rollout_from_manifest() -> None:
-    data = {"candidate_version": "2", "mode": "shadow", "weight": 150}
-    assert Rollout.from_manifest(data) == Rollout("2", RolloutMode.SHADOW, 100.0)
-    assert Rollout.from_manifest(None) is None
-    assert Rollout.from_manifest({"mode": "canary"}) is None
-    assert Rollout.from_manifest({"candidate_version": "2", "mode": "blue"}) is None
 
 
 def test_no_candidate_means_current() -> None:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from contracts.rollout import RolloutMode
 from server.errors import ModelNotFoundError, ModelNotReadyError, NoDefaultModelError
-from server.holder import Registry, RolloutMode
+from server.holder import Registry
 from server.load import LoadOptions
 from server.sync import SyncOptions, VolumeSync
 from tests.server.volume import publish_version, unlink

@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from contracts.rollout import Rollout
 from contracts.volume import (
     CURRENT_LINK,
     MANIFEST_FILE,
@@ -49,7 +50,7 @@ def publish_version(
             size=(scratch / MODEL_FILE).stat().st_size,
             source=str(model_file),
             role=role,
-            rollout=rollout,
+            rollout=Rollout.from_dict(rollout) if rollout is not None else None,
         )
         (scratch / MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -6,8 +6,9 @@ import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from contracts.rollout import Rollout
 from sidecar.errors import NothingToServeError
-from sidecar.resolve import RegisteredModel, Rollout, VersionRef
+from sidecar.resolve import RegisteredModel, VersionRef
 from tests.support.onnx_models import sha256_of
 
 

@@ -18,7 +18,7 @@ from contracts.volume import (
     versions_dir,
 )
 from sidecar.loop import Sidecar, backoff_delay
-from sidecar.resolve import Rollout
+from sidecar.resolve import parse_rollout
 from sidecar.settings import SidecarSettings
 from tests.sidecar.fakes import FakeFetcher, FakeRegistry
 from tests.support.onnx_models import BuiltModel, sha256_of, write_mlp
@@ -216,7 +216,7 @@ def test_rollout_publishes_the_candidate_and_removes_it_when_the_tag_goes(
     v1 = registry.add(MODEL, "1", build(1).path, production=True)
     v2 = registry.add(MODEL, "2", build(2).path)
     raw = {"candidate_version": "2", "mode": "canary", "weight": 10}
-    registry.rollouts[MODEL] = Rollout.parse(MODEL, json.dumps(raw))
+    registry.rollouts[MODEL] = parse_rollout(MODEL, json.dumps(raw))
     fetcher = FakeFetcher()
     sidecar = make_sidecar(volume, registry, fetcher)
     assert sidecar.sync_all()
@@ -224,16 +224,16 @@ def test_rollout_publishes_the_candidate_and_removes_it_when_the_tag_goes(
     candidate = resolve(volume, MODEL, CANDIDATE_LINK)
     assert candidate is not None
     assert candidate.manifest.role == "candidate"
-    assert candidate.manifest.rollout == raw
+    assert candidate.manifest.rollout.to_dict() == raw
     assert candidate.manifest.sha256 == v2.sha256
     assert current_sha(volume) == v1.sha256
 
     raw = {**raw, "weight": 50}  # a new weight: a new candidate manifest, no new download
-    registry.rollouts[MODEL] = Rollout.parse(MODEL, json.dumps(raw))
+    registry.rollouts[MODEL] = parse_rollout(MODEL, json.dumps(raw))
     assert sidecar.sync_all()
     candidate = resolve(volume, MODEL, CANDIDATE_LINK)
     assert candidate is not None
-    assert candidate.manifest.rollout == raw
+    assert candidate.manifest.rollout.to_dict() == raw
     assert fetcher.calls == ["1", "2"]
 
     del registry.rollouts[MODEL]
@@ -246,7 +246,7 @@ def test_rollout_publishes_the_candidate_and_removes_it_when_the_tag_goes(
 def test_candidate_equal_to_current_gets_its_own_manifest(volume: Path, build: Build) -> None:
     registry = FakeRegistry()
     registry.add(MODEL, "1", build(1).path, production=True)
-    registry.rollouts[MODEL] = Rollout.parse(
+    registry.rollouts[MODEL] = parse_rollout(
         MODEL, '{"candidate_version": "1", "mode": "shadow", "weight": 0}'
     )
     sidecar = make_sidecar(volume, registry, FakeFetcher())
@@ -267,7 +267,7 @@ def test_candidate_equal_to_current_gets_its_own_manifest(volume: Path, build: B
 )  # fmt: skip
 def test_invalid_rollout_tags_are_refused_with_the_expected_shape(value: str) -> None:
     with pytest.raises(Exception, match="candidate_version"):
-        Rollout.parse(MODEL, value)
+        parse_rollout(MODEL, value)
 
 
 def test_backoff_grows_exponentially_with_jitter_and_is_capped() -> None:

@@ -25,6 +25,10 @@ from contracts.registry import ONNX_FILE_NAME, Stage
 from reconciler.errors import ReconcilerError, RegistryRequestError, RegistryUnavailableError
 from reconciler.state import LOCK_TAG, ActualModel, ActualVersion, RegistryState
 
+_REGISTERED_MODEL_META = "registered_model_meta"
+"""Written by mlflow.artifacts.download_artifacts into a models:/ download (mlflow's
+models_artifact_repo), never stored with the model."""
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -433,7 +437,12 @@ class MlflowRegistry:
                     )
                 )
 
-        return Path(self._call(f"downloading {uri}", download))
+        local = Path(self._call(f"downloading {uri}", download))
+        if uri.startswith("models:/") and local.is_dir():
+            # MLflow's models:/ download adds this file to the local copy (the store holds no
+            # such file, and the sidecar fetches from the store): it is not the version's bytes.
+            (local / _REGISTERED_MODEL_META).unlink(missing_ok=True)
+        return local
 
     # --- the apply lock: a registered model whose creation is atomic in MLflow's database ---------
 

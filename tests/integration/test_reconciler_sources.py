@@ -28,13 +28,38 @@ from tests.support.processes import MlflowServer, free_port
 pytestmark = pytest.mark.integration
 
 
+def storage_uri(server: MlflowServer, uri: str) -> str:
+    """Where the artifact store holds a ``models:/`` URI's files (any other URI: itself)."""
+    if not uri.startswith("models:/"):
+        return uri
+    client = MlflowClient(server.url, registry_uri=server.url)
+    reference = uri.removeprefix("models:/")
+    if reference.startswith("m-"):
+        import mlflow
+
+        with mlflow_uris(server.url):
+            return str(mlflow.get_logged_model(reference).artifact_location)
+    if "@" in reference:
+        name, alias = reference.split("@", 1)
+        version = client.get_model_version_by_alias(name, alias).version
+    else:
+        name, version = reference.rsplit("/", 1)
+    return str(client.get_model_version_download_uri(name, version))
+
+
 def downloaded_identity(server: MlflowServer, uri: str) -> str:
-    """What ``add-version`` records for a URI: the identity of the artifact as downloaded."""
+    """The identity of the artifact's files as the store holds them (what the sidecar fetches).
+
+    Resolved to the storage location first: MLflow's own ``models:/`` download adds a
+    ``registered_model_meta`` file the store does not hold."""
     import mlflow.artifacts
 
     with mlflow_uris(server.url), tempfile.TemporaryDirectory() as scratch:
         local = mlflow.artifacts.download_artifacts(
-            artifact_uri=uri, dst_path=scratch, tracking_uri=server.url, registry_uri=server.url
+            artifact_uri=storage_uri(server, uri),
+            dst_path=scratch,
+            tracking_uri=server.url,
+            registry_uri=server.url,
         )
         return identity(Path(local))
 

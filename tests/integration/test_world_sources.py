@@ -1,8 +1,10 @@
 """Every source kind a team produces registers, gates, fetches and serves (issue 11).
 
-The LoggedModel's storage URI (``mlflow.onnx.log_model`` in a run), ``runs:/<id>/path`` and
-``mlflow-artifacts:`` (``MlflowClient.log_artifact``), ``s3://`` (moto's server mode), a
-repository file and a repository directory whose weights are external data. Real processes only;
+``models:/m-<id>`` and the LoggedModel's storage URI (``mlflow.onnx.log_model`` in a run, weights
+as external data), ``runs:/<id>/path`` and ``mlflow-artifacts:`` (``MlflowClient.log_artifact``),
+``models:/<name>/<version>`` and ``models:/<name>@<alias>`` (a training script's own registered
+model), ``s3://`` (moto's server mode), a repository file and a repository directory whose
+weights are external data. Real processes only;
 each answer equals onnxruntime in-process.
 """
 
@@ -22,11 +24,14 @@ from tests.support.processes import MlflowServer, MotoS3Server
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SOURCES = {
+    "logged-model-id": "torch-export",
     "logged-model-storage": "torch-export",
     "runs-uri": "lightgbm-classifier",
     "mlflow-artifacts": "sklearn-logistic-regression",
     "repo-file": "sklearn-random-forest",
     "repo-dir": "torch-export",
+    "model-version": "sklearn-text-pipeline",
+    "model-alias": "sklearn-column-transformer",
 }
 """Source kind -> the converter model declared through it."""
 

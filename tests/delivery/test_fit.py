@@ -198,6 +198,13 @@ def _exposed(component: str) -> int:
     return port
 
 
+def _setting_ports(container: Container) -> dict[str, int]:
+    """Ports besides the main one that the container's settings open: the server's metrics."""
+    env = {e["name"]: e.get("value") for e in container.spec.get("env", [])}
+    metrics = env.get("SERVER_METRICS_PORT") if container.component == "server" else None
+    return {"metrics": int(metrics)} if metrics is not None else {}
+
+
 def _expected_port(container: Container) -> int:
     """The port a component listens on as configured: --port, SIDECAR_HTTP_PORT, or defaults."""
     if container.component == "sidecar":
@@ -242,7 +249,10 @@ def _check_container_ports(directory: Path, spec: dict[str, Any]) -> None:
     assert component, spec["image"]
     container = Container(where=f"{directory}: {spec['name']}", component=component, spec=spec)
     ports = {port["name"]: port["containerPort"] for port in spec.get("ports", [])}
-    assert ports == {next(iter(ports)): _exposed(component)}, (container.where, ports)
+    main = next(iter(ports))
+    assert ports[main] == _exposed(component), (container.where, ports)
+    others = {name: port for name, port in ports.items() if name != main}
+    assert others == _setting_ports(container), (container.where, ports)
     assert _expected_port(container) == _exposed(component), container.where
     for probe_kind in ("startupProbe", "livenessProbe", "readinessProbe"):
         probe = spec.get(probe_kind)

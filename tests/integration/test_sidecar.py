@@ -14,6 +14,7 @@ import onnxruntime
 import pytest
 
 from contracts.registry import ROLLOUT_TAG, STAGE_TAG
+from contracts.rollout import Rollout
 from contracts.volume import CANDIDATE_LINK, link_path, resolve, versions_dir
 from tests.sidecar.reader import reading
 from tests.sidecar.running import (
@@ -202,14 +203,14 @@ def test_a_rollout_tag_publishes_the_candidate_and_its_removal_unlinks_it(
     candidate = resolve(volume, unique_name, CANDIDATE_LINK)
     assert candidate is not None
     assert candidate.manifest.role == "candidate"
-    assert candidate.manifest.rollout == rollout
+    assert candidate.manifest.rollout == Rollout.from_dict(rollout)
     assert verified_version(volume, unique_name) == "1"
 
     rollout = {**rollout, "mode": "shadow", "weight": 0}
     client.set_registered_model_tag(unique_name, ROLLOUT_TAG, json.dumps(rollout))
     wait_until(
         lambda: (found := resolve(volume, unique_name, CANDIDATE_LINK))
-        and found.manifest.rollout == rollout,
+        and found.manifest.rollout == Rollout.from_dict(rollout),
         timeout=60, what="the candidate manifest to carry the new rollout",
     )  # fmt: skip
 

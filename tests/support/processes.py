@@ -145,7 +145,9 @@ class MlflowServer:
             "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
             "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
             "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": WEBHOOK_ENCRYPTION_KEY,
-            "MLFLOW_WEBHOOK_CACHE_TTL": "1",
+            # Subscriptions are cached (60 s by default; even 1 s races a test that creates a
+            # webhook right after an event filled the cache): 0 reads them on every event.
+            "MLFLOW_WEBHOOK_CACHE_TTL": "0",
             **(env or {}),
         }
         self.mlflow_bin = bin_path("mlflow") if venv is None else str(venv / "bin" / "mlflow")

@@ -18,6 +18,7 @@ from tests.support.converters import ConvertedModel, assert_same, commit_to, dec
 from tests.support.deploy import Deployment, deploy, post, write_models_file
 from tests.support.pipeline import Pipeline
 from tests.support.processes import MlflowServer
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -98,6 +99,16 @@ def test_the_follow_all_sidecar_serves_every_model_from_mlflow2(
     assert httpx.get(f"{pipeline.sidecar_url}/readyz", timeout=10).status_code == 200
     for kind, name in deployment.names.items():
         model = converted(kind)
+        # Each gunicorn worker loads the volume on its own: on a loaded machine the second
+        # worker may still be loading the torch directory when the first already serves it.
+        url, request = f"{pipeline.server_url}/models/{name}/predict", model.predict_body()
+        wait_until(
+            lambda url=url, request=request: all(
+                httpx.post(url, json=request, timeout=30).status_code == 200 for _ in range(8)
+            ),
+            timeout=120,
+            what=f"every worker serving {name}",
+        )
         body = post(pipeline, f"/models/{name}/predict", model.predict_body())
         assert body["modelVersion"] == "1"
         assert_same(body["prediction"], next(iter(model.expected().values())), where=name)

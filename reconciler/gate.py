@@ -6,19 +6,16 @@ graph whose inference never ends is refused instead of hanging apply.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
-import subprocess
-import sys
 import tempfile
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from contracts.digest import DigestError, identity, list_files, sha256_file
 from contracts.registry import ONNX_FILE_NAME
+from reconciler.child import ChildTimeoutError, run_child
 from reconciler.errors import GateError, ReconcilerError, SourceError
 from reconciler.spec import SampleInput
 from reconciler.trial import feeds
@@ -115,36 +112,16 @@ class ProbeError(Exception):
 
 def check_onnx(onnx_file: Path, sample: SampleInput | None, *, time_limit: float) -> None:
     """Load in onnxruntime and run one inference in a child process; ProbeError on failure."""
-    command = [sys.executable, "-m", "reconciler.trial", str(onnx_file)]
     try:
-        done = subprocess.run(
-            command,
-            input=json.dumps(sample),
-            capture_output=True,
-            text=True,
-            timeout=time_limit,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
+        result = run_child("reconciler.trial", onnx_file, sample, time_limit=time_limit)
+    except ChildTimeoutError:
         raise ProbeError(
             f"loading and one inference did not finish within {time_limit:g}s "
             "(RECONCILER_GATE_TIMEOUT_SECONDS); the check was stopped"
         ) from None
-    answer = _answer(done.stdout)
-    if done.returncode != 0 or "outputs" not in answer:
-        detail = answer.get("error") or (done.stderr.strip().splitlines() or ["no answer"])[-1]
-        raise ProbeError(f"{detail}"[:500] + _exit_note(done.returncode))
-
-
-def _answer(stdout: str) -> Mapping[str, str]:
-    for line in reversed(stdout.splitlines()):
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            return {str(k): str(v) for k, v in value.items()}
-    return {}
+    detail = result.failure("outputs")
+    if detail is not None:
+        raise ProbeError(detail[:500] + _exit_note(result.returncode))
 
 
 def _exit_note(code: int) -> str:

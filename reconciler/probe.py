@@ -4,10 +4,7 @@ the model's evaluation file."""
 
 from __future__ import annotations
 
-import json
 import logging
-import subprocess
-import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,6 +13,7 @@ from typing import Any, Protocol
 
 from contracts.redact import mask_credentials
 from reconciler.behaviour import BehaviourDiff, compare_predictions
+from reconciler.child import ChildTimeoutError, run_child
 from reconciler.errors import ReconcilerError, RegistryUnavailableError
 from reconciler.evaluation import EvaluationFileError, read_rows
 from reconciler.gate import DEFAULT_TIME_LIMIT, fetch, onnx_file_in
@@ -154,38 +152,22 @@ class SignatureProbe:
             return _short(exc)
 
     def _child(self, onnx_file: Path, row_sets: Mapping[str, Any]) -> Examined | str:
-        command = [sys.executable, "-m", "reconciler.examine", str(onnx_file)]
         try:
-            done = subprocess.run(
-                command,
-                input=json.dumps(row_sets),
-                capture_output=True,
-                text=True,
-                timeout=self.time_limit,
-                check=False,
+            result = run_child(
+                "reconciler.examine", onnx_file, row_sets, time_limit=self.time_limit
             )
-        except subprocess.TimeoutExpired:
+        except ChildTimeoutError:
             return (
                 f"loading and running it did not finish within {self.time_limit:g}s "
                 "(RECONCILER_GATE_TIMEOUT_SECONDS); stopped"
             )
-        answer = _last_json(done.stdout)
-        if done.returncode != 0 or "signature" not in answer:
-            detail = answer.get("error") or (done.stderr.strip().splitlines() or ["no answer"])[-1]
-            killed = f" (killed by signal {-done.returncode})" if done.returncode < 0 else ""
-            return mask_credentials(str(detail))[:300] + killed
+        detail = result.failure("signature")
+        if detail is not None:
+            code = result.returncode
+            killed = f" (killed by signal {-code})" if code < 0 else ""
+            return mask_credentials(detail)[:300] + killed
+        answer = result.answer
         return Examined(Signature.from_dict(answer["signature"]), answer["outputs"])
-
-
-def _last_json(stdout: str) -> dict[str, Any]:
-    for line in reversed(stdout.splitlines()):
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            return value
-    return {}
 
 
 def _behaviour(

@@ -81,6 +81,11 @@ def add_version(
     against ``sha256`` if given. A URI source is downloaded with ``downloader`` to compute
     (or check) it; without a downloader, ``sha256`` is written as given.
     """
+    if not source.strip():  # "" would name the current directory: the whole repository
+        raise EditError(
+            f"the source is empty ({source!r}): give a repository .onnx file or directory, or "
+            f"a URI ({', '.join(sources.URI_SCHEMES)})"
+        )
     if path.exists():
         spec.load(path, check_files=False)  # an invalid file: its problems, located, first
     if is_uri(source):

@@ -59,6 +59,23 @@ def test_a_uri_needs_its_sha256(tmp_path: Path) -> None:
         add_version(tmp_path / "models.yaml", model="m", source="s3://b/k.onnx")
 
 
+@pytest.mark.parametrize("source", ["", "   ", "\t\n"])
+def test_an_empty_source_is_refused_as_such_before_anything_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str
+) -> None:
+    # "" once named the current directory: the whole repository was read as a directory source
+    # and refused for a symbolic link in it (the volume's `current`).
+    (tmp_path / "current").symlink_to(tmp_path)
+    path = tmp_path / "models.yaml"
+    text = "models: []\n"
+    path.write_text(text)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(EditError, match=r"the source is empty .*: give a repository") as caught:
+        add_version(path, model="m", source=source, stage=Stage.PRODUCTION)
+    assert "symbolic link" not in str(caught.value)
+    assert path.read_text() == text
+
+
 def test_an_invalid_file_is_reported_located_and_left_alone(tmp_path: Path) -> None:
     path = tmp_path / "models.yaml"
     text = "models:\n  - name: m\n    versions: [\n"

@@ -17,7 +17,7 @@ import orjson
 
 from server.auth import BearerToken, BearerTokenAuth
 from server.errors import add_error_handlers
-from server.holder import Registry
+from server.holder import ModelTable
 from server.load import LoadOptions
 from server.metrics import MetricsFlusher
 from server.predict import Predictor, Shadows
@@ -60,8 +60,8 @@ class ServerApp:
         await self.falcon(scope, receive, send)
 
 
-def create_app(registry: Registry, settings: ServerSettings) -> ServerApp:
-    """The app serving ``registry``; nothing here reads the environment or the volume."""
+def create_app(table: ModelTable, settings: ServerSettings) -> ServerApp:
+    """The app serving ``table``; nothing here reads the environment or the volume."""
     middleware: list[Any] = []
     token = None
     if settings.auth_token is not None:  # never empty (ServerSettings refuses that)
@@ -75,21 +75,21 @@ def create_app(registry: Registry, settings: ServerSettings) -> ServerApp:
     app.resp_options.media_handlers = falcon.media.Handlers({falcon.MEDIA_JSON: json_handler})
 
     shadows = Shadows(settings.shadow_tolerance)
-    predictor = Predictor(registry, settings.max_body_bytes, shadows)
+    predictor = Predictor(table, settings.max_body_bytes, shadows)
     predict = PredictResource(predictor)
     app.add_route("/predict", predict)
     app.add_route("/models/{name}/predict", predict)
-    app.add_route("/models", ModelsResource(registry))
-    infer = InferResource(registry, settings.max_body_bytes, shadows)
-    metadata = ModelResource(registry)
-    model_ready = ModelResource(registry, ready=True)
+    app.add_route("/models", ModelsResource(table))
+    infer = InferResource(table, settings.max_body_bytes, shadows)
+    metadata = ModelResource(table)
+    model_ready = ModelResource(table, ready=True)
     for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
         app.add_route(f"{prefix}/infer", infer)
         app.add_route(prefix, metadata)
         app.add_route(f"{prefix}/ready", model_ready)
     app.add_route("/v2", ServerMetadataResource())
     app.add_route("/v2/health/live", LiveResource())
-    app.add_route("/v2/health/ready", ReadyResource(registry, settings.retry_after_seconds))
+    app.add_route("/v2/health/ready", ReadyResource(table, settings.retry_after_seconds))
     app.add_route("/metrics", MetricsResource(settings.metrics_port))
     add_error_handlers(app, settings.retry_after_seconds)
     return ServerApp(
@@ -97,8 +97,8 @@ def create_app(registry: Registry, settings: ServerSettings) -> ServerApp:
     )
 
 
-class _Lifespan:
-    """Starts the volume watcher and the metrics flusher with the ASGI lifespan."""
+class BackgroundThreads:
+    """Falcon middleware: the volume watcher and metrics flusher run with the ASGI lifespan."""
 
     def __init__(self, watcher: VolumeWatcher, flusher: MetricsFlusher) -> None:
         self._watcher = watcher
@@ -141,10 +141,10 @@ def _first_sync(sync: VolumeSync, settings: ServerSettings) -> None:
 def get_app() -> ServerApp:
     """Read ``ServerSettings``, load what the volume holds, watch it, build the app."""
     settings = ServerSettings()  # type: ignore[call-arg,unused-ignore]
-    registry = Registry(settings.default_model, settings.required)
+    table = ModelTable(settings.default_model, settings.required)
     sync = VolumeSync(
         settings.volume,
-        registry,
+        table,
         SyncOptions(
             load=LoadOptions(
                 intra_op_threads=settings.intra_op_threads,
@@ -164,9 +164,9 @@ def get_app() -> ServerApp:
         poll_delay_ms=settings.poll_delay_ms,
         rescan_seconds=settings.rescan_seconds,
     )
-    app = create_app(registry, settings)
-    app.falcon.add_middleware(_Lifespan(watcher, MetricsFlusher()))
-    log.info("serving %s: %s", settings.volume, ", ".join(registry.names()) or "nothing yet")
+    app = create_app(table, settings)
+    app.falcon.add_middleware(BackgroundThreads(watcher, MetricsFlusher()))
+    log.info("serving %s: %s", settings.volume, ", ".join(table.names()) or "nothing yet")
     if app.token is None:
         log.warning("SERVER_AUTH_TOKEN is not set: the inference routes take no authentication")
     return app

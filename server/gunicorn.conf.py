@@ -1,8 +1,9 @@
 """gunicorn configuration shipped with the package (``python -m server`` passes it with -c).
 
-ASGI workers (server.worker.HttpWorker, or uvicorn's), no preload (each worker opens its own
-onnxruntime session after the fork), no control socket (gunicorn 26 shares one per user),
-prometheus_client multiprocess directory created here and cleaned on exit.
+Binds, workers and worker class from ``ServerSettings`` (the lean server.worker.HttpWorker or
+uvicorn's), no preload (each worker opens its own onnxruntime session after the fork), no
+control socket (gunicorn 26 shares one per user), prometheus_client's multiprocess directory
+created here (the one place) and cleaned on exit.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ import tempfile
 from typing import Any
 
 from server.logs import LOGCONFIG
+from server.settings import ServerSettings
 
-bind = os.environ.get("SERVER_BIND", "0.0.0.0:8000")
-workers = int(os.environ.get("SERVER_WORKERS", "2"))
-# The lean worker of this package (uvloop + httptools, fast /predict path); uvicorn's
-# ("uvicorn_worker.UvicornWorker") serves the same app with Falcon answering every route.
-worker_class = os.environ.get("SERVER_WORKER_CLASS", "server.worker.HttpWorker")
+_settings = ServerSettings()  # type: ignore[call-arg,unused-ignore]
+bind = _settings.binds
+workers = _settings.workers
+worker_class = _settings.worker_class
 preload_app = False
 control_socket_disable = True
 keepalive = 75  # seconds an idle keep-alive connection stays open (load balancers: 60)

@@ -29,7 +29,7 @@ class Serving:
 
 
 @dataclass(slots=True)
-class ModelStatus:
+class LoadAttempts:
     """What happened to the last attempts, for people (metadata endpoints and logs)."""
 
     last_error: str | None = None
@@ -45,7 +45,7 @@ class ModelHolder:
     def __init__(self, name: str) -> None:
         self.name = name
         self.serving: Serving | None = None
-        self.status = ModelStatus()
+        self.status = LoadAttempts()
 
     def require(self) -> Serving:
         serving = self.serving
@@ -56,7 +56,7 @@ class ModelHolder:
         return serving
 
 
-class Registry:
+class ModelTable:
     """Every model of the volume by name; the dict is replaced, never mutated, on change."""
 
     def __init__(

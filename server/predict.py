@@ -24,7 +24,7 @@ from server.errors import (
     ServerError,
     UnsupportedMediaTypeError,
 )
-from server.holder import Registry, Serving
+from server.holder import ModelTable, Serving
 from server.load import LoadedModel
 from server.metrics import SHADOW, record_failure
 from server.routing import choose
@@ -128,10 +128,10 @@ class Shadows:
 
 
 class Predictor:
-    """The ``{"data": [...]}`` contract for one registry."""
+    """The ``{"data": [...]}`` contract for one table."""
 
-    def __init__(self, registry: Registry, max_body_bytes: int, shadows: Shadows) -> None:
-        self.registry = registry
+    def __init__(self, table: ModelTable, max_body_bytes: int, shadows: Shadows) -> None:
+        self.table = table
         self.max_body_bytes = max_body_bytes
         self.shadows = shadows
 
@@ -140,7 +140,7 @@ class Predictor:
         try:
             check_body(content_type, length, self.max_body_bytes)
         except ServerError as exc:
-            record_failure(self.registry.label(name), exc.status)
+            record_failure(self.table.label(name), exc.status)
             raise
 
     def prepare(
@@ -151,7 +151,7 @@ class Predictor:
         started = time.perf_counter()
         model: LoadedModel | None = None
         try:
-            holder = self.registry.default() if name is None else self.registry.get(name)
+            holder = self.table.default() if name is None else self.table.get(name)
             name = holder.name
             serving = holder.require()
             if sync_only and (serving.candidate is not None or not serving.current.inline):
@@ -170,7 +170,7 @@ class Predictor:
             if model is not None:
                 model.metrics.request(exc.status, None)
             else:
-                record_failure(self.registry.label(name), exc.status)
+                record_failure(self.table.label(name), exc.status)
             raise
         return Prepared(model, shadow, feeds, single, started)
 

@@ -12,7 +12,7 @@ import falcon.asgi
 from server import v2
 from server.batcher import Array
 from server.errors import ServerError, VersionNotServedError
-from server.holder import Registry, Serving
+from server.holder import ModelTable, Serving
 from server.load import LoadedModel
 from server.metrics import record_failure, render
 from server.predict import (
@@ -51,8 +51,8 @@ class InferResource:
     """``POST /v2/models/{name}[/versions/{version}]/infer`` (Open Inference Protocol), JSON or
     with the binary tensor data extension; a large body is decoded and run in a thread."""
 
-    def __init__(self, registry: Registry, max_body_bytes: int, shadows: Shadows) -> None:
-        self._registry = registry
+    def __init__(self, table: ModelTable, max_body_bytes: int, shadows: Shadows) -> None:
+        self._table = table
         self._max_body_bytes = max_body_bytes
         self._shadows = shadows
 
@@ -66,7 +66,7 @@ class InferResource:
         started = time.perf_counter()
         model: LoadedModel | None = None
         try:
-            serving = self._registry.get(name).require()
+            serving = self._table.get(name).require()
             header_length = req.get_header(v2.HEADER_LENGTH)
             v2.check_media_type(req.content_type, header_length)
             check_body("application/json", req.content_length, self._max_body_bytes)
@@ -98,7 +98,7 @@ class InferResource:
             if model is not None:
                 model.metrics.request(exc.status, None)
             else:
-                record_failure(self._registry.label(name), exc.status)
+                record_failure(self._table.label(name), exc.status)
             raise
         resp.data = data
         resp.content_type = headers.pop("Content-Type")
@@ -109,10 +109,10 @@ class InferResource:
             self._shadows.submit(shadow, feeds, outputs)
 
 
-def _served(registry: Registry, name: str, version: str | None) -> tuple[Serving, LoadedModel]:
+def _served(table: ModelTable, name: str, version: str | None) -> tuple[Serving, LoadedModel]:
     """The serving value and the version asked for (the current one by default); 404 for a
     version not served."""
-    serving = registry.get(name).require()
+    serving = table.get(name).require()
     if version is None or version == serving.current.version:
         return serving, serving.current
     if serving.candidate is not None and version == serving.candidate.version:
@@ -124,15 +124,15 @@ class ModelResource:
     """``GET /v2/models/{name}[/versions/{version}]``: inputs, outputs, versions (current
     first); with ``ready``, ``.../ready``: 200 when it serves, 503 before."""
 
-    def __init__(self, registry: Registry, *, ready: bool = False) -> None:
-        self._registry = registry
+    def __init__(self, table: ModelTable, *, ready: bool = False) -> None:
+        self._table = table
         self._ready = ready
 
     async def on_get(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, **route: str
     ) -> None:
         name = route["name"]
-        serving, model = _served(self._registry, name, route.get("version"))
+        serving, model = _served(self._table, name, route.get("version"))
         if self._ready:
             resp.media = {"name": name, "ready": True}
         else:
@@ -149,12 +149,12 @@ class ServerMetadataResource:
 class ModelsResource:
     """``GET /models``: every model of the volume with what it serves and its last error."""
 
-    def __init__(self, registry: Registry) -> None:
-        self._registry = registry
+    def __init__(self, table: ModelTable) -> None:
+        self._table = table
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         models = []
-        for name, holder in sorted(self._registry.holders.items()):
+        for name, holder in sorted(self._table.holders.items()):
             serving = holder.serving
             entry: dict[str, Any] = {
                 "name": name,
@@ -180,15 +180,15 @@ class LiveResource:
 
 class ReadyResource:
     """``GET /v2/health/ready`` (the pod's readiness): the required models serve (see
-    ``Registry.ready``)."""
+    ``ModelTable.ready``)."""
 
-    def __init__(self, registry: Registry, retry_after: int) -> None:
-        self._registry = registry
+    def __init__(self, table: ModelTable, retry_after: int) -> None:
+        self._table = table
         self._retry_after = retry_after
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        if not self._registry.ready():
-            waiting = self._registry.waiting()
+        if not self._table.ready():
+            waiting = self._table.waiting()
             raise falcon.HTTPServiceUnavailable(
                 title="Not ready",
                 description=(

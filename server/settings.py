@@ -14,6 +14,14 @@ class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SERVER_", extra="ignore")
 
     volume: Path = Field(description="The volume the sidecar publishes into (contracts.volume).")
+    host: str = Field(default="0.0.0.0", description="Address to listen on.")
+    port: int = Field(default=8000, ge=0, le=65535, description="Port to listen on.")
+    workers: int = Field(default=2, ge=1, description="gunicorn worker processes.")
+    worker_class: str = Field(
+        default="server.worker.HttpWorker",
+        description="gunicorn worker class: the package's lean worker (uvloop + httptools) or "
+        "uvicorn_worker.UvicornWorker; both serve the same app.",
+    )
     default_model: str | None = Field(
         default=None, description="Model served by POST /predict; default: the only one."
     )
@@ -91,6 +99,14 @@ class ServerSettings(BaseSettings):
                 "must be printable ASCII without spaces (HTTP headers carry no other text)"
             )
         return value
+
+    @property
+    def binds(self) -> list[str]:
+        """The addresses gunicorn listens on: the port, and the metrics port when separate."""
+        found = [f"{self.host}:{self.port}"]
+        if self.metrics_port is not None and self.metrics_port != self.port:
+            found.append(f"{self.host}:{self.metrics_port}")
+        return found
 
     @property
     def required(self) -> frozenset[str]:

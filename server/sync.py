@@ -1,4 +1,4 @@
-"""Bring the registry in line with the volume: load what ``current``/``candidate`` point at."""
+"""Bring the table in line with the volume: load what ``current``/``candidate`` point at."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from contracts.volume import (
     resolve,
 )
 from server.errors import ModelLoadError
-from server.holder import ModelHolder, Registry, Serving
+from server.holder import ModelHolder, ModelTable, Serving
 from server.load import LoadedModel, LoadOptions, load_version
 from server.metrics import LOAD_SECONDS, LOADED, REFUSALS, SWAPS
 
@@ -34,9 +34,9 @@ class SyncOptions:
 class VolumeSync:
     """Called at start and on every change of the volume; safe to call again and again."""
 
-    def __init__(self, volume: Path, registry: Registry, options: SyncOptions) -> None:
+    def __init__(self, volume: Path, table: ModelTable, options: SyncOptions) -> None:
         self._volume = volume
-        self._registry = registry
+        self._table = table
         self._options = options
         self._lock = threading.Lock()
 
@@ -44,17 +44,17 @@ class VolumeSync:
         with self._lock:
             names = list_models(self._volume)
             for name in names:
-                holder = self._registry.add(name)
+                holder = self._table.add(name)
                 try:
                     self._sync_model(holder)
                 except Exception as exc:  # one model's surprise never stops the others
                     log.exception("syncing %s failed", name)
                     holder.status.last_error = self._public(f"syncing failed: {exc}")
-            for name in self._registry.names():
+            for name in self._table.names():
                 if name not in names:
                     log.warning("model %s left the volume; no longer served", name)
-                    self._retire(self._registry.get(name).serving, None)
-                    self._registry.remove(name)
+                    self._retire(self._table.get(name).serving, None)
+                    self._table.remove(name)
 
     def _public(self, text: str) -> str:
         """``text`` with the volume's own path left out (it is served in /models)."""

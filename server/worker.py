@@ -632,7 +632,7 @@ def _expire(shared: _Shared) -> None:
         connection.expire(now, shared.keepalive)
 
 
-class _Lifespan:
+class _AsgiLifespan:
     """Runs the ASGI lifespan protocol (startup/shutdown) of the app."""
 
     def __init__(self, app: Any) -> None:
@@ -698,7 +698,7 @@ class HttpWorker(Worker):  # type: ignore[misc]
             keepalive=float(self.cfg.keepalive),
             body_timeout=server_app.body_timeout if server_app else 30.0,
         )
-        lifespan = _Lifespan(app)
+        lifespan = _AsgiLifespan(app)
         try:
             await lifespan.startup()
         except Exception:

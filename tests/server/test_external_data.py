@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from server.holder import Registry
+from server.holder import ModelTable
 from server.load import LoadOptions
 from server.sync import SyncOptions, VolumeSync
 from tests.server.volume import publish_directory
@@ -33,17 +33,17 @@ def _artifact(root: Path) -> Path:
     return directory
 
 
-def _registry(volume: Path) -> Registry:
-    registry = Registry()
-    VolumeSync(volume, registry, SyncOptions(load=LoadOptions())).sync()
-    return registry
+def _table(volume: Path) -> ModelTable:
+    table = ModelTable()
+    VolumeSync(volume, table, SyncOptions(load=LoadOptions())).sync()
+    return table
 
 
 def test_a_directory_version_is_served_from_its_model_file(tmp_path: Path) -> None:
     artifact = _artifact(tmp_path)
     volume = tmp_path / "volume"
     publish_directory(volume, "net", "1", artifact, "onnx/net.onnx")
-    model = _registry(volume).get("net").require().current
+    model = _table(volume).get("net").require().current
     rows = np.linspace(-1, 1, 32, dtype=np.float32).reshape(2, 16)
     session = ort.InferenceSession(
         str(artifact / "onnx" / "net.onnx"), providers=["CPUExecutionProvider"]
@@ -60,7 +60,7 @@ def test_tampered_external_data_is_refused(tmp_path: Path) -> None:
     data = directory / "onnx" / "net.onnx.data"
     data.chmod(0o644)
     data.write_bytes(b"\0" * data.stat().st_size)
-    holder = _registry(volume).get("net")
+    holder = _table(volume).get("net")
     assert holder.serving is None
     assert "sha256 of onnx/net.onnx.data differs" in (holder.status.last_error or "")
 
@@ -71,7 +71,7 @@ def test_a_model_file_the_manifest_does_not_list_is_refused(tmp_path: Path) -> N
     publish_directory(
         volume, "net", "1", artifact, "onnx/net.onnx", files={"onnx/net.onnx.data": "0" * 64}
     )
-    holder = _registry(volume).get("net")
+    holder = _table(volume).get("net")
     assert holder.serving is None
     assert "do not list its model_file 'onnx/net.onnx'" in (holder.status.last_error or "")
 
@@ -85,6 +85,6 @@ def test_an_unlisted_file_beside_the_model_is_refused(tmp_path: Path) -> None:
         "onnx/net.onnx.data": sha256_of(artifact / "onnx" / "net.onnx.data"),
     }
     publish_directory(volume, "net", "1", artifact, "onnx/net.onnx", files=listed)
-    holder = _registry(volume).get("net")
+    holder = _table(volume).get("net")
     assert holder.serving is None
     assert "does not list: onnx/extra.data" in (holder.status.last_error or "")

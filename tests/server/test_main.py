@@ -12,9 +12,10 @@ from server.__main__ import main
 @pytest.mark.parametrize(
     ("env", "args", "expected"),
     [
-        ({"SERVER_PORT": "abc"}, [], "argument --port: invalid int value: 'abc'"),
-        ({}, ["--workers", "0"], "--workers 0: at least 1"),
-        ({}, ["--port", "70000"], "--port 70000: not a TCP port (0-65535)"),
+        ({"SERVER_PORT": "abc"}, [], "SERVER_PORT: Input should be a valid integer"),
+        ({}, ["--workers", "0"], "--workers 0: Input should be greater than or equal to 1"),
+        ({}, ["--port", "70000"], "--port 70000: Input should be less than or equal to 65535"),
+        ({"SERVER_WORKERS": "0"}, [], "SERVER_WORKERS: Input should be greater than or equal"),
         (
             {"SERVER_MAX_BODY_BYTES": "-1"},
             [],
@@ -36,7 +37,6 @@ def test_bad_settings_are_a_usage_error(
 ) -> None:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv("SERVER_VOLUME", str(tmp_path))  # main() sets it: monkeypatch restores
     with pytest.raises(SystemExit) as exited:
         main(["--volume", str(tmp_path), *args])
     assert exited.value.code == 2
@@ -57,5 +57,5 @@ def test_kubernetes_service_links_do_not_break_explicit_options(
         main(["--volume", str(tmp_path), "--port", "8000", "--workers", "0"])
     assert exited.value.code == 2
     err = capsys.readouterr().err
-    assert "--workers 0: at least 1" in err
+    assert "--workers 0: Input should be greater than or equal to 1" in err
     assert "tcp://" not in err

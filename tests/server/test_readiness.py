@@ -9,7 +9,7 @@ import falcon.testing
 import pytest
 
 from server.app import create_app
-from server.holder import Registry
+from server.holder import ModelTable
 from server.load import LoadOptions
 from server.settings import ServerSettings
 from server.sync import SyncOptions, VolumeSync
@@ -29,9 +29,9 @@ def volume(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _client(volume: Path, **settings: str) -> falcon.testing.TestClient:
     server_settings = ServerSettings(volume=volume, **settings)  # type: ignore[arg-type]
-    registry = Registry(server_settings.default_model, server_settings.required)
-    VolumeSync(volume, registry, SyncOptions(load=LoadOptions())).sync()
-    return falcon.testing.TestClient(create_app(registry, server_settings).falcon)
+    table = ModelTable(server_settings.default_model, server_settings.required)
+    VolumeSync(volume, table, SyncOptions(load=LoadOptions())).sync()
+    return falcon.testing.TestClient(create_app(table, server_settings).falcon)
 
 
 def test_a_refused_model_is_unready_alone(volume: Path) -> None:

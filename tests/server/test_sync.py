@@ -1,4 +1,4 @@
-"""The volume -> registry sync (server.sync) on real files, without a server process."""
+"""The volume -> table sync (server.sync) on real files, without a server process."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from contracts.rollout import RolloutMode
 from server.errors import ModelNotFoundError, ModelNotReadyError, NoDefaultModelError
-from server.holder import Registry
+from server.holder import ModelTable
 from server.load import LoadOptions
 from server.sync import SyncOptions, VolumeSync
 from tests.server.volume import publish_version, unlink
@@ -20,34 +20,34 @@ def volume(tmp_path: Path) -> Path:
     return tmp_path / "volume"
 
 
-def _sync(volume: Path, registry: Registry, **kwargs: bool) -> VolumeSync:
-    return VolumeSync(volume, registry, SyncOptions(load=LoadOptions(), **kwargs))
+def _sync(volume: Path, table: ModelTable, **kwargs: bool) -> VolumeSync:
+    return VolumeSync(volume, table, SyncOptions(load=LoadOptions(), **kwargs))
 
 
 def test_empty_volume_is_not_ready(volume: Path) -> None:
-    registry = Registry()
-    _sync(volume, registry).sync()
-    assert not registry.ready()
+    table = ModelTable()
+    _sync(volume, table).sync()
+    assert not table.ready()
     with pytest.raises(ModelNotReadyError):
-        registry.default()
+        table.default()
 
 
 def test_loads_swaps_and_keeps_old_on_failure(volume: Path, tmp_path: Path) -> None:
-    registry = Registry()
-    sync = _sync(volume, registry)
+    table = ModelTable()
+    sync = _sync(volume, table)
     publish_version(volume, "m", "1", write_mlp(tmp_path / "a.onnx", seed=1).path)
     sync.sync()
-    first = registry.get("m").require().current
+    first = table.get("m").require().current
     assert first.version == "1"
     assert first.inputs[0].describe() == "input: float32[N,16]"
-    assert registry.default().name == "m"
+    assert table.default().name == "m"
 
     sync.sync()  # nothing changed: the same object
-    assert registry.get("m").require().current is first
+    assert table.get("m").require().current is first
 
     publish_version(volume, "m", "2", write_corrupt(tmp_path / "bad.onnx").path)
     sync.sync()
-    holder = registry.get("m")
+    holder = table.get("m")
     assert holder.require().current is first
     assert "onnxruntime cannot load" in (holder.status.last_error or "")
 
@@ -64,28 +64,28 @@ def test_loads_swaps_and_keeps_old_on_failure(volume: Path, tmp_path: Path) -> N
 
 
 def test_schema_change_allowed_when_configured(volume: Path, tmp_path: Path) -> None:
-    registry = Registry()
-    sync = _sync(volume, registry, allow_schema_change=True)
+    table = ModelTable()
+    sync = _sync(volume, table, allow_schema_change=True)
     publish_version(volume, "m", "1", write_mlp(tmp_path / "a.onnx", seed=1).path)
     sync.sync()
     publish_version(volume, "m", "2", write_mlp(tmp_path / "w.onnx", seed=2, n_inputs=8).path)
     sync.sync()
-    assert registry.get("m").require().current.version == "2"
+    assert table.get("m").require().current.version == "2"
 
 
 def test_checksum_mismatch_is_refused(volume: Path, tmp_path: Path) -> None:
-    registry = Registry()
+    table = ModelTable()
     model = write_mlp(tmp_path / "a.onnx", seed=1)
     publish_version(volume, "m", "1", model.path, sha256="0" * 64)
-    _sync(volume, registry).sync()
-    holder = registry.get("m")
+    _sync(volume, table).sync()
+    holder = table.get("m")
     assert holder.serving is None
     assert "sha256" in (holder.status.last_error or "")
 
 
 def test_candidate_with_rollout_then_removed(volume: Path, tmp_path: Path) -> None:
-    registry = Registry()
-    sync = _sync(volume, registry)
+    table = ModelTable()
+    sync = _sync(volume, table)
     publish_version(volume, "m", "1", write_mlp(tmp_path / "a.onnx", seed=1).path)
     rollout = {"candidate_version": "2", "mode": "canary", "weight": 25}
     publish_version(
@@ -93,7 +93,7 @@ def test_candidate_with_rollout_then_removed(volume: Path, tmp_path: Path) -> No
         rollout=rollout,
     )  # fmt: skip
     sync.sync()
-    serving = registry.get("m").require()
+    serving = table.get("m").require()
     assert serving.candidate is not None
     assert serving.candidate.version == "2"
     assert serving.rollout is not None
@@ -103,22 +103,22 @@ def test_candidate_with_rollout_then_removed(volume: Path, tmp_path: Path) -> No
 
     unlink(volume, "m", "candidate")
     sync.sync()
-    serving = registry.get("m").require()
+    serving = table.get("m").require()
     assert serving.candidate is None
     assert serving.rollout is None
 
 
 def test_several_models_and_removal(volume: Path, tmp_path: Path) -> None:
-    registry = Registry()
-    sync = _sync(volume, registry)
+    table = ModelTable()
+    sync = _sync(volume, table)
     publish_version(volume, "a", "1", write_mlp(tmp_path / "a.onnx", seed=1).path)
     publish_version(volume, "b", "1", write_mlp(tmp_path / "b.onnx", seed=2).path)
     sync.sync()
-    assert registry.names() == ["a", "b"]
+    assert table.names() == ["a", "b"]
     with pytest.raises(NoDefaultModelError):
-        registry.default()
+        table.default()
     unlink(volume, "b", "current")
     sync.sync()
-    assert registry.names() == ["a"]
+    assert table.names() == ["a"]
     with pytest.raises(ModelNotFoundError):
-        registry.get("b")
+        table.get("b")

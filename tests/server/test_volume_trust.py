@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from contracts.volume import Manifest
-from server.holder import Registry
+from server.holder import ModelTable
 from server.load import LoadOptions
 from server.sync import SyncOptions, VolumeSync
 from tests.server.volume import publish_version
@@ -24,10 +24,10 @@ from tests.support.onnx_models import sha256_of, write_mlp
 pytestmark = pytest.mark.timeout(60)  # /dev/zero used to hang the sync thread for ever
 
 
-def _sync(volume: Path) -> Registry:
-    registry = Registry()
-    VolumeSync(volume, registry, SyncOptions(load=LoadOptions(timeout_s=20))).sync()
-    return registry
+def _sync(volume: Path) -> ModelTable:
+    table = ModelTable()
+    VolumeSync(volume, table, SyncOptions(load=LoadOptions(timeout_s=20))).sync()
+    return table
 
 
 def _edit_manifest(version_dir: Path, **changes: Any) -> None:
@@ -46,11 +46,11 @@ def volume(tmp_path: Path) -> Path:
     return volume
 
 
-def _assert_refused_and_good_served(registry: Registry, name: str, words: str) -> None:
-    holder = registry.get(name)
+def _assert_refused_and_good_served(table: ModelTable, name: str, words: str) -> None:
+    holder = table.get(name)
     assert holder.serving is None
     assert words in (holder.status.last_error or ""), holder.status.last_error
-    assert registry.get("zz-good").require().current.version == "1"
+    assert table.get("zz-good").require().current.version == "1"
 
 
 def test_current_outside_the_volume_is_refused(volume: Path, tmp_path: Path) -> None:
@@ -93,9 +93,9 @@ def test_a_listed_file_that_leaves_the_version_directory_is_never_read(
     os.chmod(directory, 0o755)
     os.symlink(target, directory / "weights.bin")
     _edit_manifest(directory, files={"model.onnx": model.sha256, "weights.bin": "0" * 64})
-    registry = _sync(volume)
-    _assert_refused_and_good_served(registry, "a-link", "resolves outside its version directory")
-    assert "0" * 64 not in (registry.get("a-link").status.last_error or "")
+    table = _sync(volume)
+    _assert_refused_and_good_served(table, "a-link", "resolves outside its version directory")
+    assert "0" * 64 not in (table.get("a-link").status.last_error or "")
 
 
 def test_a_device_inside_the_version_is_not_a_regular_file(volume: Path, tmp_path: Path) -> None:
@@ -110,8 +110,8 @@ def test_a_device_inside_the_version_is_not_a_regular_file(volume: Path, tmp_pat
 def test_reasons_name_no_internal_path_and_no_digest(volume: Path, tmp_path: Path) -> None:
     model = write_mlp(tmp_path / "e.onnx", seed=6)
     directory = publish_version(volume, "a-corrupt", "1", model.path, sha256="f" * 64)
-    registry = _sync(volume)
-    reason = registry.get("a-corrupt").status.last_error or ""
+    table = _sync(volume)
+    reason = table.get("a-corrupt").status.last_error or ""
     assert "sha256 of model.onnx differs" in reason
     assert str(volume) not in reason
     assert str(directory) not in reason

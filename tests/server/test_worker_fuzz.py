@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from server.app import ServerApp, create_app
-from server.holder import Registry
+from server.holder import ModelTable
 from server.load import LoadOptions
 from server.settings import ServerSettings
 from server.sync import SyncOptions, VolumeSync
@@ -75,10 +75,10 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> ServerApp:
     root = tmp_path_factory.mktemp("fuzz")
     volume = root / "volume"
     publish_version(volume, "tiny", "1", write_mlp(root / "tiny.onnx", seed=1).path)
-    registry = Registry()
-    VolumeSync(volume, registry, SyncOptions(load=LoadOptions())).sync()
+    table = ModelTable()
+    VolumeSync(volume, table, SyncOptions(load=LoadOptions())).sync()
     server_settings = ServerSettings(volume=volume, max_body_bytes=4096)
-    return create_app(registry, server_settings)
+    return create_app(table, server_settings)
 
 
 class _Errors(logging.Handler):

@@ -1,4 +1,10 @@
-"""MlflowRegistry: the Registry port on MLflow's client, with retries for temporary faults."""
+"""MlflowRegistry: the Registry port on MLflow's client, with retries for temporary faults.
+
+Every request goes through MLflow's client (its transport is requests), the one REST call of
+our own included (``GET /version``: MLflow's ``http_request``, so it carries the credentials,
+TLS settings and request headers MLflow's client sends). The reconciler's own HTTP client, for
+the servers, is httpx (``reconciler.status``).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +22,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-import requests
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from packaging.version import InvalidVersion, Version
@@ -60,11 +65,14 @@ class RetryPolicy:
 
 
 def is_temporary(exc: BaseException) -> bool:
-    """MLflow unreachable, 5xx, 429 or a timeout: worth another try. Anything else is not."""
+    """MLflow unreachable, 5xx, 429 or a timeout: worth another try. Anything else is not.
+
+    MLflow's transport raises requests' exceptions, which are OSErrors.
+    """
     if isinstance(exc, MlflowException):
         status = int(exc.get_http_status_code())  # type: ignore[no-untyped-call]
         return status >= 500 or status == 429
-    return isinstance(exc, requests.RequestException | OSError)
+    return isinstance(exc, OSError)
 
 
 def call_with_retries(
@@ -78,7 +86,7 @@ def call_with_retries(
     while True:
         try:
             return call()
-        except (MlflowException, requests.RequestException, OSError) as exc:
+        except (MlflowException, OSError) as exc:
             if not is_temporary(exc):
                 raise RegistryRequestError(operation, exc) from exc
             attempt += 1

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import random
 import shutil
 import tempfile
 import time
@@ -22,6 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+import tenacity
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from packaging.version import InvalidVersion, Version
@@ -58,10 +58,14 @@ class RetryPolicy:
     backoff_seconds: float = 0.5
     max_backoff_seconds: float = 10.0
 
-    def delay(self, attempt: int) -> float:
-        """Exponential backoff with jitter before attempt ``attempt + 1`` (attempt >= 1)."""
-        base = min(self.max_backoff_seconds, self.backoff_seconds * 2 ** (attempt - 1))
-        return float(base * random.uniform(0.5, 1.0))
+    @property
+    def wait(self) -> tenacity.wait.wait_base:
+        """Exponential backoff, half of it fixed and half random: the wait after failed
+        attempt n is between half and all of min(max_backoff, backoff * 2 ** (n - 1))."""
+        first, most = self.backoff_seconds / 2, self.max_backoff_seconds / 2
+        return tenacity.wait_exponential(multiplier=first, max=most) + (
+            tenacity.wait_random_exponential(multiplier=first, max=most)
+        )
 
 
 def is_temporary(exc: BaseException) -> bool:
@@ -82,22 +86,29 @@ def call_with_retries(
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
     """Run ``call``; retry temporary failures with backoff; map failures to reconciler errors."""
-    attempt = 0
-    while True:
-        try:
-            return call()
-        except (MlflowException, OSError) as exc:
-            if not is_temporary(exc):
-                raise RegistryRequestError(operation, exc) from exc
-            attempt += 1
-            if attempt > policy.retries:
-                raise RegistryUnavailableError(operation, attempt, exc) from exc
-            delay = policy.delay(attempt)
-            log.warning(
-                "MLflow failed %s (attempt %d of %d), retrying in %.1fs: %s",
-                operation, attempt, policy.retries + 1, delay, exc,
-            )  # fmt: skip
-            sleep(delay)
+
+    def warn(state: tenacity.RetryCallState) -> None:
+        log.warning(
+            "MLflow failed %s (attempt %d of %d), retrying in %.1fs: %s",
+            operation, state.attempt_number, policy.retries + 1, state.upcoming_sleep,
+            state.outcome.exception() if state.outcome else None,
+        )  # fmt: skip
+
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(policy.retries + 1),
+        wait=policy.wait,
+        retry=tenacity.retry_if_exception(is_temporary),
+        before_sleep=warn,
+        sleep=sleep,
+        reraise=True,
+    )
+    try:
+        return retrying(call)
+    except (MlflowException, OSError) as exc:
+        if not is_temporary(exc):
+            raise RegistryRequestError(operation, exc) from exc
+        attempts = int(retrying.statistics["attempt_number"])
+        raise RegistryUnavailableError(operation, attempts, exc) from exc
 
 
 def error_code(exc: BaseException) -> str | None:

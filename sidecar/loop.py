@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import random
 import shutil
 import threading
 import time
@@ -17,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+
+import tenacity
 
 from contracts.registry import SHA256_TAG
 from contracts.rollout import Rollout
@@ -46,14 +47,25 @@ from sidecar.settings import SidecarSettings
 log = logging.getLogger(__name__)
 
 
-def backoff_delay(
-    failures: int, *, initial: float, maximum: float, rng: Callable[[], float] = random.random
-) -> float:
-    """Exponential backoff with "equal jitter": half fixed, half random, capped at ``maximum``."""
+def equal_jitter(initial: float, maximum: float) -> tenacity.wait.wait_base:
+    """tenacity's exponential backoff, half of it fixed and half random: after n failures,
+    between half and all of ``min(maximum, initial * 2 ** (n - 1))``."""
+    return tenacity.wait_exponential(multiplier=initial / 2, max=maximum / 2) + (
+        tenacity.wait_random_exponential(multiplier=initial / 2, max=maximum / 2)
+    )
+
+
+def delay_after(wait: tenacity.wait.wait_base, failures: int) -> float:
+    """What the tenacity ``wait`` strategy says after ``failures`` in a row (none: 0).
+
+    The loop waits on its wake-up event (a webhook ends the wait) and a refused version waits
+    across cycles, so the strategies are read here rather than run by ``tenacity.Retrying``.
+    """
     if failures <= 0:
         return 0.0
-    ceiling = min(maximum, initial * 2.0 ** min(failures - 1, 30))
-    return ceiling / 2 + rng() * ceiling / 2
+    state = tenacity.RetryCallState(tenacity.Retrying(), None, (), {})
+    state.attempt_number = failures
+    return float(wait(state))
 
 
 def rollout_digest(rollout: Rollout) -> str:
@@ -106,6 +118,11 @@ class Sidecar:
         self._unmanaged_logged: set[str] = set()
         self._skipped: set[str] = set()
         self.failures = 0
+        # Between failed cycles; before a refused version is tried again (doubling, no jitter).
+        self._backoff = equal_jitter(settings.backoff_initial, settings.backoff_max)
+        self._refusal_wait = tenacity.wait_exponential(
+            multiplier=settings.refusal_retry, max=settings.refusal_retry_max
+        )
 
     # -- control -----------------------------------------------------------------------------
 
@@ -312,10 +329,7 @@ class Sidecar:
     def _refuse(self, name: str, role: str, ref: VersionRef, error: SidecarError) -> None:
         previous = self._refused.get((name, role))
         attempts = previous.attempts + 1 if previous and previous.key == ref.key else 1
-        delay = min(
-            self.settings.refusal_retry_max,
-            self.settings.refusal_retry * 2.0 ** min(attempts - 1, 30),
-        )
+        delay = delay_after(self._refusal_wait, attempts)
         self._refused[(name, role)] = Refusal(ref.key, error, attempts, self.clock() + delay)
 
     def _publish(self, name: str, role: str, ref: VersionRef, rollout: Rollout | None) -> str:
@@ -461,11 +475,7 @@ class Sidecar:
             if ok:
                 delay = self.settings.interval
             else:
-                delay = backoff_delay(
-                    self.failures,
-                    initial=self.settings.backoff_initial,
-                    maximum=self.settings.backoff_max,
-                )
+                delay = delay_after(self._backoff, self.failures)
                 log.info(
                     "backing off %.1fs after %d failed cycle(s)", delay, self.failures,
                     extra={"event": "backoff", "delay": round(delay, 3), "failures": self.failures},

@@ -17,7 +17,7 @@ from contracts.volume import (
     resolve,
     versions_dir,
 )
-from sidecar.loop import Sidecar, backoff_delay
+from sidecar.loop import Sidecar, delay_after, equal_jitter
 from sidecar.resolve import parse_rollout
 from sidecar.settings import SidecarSettings
 from tests.sidecar.fakes import FakeFetcher, FakeRegistry
@@ -270,12 +270,15 @@ def test_invalid_rollout_tags_are_refused_with_the_expected_shape(value: str) ->
         parse_rollout(MODEL, value)
 
 
-def test_backoff_grows_exponentially_with_jitter_and_is_capped() -> None:
-    low = [backoff_delay(n, initial=1, maximum=30, rng=lambda: 0.0) for n in range(1, 8)]
-    high = [backoff_delay(n, initial=1, maximum=30, rng=lambda: 1.0) for n in range(1, 8)]
-    assert low == [0.5, 1, 2, 4, 8, 15, 15]
-    assert high == [1, 2, 4, 8, 16, 30, 30]
-    assert backoff_delay(0, initial=1, maximum=30) == 0
+def test_backoff_grows_exponentially_half_fixed_half_random_and_is_capped() -> None:
+    wait = equal_jitter(1, 30)
+    ceilings = [1, 2, 4, 8, 16, 30, 30]
+    for failures, ceiling in enumerate(ceilings, start=1):
+        delays = [delay_after(wait, failures) for _ in range(200)]
+        assert ceiling / 2 <= min(delays) <= max(delays) <= ceiling
+        assert max(delays) - min(delays) > ceiling / 4  # random, not fixed
+    assert delay_after(wait, 0) == 0
+    assert delay_after(wait, 10_000) <= 30  # no overflow
 
 
 def test_following_every_model_skips_those_without_a_version_to_serve(

@@ -12,7 +12,12 @@ _LABEL = re.compile(r'(\w+)="([^"]*)"')
 
 def metric_value(base_url: str, name: str, **labels: str) -> float:
     """Sum of the samples of ``name`` whose labels include ``labels`` (0 if none)."""
-    text = httpx.get(f"{base_url}/metrics", timeout=10).text
+    return sample_sum(httpx.get(f"{base_url}/metrics", timeout=10).text, name, **labels)
+
+
+def sample_sum(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` in the exposition ``text`` whose labels include
+    ``labels`` (0 if none)."""
     total = 0.0
     for line in text.splitlines():
         match = _SAMPLE.match(line)

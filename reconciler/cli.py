@@ -250,6 +250,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error(f"error: {exc}\n")
         return EXIT_ERROR
     configure(settings.log_level)
+    unknown = ReconcilerSettings.unknown_variables(os.environ)
+    if unknown:  # a typo in a CI file: contracts.settings says why it is not an error
+        log.warning("ignoring %s: not settings of the reconciler (a typo?)", ", ".join(unknown))
     args = _parser(settings).parse_args(argv)
     try:
         return run(args, settings)

@@ -7,9 +7,10 @@ import os
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from contracts.registry import APPLY_LOCK_MODEL
+from contracts.settings import ComponentSettings
 
 # CI systems name the commit being built differently; the first one set wins.
 _COMMIT_VARIABLES = ("GITHUB_SHA", "CI_COMMIT_SHA", "GIT_COMMIT", "BUILD_VCS_NUMBER")
@@ -30,10 +31,11 @@ def _default_actor() -> str:
         return "unknown"
 
 
-class ReconcilerSettings(BaseSettings):
-    """Read once in ``main()`` and passed down. MLflow's own variables are accepted as is."""
+class ReconcilerSettings(ComponentSettings):
+    """Read once in ``main()`` and passed down. MLflow's own variables are accepted as is;
+    the policy (unknown names) is ``contracts.settings``'."""
 
-    model_config = SettingsConfigDict(env_prefix="RECONCILER_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="RECONCILER_")
 
     tracking_uri: str = Field(
         default="http://127.0.0.1:5000",

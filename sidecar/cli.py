@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
@@ -21,11 +21,9 @@ from sidecar.settings import SidecarSettings
 
 log = logging.getLogger("sidecar")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-CLI_FLAGS = {
-    "volume": "--volume", "models": "--model", "stage": "--stage", "alias": "--alias",
-    "interval": "--interval", "tracking_uri": "--tracking-uri", "http_port": "--http-port",
-    "keep_versions": "--keep-versions",
-}  # fmt: skip
+COMMAND_LINE_ONLY = {"log_level": "SIDECAR_LOG_LEVEL"}
+"""Options that are not settings (read before the settings, to log their errors), and the
+variable each reads."""
 
 # MLflow's own HTTP retries (7, exponential) would hide an outage from our loop for minutes;
 # the loop retries with its own backoff, so MLflow gets a short leash unless set otherwise.
@@ -46,12 +44,13 @@ def log_level(value: str) -> str:
     return level
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; each option's ``dest`` is the SidecarSettings field it sets."""
     parser = argparse.ArgumentParser(
         prog="python -m sidecar",
         description="Keep DIR/<model>/current on the model version MLflow says to serve.",
-        epilog="Every option also reads SIDECAR_<OPTION> (e.g. SIDECAR_MODELS=a,b); "
-        "MLflow at MLFLOW_TRACKING_URI.",
+        epilog="Every option also reads SIDECAR_<OPTION> (e.g. SIDECAR_MODELS=a,b), as every "
+        "other setting (sidecar/settings.py); MLflow at MLFLOW_TRACKING_URI.",
     )
     parser.add_argument("--volume", help="the shared volume (SIDECAR_VOLUME)")
     parser.add_argument(
@@ -70,50 +69,59 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--log-level", type=log_level, default=os.environ.get("SIDECAR_LOG_LEVEL", "INFO"),
         help="DEBUG, INFO, WARNING or ERROR (SIDECAR_LOG_LEVEL)",
     )  # fmt: skip
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def options(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Settings field -> the option that sets it, as the parser defines them."""
+    return {
+        action.dest: action.option_strings[0]
+        for action in parser._actions
+        if action.option_strings and action.dest in SidecarSettings.model_fields
+    }
 
 
 def build_settings(args: argparse.Namespace) -> SidecarSettings:
-    overrides: dict[str, Any] = {
-        key: value for key, value in vars(args).items() if value is not None and key != "log_level"
+    """The settings: the environment, the options given on top (an option naming no setting
+    is refused: ``contracts.settings``)."""
+    given: dict[str, Any] = {
+        key: value
+        for key, value in vars(args).items()
+        if value is not None and key not in COMMAND_LINE_ONLY
     }
-    return SidecarSettings(**overrides)
+    return SidecarSettings(**given)
 
 
-def _where(loc: Sequence[str | int]) -> str:
+def _where(loc: Sequence[str | int], flags: dict[str, str]) -> str:
     """A settings field as people set it: ``interval (--interval, SIDECAR_INTERVAL)``."""
     field = str(loc[0]) if loc else ""
     if field not in SidecarSettings.model_fields:
         return ".".join(str(part) for part in loc) or "settings"
-    flag = CLI_FLAGS.get(field)
+    flag = flags.get(field)
     variable = "MLFLOW_TRACKING_URI" if field == "tracking_uri" else f"SIDECAR_{field.upper()}"
     return f"{field} ({flag}, {variable})" if flag else f"{field} ({variable})"
 
 
-def unknown_variables(environ: Mapping[str, str]) -> list[str]:
-    """``SIDECAR_*`` variables that name no setting (pydantic-settings ignores them silently)."""
-    known = {f"SIDECAR_{name.upper()}" for name in SidecarSettings.model_fields}
-    known.add("SIDECAR_LOG_LEVEL")  # read by the command line, before the settings
-    return sorted(
-        name
-        for name in environ
-        if name.upper().startswith("SIDECAR_") and name.upper() not in known
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logs.configure(args.log_level)
     try:
         settings = build_settings(args)
     except ValidationError as exc:
+        flags = options(parser)
         problems = "; ".join(
-            f"{_where(e['loc'])}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()
+            f"{_where(e['loc'], flags)}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
         )
         log.error("invalid settings: %s (see python -m sidecar --help)", problems,
                   extra={"event": "invalid_settings"})  # fmt: skip
         return 2
-    unknown = unknown_variables(os.environ)
+    unknown = SidecarSettings.unknown_variables(os.environ, also=COMMAND_LINE_ONLY.values())
     if unknown:
         log.warning(
             "ignoring %s: not settings of the sidecar (a typo? see python -m sidecar --help)",

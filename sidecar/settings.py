@@ -6,17 +6,19 @@ from pathlib import Path
 from typing import Annotated
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from contracts.digest import MAX_FILES
 from contracts.registry import Stage
+from contracts.settings import ComponentSettings
 from contracts.volume import is_valid_model_name
 
 
-class SidecarSettings(BaseSettings):
-    """Built once in ``main()`` and passed down."""
+class SidecarSettings(ComponentSettings):
+    """Built once in ``main()`` and passed down; the policy (unknown names) is
+    ``contracts.settings``'."""
 
-    model_config = SettingsConfigDict(env_prefix="SIDECAR_", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="SIDECAR_")
 
     volume: Path = Field(description="The shared volume the server reads.")
     models: Annotated[list[str], NoDecode] = Field(

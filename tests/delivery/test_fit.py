@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
+from contracts.settings import variables_of
 from tests.delivery.files import (
     ROOT,
     Container,
@@ -62,17 +62,7 @@ def _settings_class(component: str) -> type[BaseSettings]:
 
 def settings_env_names(cls: type[BaseSettings]) -> set[str]:
     """The environment variables a settings class reads (upper case)."""
-    prefix = str(cls.model_config.get("env_prefix", ""))
-    names: set[str] = set()
-    for field_name, info in cls.model_fields.items():
-        alias = info.validation_alias
-        if isinstance(alias, AliasChoices):
-            names.update(choice for choice in alias.choices if isinstance(choice, str))
-        elif isinstance(alias, str):
-            names.add(alias)
-        else:
-            names.add(f"{prefix}{info.alias or field_name}")
-    return {name.upper() for name in names}
+    return variables_of(cls)
 
 
 @cache

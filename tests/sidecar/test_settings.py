@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from sidecar.cli import build_settings, main, parse_args, unknown_variables
+from sidecar.cli import COMMAND_LINE_ONLY, build_parser, build_settings, main, parse_args
 from sidecar.settings import SidecarSettings
 
 
@@ -132,7 +132,27 @@ def test_main_reports_a_port_in_use(
 def test_unknown_sidecar_variables_are_named() -> None:
     environ = {"SIDECAR_INTERVALL": "5", "SIDECAR_INTERVAL": "5", "SIDECAR_LOG_LEVEL": "INFO",
                "SIDECAR_TRACKING_URI": "http://m", "MLFLOW_TRACKING_URI": "http://m"}  # fmt: skip
-    assert unknown_variables(environ) == ["SIDECAR_INTERVALL"]
+    unknown = SidecarSettings.unknown_variables(environ, also=COMMAND_LINE_ONLY.values())
+    assert unknown == ["SIDECAR_INTERVALL"]
+
+
+def test_every_option_sets_the_setting_its_destination_names() -> None:
+    # The options feed SidecarSettings by their dest: no second map to keep in step.
+    parser = build_parser()
+    dests = {action.dest for action in parser._actions if action.option_strings} - {"help"}
+    assert dests - set(COMMAND_LINE_ONLY) <= set(SidecarSettings.model_fields)
+    every = ["--volume", "v", "--model", "a", "--stage", "Staging", "--interval", "2", "--once",
+             "--tracking-uri", "http://m", "--http-port", "0", "--keep-versions", "2"]  # fmt: skip
+    settings = build_settings(parser.parse_args(every))
+    assert (settings.stage, settings.http_port, settings.keep_versions) == ("Staging", 0, 2)
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_an_invalid_option_is_named_as_given_with_its_variable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--volume", str(tmp_path), "--model", "../etc"]) == 2
+    assert "models (--model, SIDECAR_MODELS): '../etc' cannot be" in capsys.readouterr().err
 
 
 @pytest.mark.usefixtures("restore_logging")

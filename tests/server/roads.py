@@ -131,21 +131,29 @@ def serving_in_process(app: Any, *, port: int | None = None) -> Iterator[FalconR
 
 
 def http_request(
-    method: str, path: str, body: bytes | None = None, headers: Headers = (), *, host: str = "test"
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: Headers = (),
+    *,
+    host: str = "test",
+    version: str = "1.1",
 ) -> bytes:
-    """The bytes of one HTTP/1.1 request: Host, the headers given, Content-Length for a body
-    (and for every POST), then the body."""
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", *(f"{k}: {v}" for k, v in headers)]
+    """The bytes of one request: Host, the headers given, Content-Length for a body (and for
+    every POST, PUT and PATCH), then the body."""
+    lines = [f"{method} {path} HTTP/{version}", f"Host: {host}", *(f"{k}: {v}" for k, v in headers)]
     named = {k.lower() for k, _ in headers}
-    if (body is not None or method == "POST") and "content-length" not in named:
+    with_body = body is not None or method in ("POST", "PUT", "PATCH")
+    if with_body and "content-length" not in named:
         lines.append(f"Content-Length: {len(body or b'')}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
 
 
 def read_reply(
-    sock: socket.socket, buffer: bytes = b"", *, head: bool = False
+    sock: socket.socket, buffer: bytes = b"", *, head: bool = False, interim: bool = False
 ) -> tuple[Reply, bytes]:
-    """One answer off ``sock`` (interim 1xx answers skipped); the bytes read past it."""
+    """One HTTP/1.1 answer off ``sock`` and the bytes read past it; interim (1xx) answers are
+    skipped unless ``interim``; ``head``: the answer to a HEAD (no body)."""
     while True:
         while b"\r\n\r\n" not in buffer:
             chunk = sock.recv(65536)
@@ -154,8 +162,9 @@ def read_reply(
             buffer += chunk
         raw_head, buffer = buffer.split(b"\r\n\r\n", 1)
         status_line, *lines = raw_head.split(b"\r\n")
-        status = int(status_line.split(b" ", 2)[1])
-        if status >= 200:
+        version, status = status_line.split(b" ", 2)[:2]
+        assert version == b"HTTP/1.1", status_line
+        if int(status) >= 200 or interim:
             break
     headers: dict[str, str] = {}
     for line in lines:
@@ -163,13 +172,56 @@ def read_reply(
         key = name.strip().lower().decode("latin-1")
         text = value.strip().decode("latin-1")
         headers[key] = f"{headers[key]}, {text}" if key in headers else text
-    length = 0 if head else int(headers.get("content-length", "0"))
+    length = 0 if head or int(status) < 200 else int(headers.get("content-length", "0"))
     while len(buffer) < length:
         chunk = sock.recv(65536)
         if not chunk:
             raise EOFError(f"closed {length - len(buffer)} bytes before the end of the body")
         buffer += chunk
-    return Reply(status, headers, buffer[:length]), buffer[length:]
+    return Reply(int(status), headers, buffer[:length]), buffer[length:]
+
+
+class Raw:
+    """One client connection that writes bytes and reads HTTP/1.1 answers (1xx included) off
+    the stream, for the tests of a worker's own HTTP layer."""
+
+    def __init__(self, url: str, timeout: float = 20.0) -> None:
+        host, port = url.removeprefix("http://").split(":")
+        self.timeout = timeout
+        self.sock = socket.create_connection((host, int(port)), timeout=timeout)
+        self.buffer = b""
+
+    def __enter__(self) -> Raw:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def reply(self, *, head: bool = False) -> Reply:
+        reply, self.buffer = read_reply(self.sock, self.buffer, head=head, interim=True)
+        return reply
+
+    def closed_by_server_within(self, seconds: float) -> bool:
+        """True when the server closes the connection within ``seconds`` (the client's pace)."""
+        self.sock.settimeout(seconds)
+        try:
+            return self.closed_by_server()
+        finally:
+            self.sock.settimeout(self.timeout)
+
+    def closed_by_server(self) -> bool:
+        """Block until the server closes (True) or the socket timeout passes (False)."""
+        try:
+            while chunk := self.sock.recv(65536):
+                self.buffer += chunk
+        except ConnectionResetError:
+            return True
+        except TimeoutError:
+            return False
+        return True
 
 
 class SocketRoad:
@@ -179,6 +231,7 @@ class SocketRoad:
         self.name = name
         self.port = ports[0]
         self.ports = ports
+        self.url = f"http://127.0.0.1:{self.port}"
 
     def request(
         self, method: str, path: str, body: bytes | None = None, headers: Headers = ()

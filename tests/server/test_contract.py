@@ -614,9 +614,12 @@ def test_metrics_count_each_request_and_unknown_names_share_one_label(
             served.request("POST", f"/models/{name}/predict", predict_body(ROW), JSON).status == 404
         )
         assert served.request("POST", f"/v2/models/{name}/infer", v2_body(), JSON).status == 404
+        plain = (("Content-Type", "text/plain"),)
+        assert served.request("POST", f"/models/{name}/predict", b"x", plain).status == 415
     text = served.request("GET", "/metrics").body.decode()
     assert sample_sum(text, "server_requests_total", **ok) == before_ok + 3
     assert sample_sum(text, "server_requests_total", **unknown) == before_unknown + 8
+    assert sample_sum(text, "server_requests_total", model="", status="415") >= 4
     assert sample_sum(text, "server_request_duration_seconds_count", model="clf") == (
         before_latency + 3
     )
@@ -647,3 +650,28 @@ def test_metrics_only_on_the_metrics_port(servers: Servers, road: str) -> None:
     assert private.status == 200, private
     assert b"server_requests_total" in private.body
     assert served.request("POST", "/models/tiny/predict", predict_body(ROW), JSON).status == 200
+
+
+JUNK = [
+    b"", b"null", b"{}", b"[]", b'"data"', b"1e999", b'{"data": {}}', b'{"data": "x"}',
+    b'{"data": [[]]}', b'{"data": [1e400]}', b'{"data": [[1, "a"], [2, 3]]}',
+    b'{"data": [' + b"1," * 15 + b'{"a": 1}]}', b"\xff\xfe", b'{"inputs": 5}',
+    b'{"inputs": [5]}', b'{"inputs": [{"name": "input"}]}',
+    b'{"inputs": [{"name": "input", "shape": [-1], "data": [1]}]}',
+    b'{"inputs": [{"name": "input", "shape": [1, 16], "data": "abc"}]}',
+    b'{"inputs": [{"name": "input", "shape": [1, 16], "datatype": "FP32", "data": [[1]]}]}',
+    b'{"data": {"f16": [[1, 2]], "nope": [1]}}',
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("road", ROADS)
+def test_junk_gets_a_4xx_never_a_500(servers: Servers, road: str) -> None:
+    served = servers.road("main", road)
+    for path in (PREDICT, V2_INFER, "/models/clf/predict", "/models/types/predict"):
+        for body in JUNK:
+            reply = served.request("POST", path, body, JSON)
+            assert 400 <= reply.status < 500, (path, body, reply)
+            error_text(path, reply)  # the error body's shape
+            if road != "falcon":
+                reference = servers.road("main", "falcon").request("POST", path, body, JSON)
+                assert (reply.status, reply.body) == (reference.status, reference.body)

@@ -1,106 +1,31 @@
-"""The fast worker's own HTTP/1.1 layer (server.worker) against a real gunicorn, over raw sockets.
-
-One server per module (one worker, so a crash shows as a new worker pid); the graceful-stop
-test starts its own because it stops it.
+"""The lean worker's own HTTP/1.1 layer (server.worker.HttpWorker), in process: the worker built
+as gunicorn builds it, serving a loopback socket from a thread (tests.server.roads), over raw
+sockets. What both worker classes share is tests/server/test_contract.py's; the graceful stop of
+a real gunicorn is tests/integration/test_server.py's.
 """
 
 from __future__ import annotations
 
-import signal
+import select
 import socket
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-import httpx
 import orjson
 import pytest
 
-from tests.server.harness import ServerProcess, running_server
+from tests.server.roads import Raw, WorkerServer, app_from_env, http_request
 from tests.server.volume import publish_version
+from tests.support.metrics import sample_sum
 from tests.support.onnx_models import write_mlp
-from tests.support.waiting import wait_until
 
-pytestmark = pytest.mark.integration
-
-LIMIT = 20_000  # SERVER_MAX_BODY_BYTES of these servers
+LIMIT = 20_000  # SERVER_MAX_BODY_BYTES of this server
 KEEPALIVE = 2  # seconds (gunicorn --keep-alive)
+BODY_TIMEOUT = 2  # SERVER_BODY_TIMEOUT_SECONDS
 ROW = [float(i) / 16 for i in range(16)]
 BODY = orjson.dumps({"data": ROW})
-
-
-@dataclass
-class Reply:
-    status: int
-    reason: bytes
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return orjson.loads(self.body)
-
-
-class Raw:
-    """One client connection that writes bytes and reads HTTP/1.1 answers off the stream."""
-
-    def __init__(self, url: str, timeout: float = 20.0) -> None:
-        host, port = url.removeprefix("http://").split(":")
-        self.timeout = timeout
-        self.sock = socket.create_connection((host, int(port)), timeout=timeout)
-        self.buffer = b""
-
-    def __enter__(self) -> Raw:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.sock.close()
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def _fill(self) -> None:
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            raise EOFError(f"the server closed the connection; unread: {self.buffer!r}")
-        self.buffer += chunk
-
-    def reply(self, *, head: bool = False) -> Reply:
-        while b"\r\n\r\n" not in self.buffer:
-            self._fill()
-        raw_head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
-        status_line, *lines = raw_head.split(b"\r\n")
-        version, status, reason = [*status_line.split(b" ", 2), b""][:3]
-        assert version == b"HTTP/1.1", status_line
-        headers: dict[str, str] = {}
-        for line in lines:
-            name, _, value = line.partition(b":")
-            headers[name.strip().lower().decode()] = value.strip().decode("latin-1")
-        length = 0 if head or int(status) < 200 else int(headers.get("content-length", "0"))
-        while len(self.buffer) < length:
-            self._fill()
-        body, self.buffer = self.buffer[:length], self.buffer[length:]
-        return Reply(int(status), reason, headers, body)
-
-    def closed_by_server_within(self, seconds: float) -> bool:
-        """True when the server closes the connection within ``seconds`` (the client's pace)."""
-        self.sock.settimeout(seconds)
-        try:
-            return self.closed_by_server()
-        finally:
-            self.sock.settimeout(self.timeout)
-
-    def closed_by_server(self) -> bool:
-        """Block until the server closes (True) or the socket timeout passes (False)."""
-        try:
-            while chunk := self.sock.recv(65536):
-                self.buffer += chunk
-        except ConnectionResetError:
-            return True
-        except TimeoutError:
-            return False
-        return True
+JSON = (("Content-Type", "application/json"),)
 
 
 def request(
@@ -111,76 +36,68 @@ def request(
     headers: dict[str, str] | None = None,
     version: str = "1.1",
 ) -> bytes:
-    fields = {"Host": "test"}
+    """A request with a JSON body (for POST, PUT and PATCH, or any with a body)."""
+    fields: dict[str, str] = {}
     if body or method in ("POST", "PUT", "PATCH"):
-        fields |= {"Content-Type": "application/json", "Content-Length": str(len(body))}
+        fields["Content-Type"] = "application/json"
     fields |= headers or {}
-    lines = "".join(f"{name}: {value}\r\n" for name, value in fields.items())
-    return f"{method} {path} HTTP/{version}\r\n{lines}\r\n".encode() + body
+    return http_request(method, path, body or None, list(fields.items()), version=version)
 
 
-def worker_pids(master: int) -> set[int]:
-    """The children of the gunicorn master, from /proc."""
-    pids = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == master:
-            pids.add(int(stat.parent.name))
-    return pids
+def _errors(text: str) -> float:
+    return sample_sum(text, "server_requests_total", status="500")
 
 
 @dataclass
 class Served:
-    server: ServerProcess
-    workers: set[int]
+    server: WorkerServer
+    errors_before: float
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def post(self, path: str, body: bytes) -> dict[str, object]:
+        reply = self.server.request("POST", path, body, JSON)
+        assert reply.status == 200, reply
+        answer: dict[str, object] = reply.json()
+        return answer
 
     def assert_same_worker(self) -> None:
-        """The worker survived: same pid, and a fresh connection gets an answer."""
-        response = httpx.post(f"{self.server.url}/predict", content=BODY, headers=JSON)
-        assert response.status_code == 200, response.text
-        assert worker_pids(self.server.process.pid) == self.workers, self.server.process.log_tail()
-
-
-JSON = {"Content-Type": "application/json"}
-
-
-@contextmanager
-def serving(root: Path) -> Iterator[ServerProcess]:
-    volume, models = root / "volume", root / "models"
-    publish_version(volume, "tiny", "1", write_mlp(models / "tiny.onnx", seed=1).path)
-    publish_version(volume, "clf", "7", write_mlp(models / "clf.onnx", seed=2).path)
-    env = {
-        "SERVER_MAX_BODY_BYTES": str(LIMIT),
-        "SERVER_DEFAULT_MODEL": "tiny",
-        "SERVER_WORKER_CLASS": "server.worker.HttpWorker",
-        "GUNICORN_CMD_ARGS": f"--keep-alive {KEEPALIVE} --graceful-timeout 30",
-    }
-    with running_server(volume, root, workers=1, env=env) as server:
-        wait_until(
-            lambda: httpx.get(f"{server.url}/v2/health/ready").status_code == 200,
-            what="both models ready",
-        )
-        yield server
+        """The worker survived: still running, and a fresh connection gets an answer."""
+        assert self.server.running, "the worker stopped"
+        self.post("/predict", BODY)
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    with serving(tmp_path_factory.mktemp("server-http")) as server:
-        workers = wait_until(lambda: worker_pids(server.process.pid), what="the worker")
-        assert len(workers) == 1
-        yield Served(server, workers)
-        assert worker_pids(server.process.pid) == workers, "the worker was replaced"
-        assert server.metric("server_requests_total", status="500") == 0
+    root = tmp_path_factory.mktemp("lean-worker-http")
+    volume, models = root / "volume", root / "models"
+    publish_version(volume, "tiny", "1", write_mlp(models / "tiny.onnx", seed=1).path)
+    publish_version(volume, "clf", "7", write_mlp(models / "clf.onnx", seed=2).path)
+    env = {
+        "SERVER_VOLUME": str(volume),
+        "SERVER_MAX_BODY_BYTES": str(LIMIT),
+        "SERVER_DEFAULT_MODEL": "tiny",
+        "SERVER_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT),
+    }
+    server = WorkerServer("lean-worker", app_from_env(env), keepalive=KEEPALIVE).start()
+    try:
+        before = _errors(server.request("GET", "/metrics").body.decode())
+        yield Served(server, before)
+        assert server.running, "the worker stopped"
+        after = _errors(server.request("GET", "/metrics").body.decode())
+        assert after == before, "some requests were answered 500"
+    finally:
+        server.stop()
+        server.join()
 
 
 # keep-alive and pipelining
 
 
 def test_many_requests_on_one_keep_alive_connection(served: Served) -> None:
-    with Raw(served.server.url) as raw:
+    with Raw(served.url) as raw:
         for index in range(60):
             if index % 3 == 2:
                 raw.send(request("GET", "/v2/health/ready"))
@@ -198,7 +115,7 @@ def test_many_requests_on_one_keep_alive_connection(served: Served) -> None:
 
 
 def test_connection_close_on_a_falcon_route(served: Served) -> None:
-    with Raw(served.server.url) as raw:
+    with Raw(served.url) as raw:
         raw.send(request("GET", "/v2/models/tiny", headers={"Connection": "close"}))
         reply = raw.reply()
         assert reply.status == 200
@@ -207,11 +124,11 @@ def test_connection_close_on_a_falcon_route(served: Served) -> None:
 
 
 def test_http_1_0_closes_unless_it_asks_for_keep_alive(served: Served) -> None:
-    with Raw(served.server.url) as raw:
+    with Raw(served.url) as raw:
         raw.send(request("POST", "/predict", BODY, version="1.0"))
         assert raw.reply().status == 200
         assert raw.closed_by_server()
-    with Raw(served.server.url) as raw:
+    with Raw(served.url) as raw:
         for _ in range(2):
             raw.send(
                 request(
@@ -235,7 +152,7 @@ def test_pipelined_requests_are_answered_in_order(served: Served) -> None:
         (request("GET", "/metrics"), 200, b"server_requests_total"),
         (request("POST", "/predict?trace=1", BODY), 200, b'"model":"tiny"'),
     ] * 3
-    with Raw(served.server.url) as raw:
+    with Raw(served.url) as raw:
         raw.send(b"".join(data for data, _, _ in sequence))
         for index, (_, status, words) in enumerate(sequence):
             reply = raw.reply()
@@ -244,7 +161,7 @@ def test_pipelined_requests_are_answered_in_order(served: Served) -> None:
 
 
 def test_pipelined_request_then_garbage_answers_both_in_order(served: Served) -> None:
-    with Raw(served.server.url) as raw:
+    with Raw(served.url) as raw:
         raw.send(request("POST", "/predict", BODY) + b"GARBAGE\x01 nonsense\r\n\r\n")
         assert raw.reply().status == 200
         bad = raw.reply()
@@ -262,12 +179,12 @@ def test_chunked_bodies(served: Served) -> None:
         b"".join(b"%x;note=1\r\n%s\r\n" % (len(p), p) for p in pieces)
         + b"0\r\nX-Trailer: 1\r\n\r\n"
     )
-    plain = httpx.post(f"{served.server.url}/predict", content=BODY, headers=JSON).json()
+    plain = served.post("/predict", BODY)
     v2 = orjson.dumps(
         {"inputs": [{"name": "input", "shape": [1, 16], "datatype": "FP32", "data": ROW}]}
     )
     v2_chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(v2), v2)
-    with Raw(served.server.url) as raw:
+    with Raw(served.url) as raw:
         head = "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
         raw.send(f"POST /predict HTTP/1.1\r\nHost: t\r\n{head}".encode() + chunked)
         raw.send(f"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: t\r\n{head}".encode() + v2_chunked)
@@ -281,7 +198,7 @@ def test_chunked_bodies(served: Served) -> None:
 
 @pytest.mark.parametrize("path", ["/predict", "/v2/models/tiny/infer"])
 def test_content_length_over_the_limit_is_413_before_the_body(served: Served, path: str) -> None:
-    with Raw(served.server.url) as raw:
+    with Raw(served.url) as raw:
         # Only the head (and a little body): the answer must not wait for 10 MB.
         raw.send(request("POST", path, b"", headers={"Content-Length": str(10_000_000)}))
         raw.send(b"[" * 1000)
@@ -299,7 +216,7 @@ def test_content_length_over_the_limit_is_413_before_the_body(served: Served, pa
 def test_a_client_still_sending_a_refused_body_gets_the_answer(served: Served) -> None:
     """Like most clients, write the whole too-large body, then read: the 413 must be there
     (a server that closes at once makes the kernel reset the connection and drop it)."""
-    with Raw(served.server.url) as raw:
+    with Raw(served.url) as raw:
         head = request("POST", "/predict", b"", headers={"Content-Length": str(4_000_000)})
         raw.send(head + b"1" * 4_000_000)
         reply = raw.reply()
@@ -310,7 +227,7 @@ def test_a_client_still_sending_a_refused_body_gets_the_answer(served: Served) -
 
 @pytest.mark.parametrize("path", ["/predict", "/v2/models/tiny/infer"])
 def test_chunked_body_over_the_limit_is_413(served: Served, path: str) -> None:
-    with Raw(served.server.url) as raw:
+    with Raw(served.url) as raw:
         raw.send(
             f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
             "Transfer-Encoding: chunked\r\n\r\n".encode()
@@ -326,7 +243,7 @@ def test_chunked_body_over_the_limit_is_413(served: Served, path: str) -> None:
 
 
 def test_expect_100_continue(served: Served) -> None:
-    with Raw(served.server.url) as raw:
+    with Raw(served.url) as raw:
         raw.send(
             request(
                 "POST",
@@ -376,7 +293,7 @@ def test_expect_100_continue(served: Served) -> None:
     ],
 )
 def test_malformed_http_is_400_and_the_worker_survives(served: Served, data: bytes) -> None:
-    with Raw(served.server.url) as raw:
+    with Raw(served.url) as raw:
         raw.send(data)
         reply = raw.reply()
         assert reply.status == 400, reply
@@ -386,7 +303,7 @@ def test_malformed_http_is_400_and_the_worker_survives(served: Served, data: byt
 
 
 def test_huge_headers_are_refused(served: Served) -> None:
-    with Raw(served.server.url) as raw:
+    with Raw(served.url) as raw:
         raw.send(b"GET /v2/health/live HTTP/1.1\r\nHost: t\r\n")
         for index in range(200):  # 200 x 1 KB headers, never ending
             raw.send(b"X-Filler-%d: %s\r\n" % (index, b"a" * 1024))
@@ -423,7 +340,7 @@ BAD_BODIES: list[tuple[str, bytes, str | None, int]] = [
 
 @pytest.mark.parametrize("path", ["/predict", "/models/tiny/predict"])
 def test_bad_bodies_get_a_4xx_that_says_why(served: Served, path: str) -> None:
-    with Raw(served.server.url) as raw:
+    with Raw(served.url) as raw:
         for case, body, content_type, status in BAD_BODIES:
             headers = {"Content-Length": str(len(body))}
             if content_type:
@@ -443,7 +360,7 @@ def test_bad_bodies_get_a_4xx_that_says_why(served: Served, path: str) -> None:
 
 @pytest.mark.parametrize("path", ["/predict", "/models/tiny/predict"])
 def test_other_methods_on_the_predict_routes(served: Served, path: str) -> None:
-    with Raw(served.server.url) as raw:
+    with Raw(served.url) as raw:
         raw.send(request("HEAD", path))
         head = raw.reply(head=True)
         assert head.status == 405, head
@@ -464,7 +381,7 @@ def test_other_methods_on_the_predict_routes(served: Served, path: str) -> None:
 
 
 def test_head_of_a_get_route_is_its_head(served: Served) -> None:
-    with Raw(served.server.url) as raw:
+    with Raw(served.url) as raw:
         raw.send(request("GET", "/v2/models/tiny"))
         got = raw.reply()
         raw.send(request("HEAD", "/v2/models/tiny"))
@@ -479,7 +396,7 @@ def test_upgrade_requests_are_answered_over_http_1_1(served: Served) -> None:
     """h2c (what ``curl --http2`` sends to an http:// URL, body included) and websocket."""
     h2c = {"Connection": "Upgrade, HTTP2-Settings", "Upgrade": "h2c", "HTTP2-Settings": "AAMAAABk"}
     websocket = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13"}
-    with Raw(served.server.url) as raw:
+    with Raw(served.url) as raw:
         raw.send(request("POST", "/predict", BODY, headers=h2c))
         answer = raw.reply()
         assert answer.status == 200, answer
@@ -506,7 +423,7 @@ def test_query_strings_encoded_names_and_absolute_urls(served: Served) -> None:
         ("/models/%ZZ/predict", 404, "%ZZ"),
         ("/models/a%2Fb/predict", 404, None),
     ]
-    with Raw(served.server.url) as raw:
+    with Raw(served.url) as raw:
         for path, status, words in cases:
             raw.send(request("POST", path, BODY))
             reply = raw.reply()
@@ -523,7 +440,7 @@ def test_query_strings_encoded_names_and_absolute_urls(served: Served) -> None:
 
 
 def test_a_stalled_client_blocks_no_one_and_idle_connections_close(served: Served) -> None:
-    url = served.server.url
+    url = served.url
     with Raw(url) as stalled, Raw(url) as idle, Raw(url) as busy:
         stalled.send(request("POST", "/predict", BODY)[: -len(BODY) // 2])  # half a request
         idle.send(request("GET", "/v2/health/live"))
@@ -542,7 +459,7 @@ def test_a_stalled_client_blocks_no_one_and_idle_connections_close(served: Serve
 def test_a_request_head_trickling_in_is_cut_off(served: Served) -> None:
     """A client that sends its head a byte at a time (slowloris) gets a 408 and is closed."""
     data = request("POST", "/predict", BODY)
-    with Raw(served.server.url) as raw:
+    with Raw(served.url) as raw:
         for index in range(len(data) - len(BODY)):
             try:
                 raw.send(data[index : index + 1])
@@ -555,40 +472,74 @@ def test_a_request_head_trickling_in_is_cut_off(served: Served) -> None:
         assert raw.buffer.startswith(b"HTTP/1.1 408"), raw.buffer
 
 
-# graceful stop
+# a trickled body and large bodies (were against a real gunicorn, tests/integration)
 
 
-def test_sigterm_finishes_requests_in_flight_then_the_master_exits_0(tmp_path: Path) -> None:
-    v2 = orjson.dumps(
-        {"inputs": [{"name": "input", "shape": [1, 16], "datatype": "FP32", "data": ROW}]}
-    )
-    with serving(tmp_path) as server:
-        process = server.process
-        url = server.url
-        with Raw(url) as fast, Raw(url) as slow, Raw(url) as idle:
-            # Each connection: one whole request, then the head and most of a body; the answer
-            # to the first shows the worker has read the second part too (same segment).
-            in_flight = {
-                fast: request("POST", "/predict", BODY),
-                slow: request("POST", "/v2/models/tiny/infer", v2),
-            }
-            for raw, data in in_flight.items():
-                raw.send(request("GET", "/v2/health/live") + data[:-10])
-                assert raw.reply().status == 200
-            idle.send(request("GET", "/v2/health/live"))
-            assert idle.reply().status == 200
+def test_a_trickled_body_meets_an_overall_deadline(served: Served) -> None:
+    """One byte every 0.3 s keeps the connection active: only an overall deadline ends it."""
+    stop = threading.Event()
+    with Raw(served.url, timeout=BODY_TIMEOUT + 30) as raw:
+        raw.send(request("POST", "/predict", b"", headers={"Content-Length": "1000"}))
 
-            process.kill_process_only(signal.SIGTERM)  # the master tells its worker
-            wait_until(
-                lambda: "stopping: finishing" in process.log_path.read_text(),
-                what="the worker to start its graceful stop",
-            )
-            for raw, data in in_flight.items():
-                raw.send(data[-10:])
-                reply = raw.reply()
-                assert reply.status == 200, reply
-                assert reply.headers["connection"] == "close"
-                assert raw.closed_by_server()
-            assert idle.closed_by_server()
-        assert process.popen is not None
-        assert process.popen.wait(timeout=60) == 0, process.log_tail()
+        def trickle() -> None:
+            while not stop.wait(0.3):
+                try:
+                    raw.send(b" ")
+                except OSError:
+                    return
+
+        thread = threading.Thread(target=trickle, daemon=True)
+        thread.start()
+        try:
+            reply = raw.reply()
+        finally:
+            stop.set()
+            thread.join(5)
+    assert reply.status == 408, reply
+    assert f"within {BODY_TIMEOUT}s" in reply.json()["description"]
+
+
+@pytest.fixture(scope="module")
+def roomy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerServer]:
+    """The lean worker with the default body limit (8 MiB)."""
+    root = tmp_path_factory.mktemp("lean-worker-roomy")
+    volume = root / "volume"
+    publish_version(volume, "tiny", "1", write_mlp(root / "tiny.onnx", seed=1).path)
+    server = WorkerServer("lean-worker", app_from_env({"SERVER_VOLUME": str(volume)})).start()
+    yield server
+    server.stop()
+    server.join()
+
+
+def test_large_bodies_are_decoded_off_the_event_loop(roomy: WorkerServer) -> None:
+    """Four bodies near the 8 MB limit at once: a health probe sent after them is answered
+    before any of them (they used to be decoded on the event loop, the probe waiting behind)."""
+    body = orjson.dumps({"data": [[0.123456] * 16] * 50_000})
+    assert 6_000_000 < len(body) < 8 << 20
+    head = request("POST", "/models/tiny/predict", b"", headers={"Content-Length": str(len(body))})
+    big = [socket.create_connection(("127.0.0.1", roomy.port), timeout=120) for _ in range(4)]
+    probe = socket.create_connection(("127.0.0.1", roomy.port), timeout=120)
+    try:
+        senders = [threading.Thread(target=s.sendall, args=(head + body,)) for s in big]
+        for sender in senders:
+            sender.start()
+        for sender in senders:
+            sender.join(120)
+        probe.sendall(request("GET", "/v2/health/live"))
+        order: list[str] = []
+        pending = {probe: "probe", **{s: f"big-{i}" for i, s in enumerate(big)}}
+        heads: dict[socket.socket, bytes] = {}
+        while pending:
+            readable, _, _ = select.select(list(pending), [], [], 120)
+            assert readable, f"no answer from {sorted(pending.values())}"
+            for sock in readable:
+                chunk = sock.recv(65536)
+                assert chunk, f"{pending[sock]} closed without an answer"
+                heads[sock] = heads.get(sock, b"") + chunk
+                if b"\r\n\r\n" in heads[sock]:
+                    assert heads[sock].startswith(b"HTTP/1.1 200 "), heads[sock][:200]
+                    order.append(pending.pop(sock))
+        assert order[0] == "probe", order
+    finally:
+        for sock in [*big, probe]:
+            sock.close()

@@ -1,9 +1,10 @@
 """Models from real converters at default options, served to real clients (httpx, tritonclient).
 
-One gunicorn server (module scope, both worker classes) over a volume with skl2onnx's and
-onnxmltools' default exports, an MLP, a graph that fails for batches (a model-side error) and a
-graph whose inference never ends (refused at the load time limit, the others served). Every
-answer is compared with onnxruntime run in-process on the same file and input.
+One server per worker class (in process, tests.server.roads: the worker built as gunicorn builds
+it, on a loopback socket) over a volume with skl2onnx's and onnxmltools' default exports, an
+MLP, a graph that fails for batches (a model-side error) and a graph whose inference never ends
+(refused at the load time limit, the others served). Every answer is compared with onnxruntime
+run in-process on the same file and input.
 """
 
 from __future__ import annotations
@@ -28,12 +29,11 @@ from tests.server.converted import (
     fails_on_batches,
     never_ending,
 )
-from tests.server.harness import WORKER_CLASSES, WORKER_IDS, ServerProcess, running_server
+from tests.server.roads import WORKER_ROADS, WorkerServer, app_from_env, serving_worker
 from tests.server.volume import publish_version
+from tests.support.metrics import sample_sum
 from tests.support.onnx_models import write_mlp
 from tests.support.waiting import wait_until
-
-pytestmark = pytest.mark.integration
 
 JSON = {"Content-Type": "application/json"}
 LOAD_TIMEOUT = 3
@@ -65,8 +65,11 @@ def _has_locale(name: str) -> bool:
 
 @dataclass
 class World:
-    server: ServerProcess
+    server: WorkerServer
     models: Path
+
+    def metric(self, name: str, **labels: str) -> float:
+        return sample_sum(httpx.get(f"{self.server.url}/metrics").text, name, **labels)
 
     def expected(self, name: str, feeds: dict[str, np.ndarray]) -> list[Any]:
         """onnxruntime in-process on the same file: every output as JSON would carry it."""
@@ -92,10 +95,9 @@ def _plain(value: Any) -> Any:
     )
 
 
-@pytest.fixture(scope="module", params=WORKER_CLASSES, ids=WORKER_IDS)
-def world(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[World]:
+@pytest.fixture(scope="module")
+def volume(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(the volume, the directory of the model files)."""
     root = tmp_path_factory.mktemp("converters")
     volume, models = root / "volume", root / "models"
     models.mkdir()
@@ -105,17 +107,19 @@ def world(
     publish_version(volume, "fails", "1", fails_on_batches(models / "fails.onnx"))
     publish_version(volume, "types", "1", every_type(models / "types.onnx"))
     publish_version(volume, "forever", "1", never_ending(models / "forever.onnx"))
-    env = {
-        "SERVER_WORKER_CLASS": request.param,
-        "SERVER_LOAD_TIMEOUT_SECONDS": str(LOAD_TIMEOUT),
-    }
-    with running_server(volume, root, workers=1, env=env) as server:
+    return volume, models
+
+
+@pytest.fixture(scope="module", params=list(WORKER_ROADS))
+def world(request: pytest.FixtureRequest, volume: tuple[Path, Path]) -> Iterator[World]:
+    env = {"SERVER_VOLUME": str(volume[0]), "SERVER_LOAD_TIMEOUT_SECONDS": str(LOAD_TIMEOUT)}
+    with serving_worker(request.param, app_from_env(env)) as server:
         wait_until(
             lambda: httpx.get(f"{server.url}/v2/models/tiny/ready").status_code == 200,
             timeout=60,
             what="the good models served",
         )
-        yield World(server, models)
+        yield World(server, volume[1])
 
 
 @pytest.mark.parametrize("name", sorted(INPUTS))
@@ -191,9 +195,7 @@ def test_a_never_ending_graph_is_refused_at_the_limit_and_the_others_serve(world
     assert not refusal["ready"]
     assert f"longer than {LOAD_TIMEOUT}s" in refusal["lastError"]
     assert "SERVER_LOAD_TIMEOUT_SECONDS" in refusal["lastError"]
-    assert (
-        world.server.metric("server_model_refusals_total", model="forever", reason="timeout") >= 1
-    )
+    assert world.metric("server_model_refusals_total", model="forever", reason="timeout") >= 1
     ready = httpx.get(f"{url}/v2/models/forever/ready")
     assert ready.status_code == 503
     assert set(ready.json()) == {"error"}

@@ -18,6 +18,7 @@ from contracts.registry import (
     APPLIED_BY_TAG,
     GIT_COMMIT_TAG,
     MANAGED_TAG,
+    ROLLOUT_TAG,
     SHA256_TAG,
     SIZE_TAG,
     SOURCE_TAG,
@@ -34,11 +35,12 @@ from reconciler.errors import (
     StalePlanError,
 )
 from reconciler.gate import DEFAULT_TIME_LIMIT, Fetched, check_artifact, fetch, gate, inspect
-from reconciler.plan import Action, Change, Kind, Plan, make_plan
+from reconciler.plan import Action, Change, Kind, Plan, make_plan, read_progressive
 from reconciler.probe import SignatureProbe
+from reconciler.progressive import PROGRESSIVE_TAG, Phase, ProgressiveState, steps_of
 from reconciler.serving import refusals
 from reconciler.spec import Desired, ModelSpec, VersionSpec
-from reconciler.state import LOCK_TAG, Registry, RegistryState
+from reconciler.state import LOCK_TAG, ActualModel, Registry, RegistryState
 
 log = logging.getLogger(__name__)
 
@@ -307,7 +309,7 @@ def adopt(registry: Registry, model: ModelSpec, version: str, sha256: str, audit
 # --- executing one change -------------------------------------------------------------------------
 
 
-def _order(change: Change) -> int:
+def safe_order(change: Change) -> int:
     """Safe order: metadata, then promotions (Production first), then demotions, then aliases."""
     kind = change.target.kind
     if kind is Kind.STAGE:
@@ -316,9 +318,58 @@ def _order(change: Change) -> int:
         ]
     if kind is Kind.ALIAS:
         return 6 if change.action is Action.DELETE else 5
-    if kind is Kind.ROLLOUT:
+    if kind in (Kind.ROLLOUT, Kind.PROGRESSIVE):
         return 7
     return 0
+
+
+# --- progressive rollouts: their start and their end by models.yaml ---------------------------
+
+
+def write_progress(registry: Registry, name: str, state: ProgressiveState) -> None:
+    """Write a progressive state; a running one's step goes to the rollout tag right after
+    (the state first: whoever sees traffic split finds why)."""
+    registry.set_model_tag(name, PROGRESSIVE_TAG, state.to_json())
+    if state.phase is Phase.RUNNING:
+        registry.set_model_tag(name, ROLLOUT_TAG, state.rollout().to_json())
+
+
+def start_progressive(
+    registry: Registry, model: ModelSpec, change: Change, now: float
+) -> ProgressiveState:
+    """The first step of a progressive rollout: the state and its rollout tag, stages untouched."""
+    target = change.target
+    assert model.progressive is not None
+    assert target.version
+    assert target.sha256
+    assert change.before
+    state = ProgressiveState(
+        candidate_version=target.version,
+        candidate_sha256=target.sha256,
+        stable_version=change.before,
+        steps=steps_of(model.progressive.steps),
+        step=0,
+        step_started_at=now,
+        phase=Phase.RUNNING,
+    )
+    write_progress(registry, model.name, state)
+    log.info(
+        "progressive rollout started",
+        extra={"model": model.name, "candidate": state.candidate_version,
+               "stable": state.stable_version, "step": state.current.label()},
+    )  # fmt: skip
+    return state
+
+
+def end_progressive(registry: Registry, actual: ActualModel, reason: str) -> None:
+    """Every request back to the stable version (the rollout tag goes first), then the state."""
+    if ROLLOUT_TAG in actual.tags:
+        registry.delete_model_tag(actual.name, ROLLOUT_TAG)
+    state = read_progressive(actual)
+    if state is not None and state.phase is Phase.RUNNING:
+        registry.set_model_tag(
+            actual.name, PROGRESSIVE_TAG, state.ended(Phase.ROLLED_BACK, reason).to_json()
+        )
 
 
 def execute(registry: Registry, change: Change) -> None:
@@ -375,7 +426,8 @@ def _gate_targets(changes: tuple[Change, ...]) -> list[Change]:
         kind = change.target.kind
         promotes = kind is Kind.STAGE and change.after in PROMOTED
         moves_alias = kind is Kind.ALIAS and change.action is not Action.DELETE
-        candidate = kind is Kind.ROLLOUT and change.action is not Action.DELETE
+        candidate = kind in (Kind.ROLLOUT, Kind.PROGRESSIVE) and change.action is Action.CREATE
+        candidate = candidate or (kind is Kind.ROLLOUT and change.action is Action.UPDATE)
         if promotes or moves_alias or candidate:
             targets.append(change)
     return targets
@@ -547,9 +599,9 @@ def _gate_and_apply(
             blocked.add(target.model)
             result.failures.append(str(exc))
             log.error("promotion refused", extra={"model": target.model, "error": str(exc)})
-    guarded = (Kind.STAGE, Kind.ALIAS, Kind.ROLLOUT)
+    guarded = (Kind.STAGE, Kind.ALIAS, Kind.ROLLOUT, Kind.PROGRESSIVE)
     model_level = (Kind.MODEL_TAG, Kind.MODEL_DESCRIPTION, Kind.ROLLOUT)
-    for change in sorted(plan.actionable, key=_order):
+    for change in sorted(plan.actionable, key=safe_order):
         keep_alive()
         target = change.target
         if target.kind in (Kind.MODEL, Kind.VERSION):
@@ -559,7 +611,10 @@ def _gate_and_apply(
         if target.version is None and target.kind not in model_level:
             continue  # its version failed to register (reported)
         try:
-            execute(registry, change)
+            if target.kind is Kind.PROGRESSIVE:
+                _progressive(registry, specs[target.model], change, state)
+            else:
+                execute(registry, change)
         except RegistryUnavailableError:
             raise
         except ReconcilerError as exc:
@@ -569,3 +624,16 @@ def _gate_and_apply(
             continue
         result.done.append(describe(change))
         log.info("applied", extra={"change": describe(change)})
+
+
+def _progressive(
+    registry: Registry, model: ModelSpec, change: Change, state: RegistryState
+) -> None:
+    if change.action is Action.CREATE:
+        start_progressive(registry, model, change, time.time())
+    elif change.action is Action.DELETE:
+        end_progressive(
+            registry,
+            state.models[model.name],
+            f"cancelled: models.yaml declares v{change.before} as Production again",
+        )

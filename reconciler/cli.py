@@ -90,6 +90,29 @@ def _parser(settings: ReconcilerSettings) -> argparse.ArgumentParser:
     )
     status.add_argument("--timeout", type=float, default=120.0)
     status.add_argument("--interval", type=float, default=1.0)
+    promote = with_file(
+        commands.add_parser(
+            "promote",
+            help="advance, promote or roll back the running progressive rollouts",
+        )
+    )
+    promote.add_argument(
+        "--metrics",
+        action="append",
+        default=[],
+        help="a server pod's /metrics URL (repeatable; a name resolving to several addresses "
+        "means every address)",
+    )
+    promote.add_argument("--format", choices=sorted(render.PROMOTE_RENDERERS), default="text")
+    promote.add_argument(
+        "--interval", type=float, default=5.0, help="seconds between two scrapes of every pod"
+    )
+    promote.add_argument(
+        "--timeout",
+        type=float,
+        help="stop after this many seconds, rollouts left running (exit 3); the next promote "
+        "resumes them",
+    )
     return parser
 
 
@@ -157,10 +180,19 @@ def run(args: argparse.Namespace, settings: ReconcilerSettings) -> int:
         return EXIT_CHANGES if plan.has_changes else EXIT_OK
     if args.command == "apply":
         return _apply(args, settings, desired, registry)
+    if args.command == "promote":
+        return _promote(args, settings, desired, registry)
     if args.command == "status":
-        from reconciler.status import declared_versions, http_fetcher, wait_for_rollout
+        from reconciler.status import (
+            declared_versions,
+            http_fetcher,
+            rollout_lines,
+            wait_for_rollout,
+        )
 
-        expected = declared_versions(desired.file, registry.read(names), alias=args.alias)
+        current = registry.read(names)
+        expected = declared_versions(desired.file, current, alias=args.alias)
+        _print("".join(f"{line}\n" for line in rollout_lines(desired.file, current)))
         token = settings.server_token.get_secret_value() if settings.server_token else None
         seen = wait_for_rollout(
             args.server,
@@ -241,6 +273,33 @@ def _apply(
         return EXIT_ERROR
     log.info("apply finished", extra={"done": len(result.done)})
     return EXIT_OK
+
+
+def _promote(
+    args: argparse.Namespace,
+    settings: ReconcilerSettings,
+    desired: spec.Desired,
+    registry: MlflowRegistry,
+) -> int:
+    from reconciler.apply import LockOptions, default_holder
+    from reconciler.promote import PromoteOptions, Promoter, exit_code
+
+    options = PromoteOptions(
+        lock=LockOptions(
+            name=settings.lock_name,
+            wait_seconds=settings.lock_wait_seconds,
+            lease_seconds=settings.lock_lease_seconds,
+        ),
+        holder=f"promote {default_holder()}",
+        interval=args.interval,
+        timeout=args.timeout,
+    )
+    outcomes = Promoter(registry, desired, args.metrics, options).run()
+    _print(render.PROMOTE_RENDERERS[args.format](outcomes))
+    code = exit_code(outcomes)
+    if code == EXIT_ERROR:
+        _error("promote: a progressive rollout was rolled back (the report says why)\n")
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass
@@ -10,6 +9,9 @@ from enum import StrEnum
 from typing import Any
 
 from contracts.registry import MANAGED_TAG, ROLLOUT_TAG, STAGE_TAG, Stage
+from contracts.rollout import Rollout, RolloutContractError, RolloutMode
+from reconciler import progressive
+from reconciler.progressive import Phase, ProgressiveState, ProgressiveStateError
 from reconciler.serving import Evidence, SignatureReview, review
 from reconciler.spec import ModelsFile, ModelSpec
 from reconciler.state import ActualModel, ActualVersion, RegistryState
@@ -33,6 +35,9 @@ class Kind(StrEnum):
     VERSION_TAG = "version-tag"
     ALIAS = "alias"
     ROLLOUT = "rollout"
+    PROGRESSIVE = "progressive"
+    """A progressive rollout: started (create), running or rolled back (no-op), ended
+    (delete). ``before`` is the stable version's number, ``after`` a text for people."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +125,9 @@ NEW = "(new)"
 """Stands for a version number MLflow has not assigned yet."""
 
 
-def rollout_value(model: ModelSpec, actual: ActualModel) -> dict[str, Any] | None:
-    """The ROLLOUT_TAG content the file asks for; None when no rollout is running."""
+def rollout_value(model: ModelSpec, actual: ActualModel) -> Rollout | str | None:
+    """The ROLLOUT_TAG the file asks for: a Rollout, a text while its candidate is not
+    registered yet, or None when no rollout is running."""
     rollout = model.rollout
     candidate = model.rollout_candidate()
     if rollout is None or candidate is None:
@@ -130,25 +136,19 @@ def rollout_value(model: ModelSpec, actual: ActualModel) -> dict[str, Any] | Non
     if rollout.mode == "canary" and weight == 0:
         return None
     found = actual.by_sha256().get(candidate.sha256)
-    return {
-        "candidate_version": found.version if found is not None else None,
-        "mode": rollout.mode,
-        "weight": weight,
-    }
+    if found is None:
+        return f"{rollout.mode} {weight}% to (new {candidate.sha256[:12]})"
+    return Rollout(found.version, RolloutMode(rollout.mode), float(weight))
 
 
-def encode_rollout(value: Mapping[str, Any]) -> str:
-    return json.dumps(dict(value), sort_keys=True, separators=(",", ":"))
-
-
-def decode_rollout(text: str | None) -> dict[str, Any] | None:
+def parse_rollout(text: str | None) -> Rollout | None:
+    """The ROLLOUT_TAG in MLflow; None when absent or invalid (then it differs from any)."""
     if text is None:
         return None
     try:
-        value = json.loads(text)
-    except ValueError:
-        return {"invalid": text}
-    return value if isinstance(value, dict) else {"invalid": text}
+        return Rollout.parse(text)
+    except RolloutContractError:
+        return None
 
 
 def make_plan(desired: ModelsFile, actual: RegistryState, evidence: Evidence | None = None) -> Plan:
@@ -199,9 +199,12 @@ def _model_changes(model: ModelSpec, found: ActualModel | None) -> Iterator[Chan
         wanted=model.tags,
         present=actual.user_tags,
     )
-    yield from _version_changes(model, actual)
-    yield from _alias_changes(model, actual)
-    yield from _rollout_changes(model, actual)
+    changes = [*_version_changes(model, actual), *_alias_changes(model, actual)]
+    if model.progressive is None:
+        yield from changes
+        yield from _rollout_changes(model, actual)
+    else:
+        yield from _progressive_changes(model, actual, changes)
 
 
 def _tag_changes(
@@ -413,28 +416,133 @@ def _alias_changes(model: ModelSpec, actual: ActualModel) -> Iterator[Change]:
 def _rollout_changes(model: ModelSpec, actual: ActualModel) -> Iterator[Change]:
     wanted = rollout_value(model, actual)
     present_text = actual.tags.get(ROLLOUT_TAG)
-    present = decode_rollout(present_text)
+    present = parse_rollout(present_text)
     candidate = model.rollout_candidate()
     target = Target(
         Kind.ROLLOUT,
         model.name,
-        wanted["candidate_version"] if wanted else None,
-        candidate.sha256 if wanted and candidate else None,
+        wanted.candidate_version if isinstance(wanted, Rollout) else None,
+        candidate.sha256 if wanted is not None and candidate else None,
         ROLLOUT_TAG,
     )
     if wanted is None:
-        if present is not None:
+        if present_text is not None:
             yield Change(
                 Action.DELETE, target, before=present_text, reason="no rollout in models.yaml"
             )
         return
     if wanted == present:
         return
+    registered = isinstance(wanted, Rollout)
     yield Change(
-        Action.CREATE if present is None else Action.UPDATE,
+        Action.CREATE if present_text is None else Action.UPDATE,
         target,
         before=present_text,
-        after=encode_rollout(wanted),
-        reason="rollout in models.yaml"
-        + ("" if wanted["candidate_version"] else " (candidate version set once registered)"),
+        after=wanted.to_json() if isinstance(wanted, Rollout) else wanted,
+        reason="rollout in models.yaml" + ("" if registered else " (set once registered)"),
     )
+
+
+# --- progressive rollouts ---------------------------------------------------------------------
+
+
+def stable_version(actual: ActualModel) -> ActualVersion | None:
+    """The version serving follows now: MLflow's Production version (the newest if several)."""
+    found = [v for v in actual.versions if v.stage is Stage.PRODUCTION]
+    return max(found, key=lambda v: v.number) if found else None
+
+
+def read_progressive(actual: ActualModel) -> ProgressiveState | None:
+    """The model's progressive state; None when absent or unreadable (a new start replaces it)."""
+    try:
+        return progressive.read(actual.name, actual.tags)
+    except ProgressiveStateError:
+        return None
+
+
+def _held(change: Change, candidate_sha256: str, stable: str) -> bool:
+    """Part of the move to the new Production version, which ``promote`` makes at the end: the
+    candidate's stage and aliases, and the stable version's."""
+    target = change.target
+    if change.action is Action.NOOP or target.kind not in (Kind.STAGE, Kind.ALIAS):
+        return False
+    return target.sha256 == candidate_sha256 or target.version == stable
+
+
+def release_changes(model: ModelSpec, actual: ActualModel) -> tuple[Change, ...]:
+    """The changes a progressive rollout holds back until ``promote`` ends it: the candidate
+    to Production (and its aliases), the stable version to what models.yaml says."""
+    wanted = model.production()
+    stable = stable_version(actual)
+    if wanted is None or stable is None:
+        return ()
+    changes = [*_version_changes(model, actual), *_alias_changes(model, actual)]
+    return tuple(c for c in changes if _held(c, wanted.sha256, stable.version))
+
+
+def _progressive_changes(
+    model: ModelSpec, actual: ActualModel, changes: list[Change]
+) -> Iterator[Change]:
+    assert model.progressive is not None
+    wanted = model.production()
+    stable = stable_version(actual)
+    state = read_progressive(actual)
+    if wanted is None or stable is None or stable.sha256 == wanted.sha256:
+        # Nothing to roll out: no Production version yet, or models.yaml's is served.
+        yield from changes
+        yield from _progressive_ended(model, actual, state)
+        return
+    yield from (c for c in changes if not _held(c, wanted.sha256, stable.version))
+    found = actual.by_sha256().get(wanted.sha256)
+    target = Target(Kind.PROGRESSIVE, model.name, found.version if found else None, wanted.sha256)
+    ours = state is not None and state.candidate_sha256 == wanted.sha256
+    if ours and state is not None and state.phase is Phase.RUNNING:
+        yield Change(
+            Action.NOOP,
+            target,
+            before=state.stable_version,
+            after=f"running, {state.position()}",
+            reason="`promote` advances it on the servers' metrics, then makes it Production",
+        )
+        return
+    if ours and state is not None and state.phase is Phase.ROLLED_BACK:
+        yield Change(
+            Action.NOOP,
+            target,
+            before=state.stable_version,
+            after=f"rolled back at {state.position()}",
+            reason=f"{state.reason}. v{state.stable_version} serves every request and stays "
+            f"Production; this version is not tried again. Revert models.yaml to "
+            f"v{state.stable_version} (git revert), or declare a new version",
+        )
+        return
+    yield Change(
+        Action.CREATE,
+        target,
+        before=stable.version,
+        after=progressive.steps_text(progressive.steps_of(model.progressive.steps)),
+        reason=f"a new Production version: apply registers and gates it and starts the first "
+        f"step; v{stable.version} stays Production until `promote` has passed every step",
+    )
+
+
+def _progressive_ended(
+    model: ModelSpec, actual: ActualModel, state: ProgressiveState | None
+) -> Iterator[Change]:
+    """A running rollout models.yaml no longer asks for (reverted): traffic back to stable."""
+    if state is not None and state.phase is Phase.RUNNING:
+        yield Change(
+            Action.DELETE,
+            Target(Kind.PROGRESSIVE, model.name, state.candidate_version, state.candidate_sha256),
+            before=state.stable_version,
+            after=state.position(),
+            reason="models.yaml declares the served version as Production again: every "
+            "request goes back to it",
+        )
+    elif ROLLOUT_TAG in actual.tags:
+        yield Change(
+            Action.DELETE,
+            Target(Kind.ROLLOUT, model.name, key=ROLLOUT_TAG),
+            before=actual.tags[ROLLOUT_TAG],
+            reason="no rollout runs for this model",
+        )

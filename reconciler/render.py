@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from reconciler.plan import Action, Change, Kind, Plan, Target
 from reconciler.serving import SignatureReview
 from reconciler.signature import TensorDiff, TensorSpec, Verdict
+
+if TYPE_CHECKING:
+    from reconciler.promote import Outcome, StepRecord
 
 SYMBOLS = {
     Action.CREATE: "+",
@@ -42,8 +45,21 @@ def _value(value: str | None) -> str:
     return value if len(value) <= 80 else value[:77] + "..."
 
 
+def _progressive_what(change: Change) -> str:
+    target = change.target
+    stable = f"v{change.before}"
+    candidate = f"v{target.version}" if target.version else f"(new {(target.sha256 or '')[:12]})"
+    if change.action is Action.CREATE:
+        return f"start progressive rollout {stable} -> {candidate} (steps {change.after})"
+    if change.action is Action.DELETE:
+        return f"end progressive rollout {stable} -> {candidate} (was at {change.after})"
+    return f"progressive rollout {stable} -> {candidate}: {change.after}"
+
+
 def _what(change: Change) -> str:
     target = change.target
+    if target.kind is Kind.PROGRESSIVE:
+        return _progressive_what(change)
     text = f"{target.kind.value} {target.label()}"
     if change.action is Action.CREATE and target.kind in (Kind.MODEL, Kind.VERSION):
         return text + (f" from {_value(change.after)}" if target.kind is Kind.VERSION else "")
@@ -256,4 +272,96 @@ RENDERERS: dict[str, Callable[[Plan], str]] = {
     "text": text,
     "json": json_text,
     "markdown": markdown,
+}
+
+
+# --- the promote report -----------------------------------------------------------------------
+
+NOTHING_RUNNING = "No progressive rollout is running."
+
+
+def _heading(outcome: Outcome) -> str:
+    state = outcome.state
+    pair = f" v{state.stable_version} -> v{state.candidate_version}" if state else ""
+    return f"{outcome.model}{pair}: {outcome.ending}"
+
+
+def _step_text(step: StepRecord) -> str:
+    judged = "; ".join(check.text() for check in step.checks) or "no limit applies"
+    return f"{step.position}, {step.seconds:.0f} s: {judged} -> {step.move}"
+
+
+def promote_text(outcomes: Sequence[Outcome]) -> str:
+    if not outcomes:
+        return NOTHING_RUNNING + "\n"
+    lines = []
+    for outcome in outcomes:
+        lines.append(_heading(outcome))
+        lines += [f"  {_step_text(step)}" for step in outcome.steps]
+        lines.append(f"  {outcome.message}")
+    return "\n".join(_visible(line) for line in lines) + "\n"
+
+
+def promote_dict(outcomes: Sequence[Outcome]) -> dict[str, Any]:
+    return {
+        "format_version": FORMAT_VERSION,
+        "rollouts": [
+            {
+                "model": outcome.model,
+                "ending": str(outcome.ending),
+                "message": outcome.message,
+                "state": outcome.state.to_dict() if outcome.state else None,
+                "steps": [
+                    {
+                        "step": step.position,
+                        "seconds": round(step.seconds, 3),
+                        "move": str(step.move),
+                        "figures": step.figures.to_dict(),
+                        "checks": [
+                            {
+                                "limit": check.limit,
+                                "value": check.value,
+                                "bound": check.bound,
+                                "ok": check.ok,
+                                "detail": check.detail,
+                            }
+                            for check in step.checks
+                        ],
+                    }
+                    for step in outcome.steps
+                ],
+            }
+            for outcome in outcomes
+        ],
+    }
+
+
+def promote_json(outcomes: Sequence[Outcome]) -> str:
+    return json.dumps(promote_dict(outcomes), indent=2) + "\n"
+
+
+def promote_markdown(outcomes: Sequence[Outcome]) -> str:
+    """For the commit comment and the job summary: values are code spans, text is escaped."""
+    lines = ["### mlgitops progressive rollouts", ""]
+    if not outcomes:
+        return "\n".join([*lines, _prose(NOTHING_RUNNING)]) + "\n"
+    for outcome in outcomes:
+        lines += [f"**{_prose(_heading(outcome))}**", ""]
+        if outcome.steps:
+            lines += ["| Step | Seconds | Limits | Move |", "|---|---|---|---|"]
+            lines += [
+                f"| {_prose(step.position)} | {step.seconds:.0f} | "
+                f"{_prose('; '.join(check.text() for check in step.checks))} | "
+                f"{_prose(str(step.move))} |"
+                for step in outcome.steps
+            ]
+            lines.append("")
+        lines += [_prose(outcome.message), ""]
+    return "\n".join(lines)
+
+
+PROMOTE_RENDERERS: dict[str, Callable[[Sequence[Outcome]], str]] = {
+    "text": promote_text,
+    "json": promote_json,
+    "markdown": promote_markdown,
 }

@@ -226,6 +226,74 @@ class RolloutSpec(_Strict):
         return self.weight if self.weight is not None else 100
 
 
+SHADOW_STEP = "shadow"
+
+
+def _rollout_step(value: Any) -> int | str:
+    """A canary share in percent (an integer from 1 to 100) or ``shadow``."""
+    if value == SHADOW_STEP:
+        return SHADOW_STEP
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 100:
+        return value
+    raise ValueError(
+        f"{value!r} is not a step: give a canary share in percent (an integer from 1 to 100) "
+        f"or {SHADOW_STEP!r}"
+    )
+
+
+RolloutStep = Annotated[
+    int | str,
+    PlainValidator(_rollout_step),
+    WithJsonSchema(
+        {"anyOf": [{"type": "integer", "minimum": 1, "maximum": 100}, {"const": SHADOW_STEP}]}
+    ),
+]
+"""A canary share (the candidate answers this percent of requests) or a shadow step."""
+
+
+class ProgressiveSpec(_Strict):
+    """A new Production version reaches Production step by step, promoted or rolled back by
+    ``promote`` from the servers' metrics. Limits are checked once a step's candidate has
+    ``min_requests``; a breach sends every request back to the stable version at once."""
+
+    steps: list[RolloutStep] = Field(
+        min_length=1,
+        max_length=20,
+        description="In order: a canary share in percent (1 to 100) or `shadow` (the candidate "
+        "runs on a copy of every request, its answer is compared, never returned). After the "
+        "last step the candidate becomes Production.",
+    )
+    pause_seconds: float = Field(
+        default=300, gt=0, le=86_400, description="How long each step lasts at least."
+    )
+    min_requests: int = Field(
+        default=100,
+        ge=1,
+        description="Requests the candidate answers (shadow: comparisons) in a step before its "
+        "limits are judged and before the step may end.",
+    )
+    max_error_rate: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="Largest share of the candidate's answers that may be 5xx (shadow steps: "
+        "of its runs that may fail).",
+    )
+    max_p99_latency_ratio: float | None = Field(
+        default=None,
+        gt=0,
+        description="Largest candidate p99 latency over the stable version's in the same step "
+        "(from the servers' histogram buckets); judged when both have min_requests.",
+    )
+    max_disagreement: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Shadow steps: largest share of compared answers that differ from the "
+        "stable version's.",
+    )
+
+
 class ModelSpec(_Strict):
     """One registered model."""
 
@@ -240,6 +308,11 @@ class ModelSpec(_Strict):
     )
     versions: list[VersionSpec] = Field(default_factory=list)
     rollout: RolloutSpec | None = None
+    progressive: ProgressiveSpec | None = Field(
+        default=None,
+        description="Roll a new Production version out step by step (canary shares, shadow), "
+        "judged on the servers' metrics; `promote` advances, promotes or rolls it back.",
+    )
     behaviour_limits: BehaviourLimits | None = Field(
         default=None,
         description="Limits on how the version that becomes Production (or an alias's) may "
@@ -492,6 +565,7 @@ def _model_rules(
             adopted.setdefault(version.version, v)
         yield from _source_rules(desired, version, here, check_files=check_files)
     yield from _rollout_rules(model, base)
+    yield from _progressive_rules(model, base)
     if model.evaluation_file is not None:
         yield from _evaluation_rules(desired, model.evaluation_file, base, check_files=check_files)
 
@@ -529,6 +603,24 @@ def _source_rules(
         return
     if actual != version.sha256:
         yield ((*here, "sha256"), f"does not match {source} (its sha256 is {actual})")
+
+
+def _progressive_rules(model: ModelSpec, base: Loc) -> Iterator[tuple[Loc, str]]:
+    progressive = model.progressive
+    if progressive is None:
+        return
+    here: Loc = (*base, "progressive")
+    if model.rollout is not None:
+        yield (
+            here,
+            "a progressive rollout moves traffic itself: remove the manual `rollout:` section "
+            "of this model (or this section)",
+        )
+    if progressive.max_disagreement is not None and SHADOW_STEP not in progressive.steps:
+        yield (
+            (*here, "max_disagreement"),
+            "applies to shadow steps, and `steps` has none: add a `shadow` step or remove it",
+        )
 
 
 def _rollout_rules(model: ModelSpec, base: Loc) -> Iterator[tuple[Loc, str]]:

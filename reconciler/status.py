@@ -20,9 +20,11 @@ import httpx
 
 from contracts.redact import mask_credentials
 from contracts.registry import Stage
+from reconciler import progressive
 from reconciler.errors import ReconcilerError
-from reconciler.spec import ModelsFile
-from reconciler.state import RegistryState
+from reconciler.progressive import Phase
+from reconciler.spec import ModelsFile, ModelSpec
+from reconciler.state import ActualModel, RegistryState
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +86,8 @@ def declared_versions(
     desired: ModelsFile, state: RegistryState, *, alias: str | None = None
 ) -> dict[str, str]:
     """model -> MLflow version number the servers should serve: the declared Production
-    version, or (``alias``) the version models.yaml gives that alias.
+    version, or (``alias``) the version models.yaml gives that alias. While a progressive
+    rollout of it runs (or after it was rolled back), the stable version it started beside.
 
     Raises:
         NotRegisteredError: a declared version is not registered yet.
@@ -100,6 +103,10 @@ def declared_versions(
         if wanted is None:
             continue
         actual = state.models.get(model.name)
+        held = _held_by_rollout(model, actual, wanted.sha256)
+        if held is not None:
+            expected[model.name] = held
+            continue
         found = actual.by_sha256().get(wanted.sha256) if actual else None
         if found is None:
             raise NotRegisteredError(model.name, selector, wanted.sha256)
@@ -107,6 +114,27 @@ def declared_versions(
     if not expected:
         raise NothingToCheckError(selector)
     return expected
+
+
+def _held_by_rollout(model: ModelSpec, actual: ActualModel | None, sha256: str) -> str | None:
+    """The stable version of a progressive rollout of ``sha256`` not promoted (yet)."""
+    if model.progressive is None or actual is None:
+        return None
+    found = progressive.read(model.name, actual.tags)
+    if found is None or found.candidate_sha256 != sha256 or found.phase is Phase.PROMOTED:
+        return None
+    return found.stable_version
+
+
+def rollout_lines(desired: ModelsFile, state: RegistryState) -> list[str]:
+    """One line per model with a progressive rollout: where it stands, or how it ended."""
+    lines = []
+    for model in desired.models:
+        actual = state.models.get(model.name)
+        found = progressive.read(model.name, actual.tags) if actual else None
+        if model.progressive is not None and found is not None:
+            lines.append(f"{model.name}: progressive rollout {found.describe()}")
+    return lines
 
 
 def served_version(body: Mapping[str, Any]) -> str | None:

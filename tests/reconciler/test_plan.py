@@ -165,7 +165,7 @@ CASES = [
                 "2",
                 ROLLOUT_TAG,
                 None,
-                '{"candidate_version":"2","mode":"canary","weight":10}',
+                '{"candidate_version":"2","mode":"canary","weight":10.0}',
             )
         },
         id="rollout-canary",

@@ -118,6 +118,47 @@ def problems(tmp_path: Path, text: str, *, check_files: bool = False) -> list[st
             id="rollout-candidate-must-exist",
         ),
         pytest.param(
+            f"""\
+            models:
+              - name: m
+                versions:
+                  - source: s3://b/1
+                    sha256: {A}
+                    stage: Production
+                  - source: s3://b/2
+                    sha256: {B}
+                    stage: Staging
+                progressive:
+                  steps: [10, canary, 0, true]
+                  pause_seconds: 0
+                  max_error_rate: 2
+              - name: n
+                versions:
+                  - source: s3://b/1
+                    sha256: {A}
+                    stage: Production
+                rollout: {{stage: Staging, mode: canary, weight: 10}}
+                progressive: {{steps: [10], max_disagreement: 0.1}}
+            """,
+            [
+                "11: models[0].progressive.steps[1]: 'canary' is not a step: give a canary share "
+                "in percent (an integer from 1 to 100) or 'shadow'",
+                "11: models[0].progressive.steps[2]: 0 is not a step: give a canary share in "
+                "percent (an integer from 1 to 100) or 'shadow'",
+                "11: models[0].progressive.steps[3]: True is not a step: give a canary share in "
+                "percent (an integer from 1 to 100) or 'shadow'",
+                "12: models[0].progressive.pause_seconds: Input should be greater than 0",
+                "13: models[0].progressive.max_error_rate: Input should be less than or equal to 1",
+                "19: models[1].rollout.stage: the candidate is the Staging version, but 0 "
+                "versions are Staging (need exactly one)",
+                "20: models[1].progressive: a progressive rollout moves traffic itself: remove "
+                "the manual `rollout:` section of this model (or this section)",
+                "20: models[1].progressive.max_disagreement: applies to shadow steps, and "
+                "`steps` has none: add a `shadow` step or remove it",
+            ],
+            id="progressive-rules",
+        ),
+        pytest.param(
             """\
             models:
               - name: m

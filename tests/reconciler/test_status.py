@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from contracts.registry import SHA256_TAG, Stage
+from reconciler.progressive import PROGRESSIVE_TAG, Phase, ProgressiveState, steps_of
 from reconciler.spec import ModelsFile
 from reconciler.state import ActualModel, ActualVersion, RegistryState
 from reconciler.status import (
@@ -17,6 +18,7 @@ from reconciler.status import (
     RolloutTimeoutError,
     declared_versions,
     pods,
+    rollout_lines,
     served_version,
     wait_for_rollout,
 )
@@ -164,3 +166,33 @@ def test_an_aliases_only_file_without_alias_is_refused_not_passed() -> None:
     )  # fmt: skip
     with pytest.raises(NothingToCheckError, match="pass --alias NAME"):
         declared_versions(file, _state(**{B: "1"}))
+
+
+@pytest.mark.parametrize(
+    ("phase", "served", "line"),
+    [
+        (Phase.RUNNING, "1", "m: progressive rollout v1 -> v2: running, step 1 of 2 (shadow) "
+         "since 1970-01-01 00:00:01Z"),
+        (Phase.ROLLED_BACK, "1", "m: progressive rollout v1 -> v2: rolled back at step 1 of 2 "
+         "(shadow): disagreement 0.3 past max_disagreement 0.1"),
+        (Phase.PROMOTED, "2", "m: progressive rollout v1 -> v2: promoted after 2 step(s)"),
+    ],
+)  # fmt: skip
+def test_a_progressive_rollout_waits_for_its_stable_version_and_shows_its_phase(
+    phase: Phase, served: str, line: str
+) -> None:
+    file = ModelsFile.model_validate(
+        {"models": [{"name": "m", "progressive": {"steps": ["shadow", 10]}, "versions": [
+            {"source": "s3://x/a", "sha256": A, "stage": "Archived"},
+            {"source": "s3://x/b", "sha256": B, "stage": "Production"},
+        ]}]}
+    )  # fmt: skip
+    tag = ProgressiveState(
+        candidate_version="2", candidate_sha256=B, stable_version="1",
+        steps=steps_of(["shadow", 10]), step=0, step_started_at=1.0, phase=phase,
+        reason="disagreement 0.3 past max_disagreement 0.1",
+    ).to_json()  # fmt: skip
+    versions = _state(**{A: "1", B: "2"}).models["m"].versions
+    state = RegistryState({"m": ActualModel("m", tags={PROGRESSIVE_TAG: tag}, versions=versions)})
+    assert declared_versions(file, state) == {"m": served}
+    assert rollout_lines(file, state) == [line]

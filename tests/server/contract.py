@@ -65,12 +65,19 @@ VOLUMES: dict[str, list[tuple[str, str, str, str, dict[str, Any] | None]]] = {
         ("canary", "1", "canary-1", "current", None),
         ("canary", "2", "canary-2", "candidate",
          {"candidate_version": "2", "mode": "canary", "weight": 0}),
+        ("full", "1", "canary-1", "current", None),
+        ("full", "2", "canary-2", "candidate",
+         {"candidate_version": "2", "mode": "canary", "weight": 100}),
+        ("shadowed", "1", "canary-1", "current", None),
+        ("shadowed", "2", "canary-2", "candidate",
+         {"candidate_version": "2", "mode": "shadow", "weight": 0}),
     ],
     "pair": [("tiny", "1", "tiny", "current", None), ("broken", "1", "corrupt", "current", None)],
     "empty": [],
 }  # fmt: skip
 """``main``: every kind of model (an MLP, one with an int64 label, one input of every tensor type,
-one that fails at run time for batches, one refused, one with a canary candidate at weight 0);
+one that fails at run time for batches, one refused, candidates: a canary at weight 0, one at
+100, a shadow);
 ``pair``: one that serves and one refused; ``empty``: nothing published yet."""
 
 WORLDS: dict[str, World] = {

@@ -9,10 +9,6 @@ from pathlib import Path
 from tests.support.metrics import metric_value
 from tests.support.processes import Process, free_port, python_module
 
-WORKER_CLASSES = ["server.worker.HttpWorker", "uvicorn_worker.UvicornWorker"]
-"""Both worker classes serve the same contract: the package's lean one and uvicorn's."""
-WORKER_IDS = ["fast-worker", "uvicorn-worker"]
-
 
 class ServerProcess:
     def __init__(self, process: Process, url: str) -> None:

@@ -33,6 +33,7 @@ from tests.server.contract import (
 from tests.server.converted import EVERY_TYPE
 from tests.server.roads import ROADS, Headers, Reply
 from tests.support.metrics import sample_sum
+from tests.support.waiting import wait_until
 
 COMPARED_HEADERS = (
     "content-type", "x-model-version", "retry-after", "www-authenticate", "allow",
@@ -40,7 +41,7 @@ COMPARED_HEADERS = (
 )  # fmt: skip
 """The answer's headers every road must agree on (clients read them)."""
 
-ALL_MODELS = "broken, canary, clf, faulty, tiny, types"
+ALL_MODELS = "broken, canary, clf, faulty, full, shadowed, tiny, types"
 BINARY = (("Content-Type", "application/octet-stream"),)
 AUTH = (("Authorization", f"Bearer {TOKEN}"),)
 SERVER_METADATA = {"name": "mlgitops", "version": "0.1.0", "extensions": ["binary_tensor_data"]}
@@ -255,6 +256,17 @@ ROUTES = [
     Case("predict-canary-pinned", "POST", "/models/canary/predict", predict_body(ROW),
          (*JSON, ("X-Model-Version", "2")), reply_headers={"x-model-version": "2"},
          check=_canary("2")),
+    Case("predict-canary-weight-100", **post("/models/full/predict", predict_body(ROW)),
+         reply_headers={"x-model-version": "2"}, check=_canary("2")),
+    Case("predict-canary-weight-100-pinned", "POST", "/models/full/predict", predict_body(ROW),
+         (*JSON, ("X-Model-Version", "1")), reply_headers={"x-model-version": "1"},
+         check=_canary("1")),
+    Case("predict-shadowed", **post("/models/shadowed/predict", predict_body(ROW)),
+         reply_headers={"x-model-version": "1"}, check=_canary("1")),
+    Case("v2-infer-canary-weight-100", **post("/v2/models/full/infer", v2_body()),
+         reply_headers={"x-model-version": "2"}, words=('"model_version":"2"',)),
+    Case("v2-infer-shadowed", **post("/v2/models/shadowed/infer", v2_body()),
+         reply_headers={"x-model-version": "1"}, words=('"model_version":"1"',)),
     Case("predict-default-model", **post("/predict", predict_body(ROW)), world="require-ghost",
          check=_one_row),
     Case("models", "GET", "/models", check=_models),
@@ -675,3 +687,25 @@ def test_junk_gets_a_4xx_never_a_500(servers: Servers, road: str) -> None:
             if road != "falcon":
                 reference = servers.road("main", "falcon").request("POST", path, body, JSON)
                 assert (reply.status, reply.body) == (reference.status, reference.body)
+
+
+@pytest.mark.parametrize("road", ROADS)
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [("/models/shadowed/predict", predict_body(ROW)), ("/v2/models/shadowed/infer", v2_body())],
+    ids=["predict", "infer"],
+)
+def test_the_shadow_candidate_runs_on_each_request_and_never_answers(
+    servers: Servers, road: str, path: str, body: bytes
+) -> None:
+    served = servers.road("main", road)
+    labels = {"model": "shadowed", "version": "2", "result": "different"}
+    before = _sample(served, "server_shadow_comparisons_total", **labels)
+    for _ in range(3):
+        reply = served.request("POST", path, body, JSON)
+        assert (reply.status, reply.headers.get("x-model-version")) == (200, "1"), reply
+    wait_until(  # compared after the answer, off the request's path
+        lambda: _sample(served, "server_shadow_comparisons_total", **labels) == before + 3,
+        timeout=30,
+        what="three shadow comparisons counted (other weights: different)",
+    )

@@ -83,7 +83,7 @@ one that fails at run time for batches, one refused, candidates: a canary at wei
 WORLDS: dict[str, World] = {
     "main": World("main", {"SERVER_MAX_BODY_BYTES": str(LIMIT)}),
     "guarded": World("pair", {"SERVER_AUTH_TOKEN": TOKEN, "SERVER_DEFAULT_MODEL": "tiny"}),
-    "empty": World("empty"),
+    "empty": World("empty", {"SERVER_RETRY_AFTER_SECONDS": "7"}),
     "metrics-port": World("pair", {"SERVER_METRICS_PORT": "{metrics_port}"}),
     # readiness: SERVER_REQUIRED_MODELS and SERVER_DEFAULT_MODEL
     "nothing-required": World("pair"),

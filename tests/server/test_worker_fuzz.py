@@ -20,12 +20,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server.app import ServerApp, create_app
-from server.holder import ModelTable
-from server.load import LoadOptions
-from server.settings import ServerSettings
-from server.sync import SyncOptions, VolumeSync
+from server.app import ServerApp
 from server.worker import HttpProtocol, _Shared
+from tests.server.roads import app_from_env
 from tests.server.volume import publish_version
 from tests.support.onnx_models import write_mlp
 
@@ -75,10 +72,8 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> ServerApp:
     root = tmp_path_factory.mktemp("fuzz")
     volume = root / "volume"
     publish_version(volume, "tiny", "1", write_mlp(root / "tiny.onnx", seed=1).path)
-    table = ModelTable()
-    VolumeSync(volume, table, SyncOptions(load=LoadOptions())).sync()
-    server_settings = ServerSettings(volume=volume, max_body_bytes=4096)
-    return create_app(table, server_settings)
+    app: ServerApp = app_from_env({"SERVER_VOLUME": str(volume), "SERVER_MAX_BODY_BYTES": "4096"})
+    return app
 
 
 class _Errors(logging.Handler):

@@ -32,7 +32,10 @@ from reconciler.state import LOCK_TAG, ActualModel, ActualVersion, RegistryState
 
 _REGISTERED_MODEL_META = "registered_model_meta"
 """Written by mlflow.artifacts.download_artifacts into a models:/ download (mlflow's
-models_artifact_repo), never stored with the model."""
+models_artifact_repo), never stored with the model. A ``runs:/<run>/<name>`` download gets it
+too when MLflow 3 resolves it to the run's LoggedModel ``<name>`` (``mlflow.<flavor>.log_model``
+stores under the model, not the run)."""
+_META_ADDED_TO = ("models:/", "runs:/")
 
 log = logging.getLogger(__name__)
 
@@ -457,7 +460,7 @@ class MlflowRegistry:
                 )
 
         local = Path(self._call(f"downloading {uri}", download))
-        if uri.startswith("models:/") and local.is_dir():
+        if uri.startswith(_META_ADDED_TO) and local.is_dir():
             # MLflow's models:/ download adds this file to the local copy (the store holds no
             # such file, and the sidecar fetches from the store): it is not the version's bytes.
             (local / _REGISTERED_MODEL_META).unlink(missing_ok=True)

@@ -2,7 +2,8 @@
 
 The deployed default (``mlflow server --serve-artifacts``) keeps every artifact behind
 ``/api/2.0/mlflow-artifacts/artifacts``: ``mlflow-artifacts:`` sources, ``runs:/<id>/<path>``
-whose run stores there, and MLflow 3 LoggedModels (``models:/m-<id>``) whose storage is there.
+whose run stores there, and MLflow 3 LoggedModels (``models:/m-<id>``, and ``runs:/<id>/<name>``
+naming the LoggedModel ``<name>`` the run logged) whose storage is there.
 Those are listed and streamed here, within the file-count and byte bounds as the bytes arrive;
 anything else (``s3://`` straight from a bucket, ``models:/<name>/<version>``) goes to the
 fallback fetcher (MLflow's artifact repositories).
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import posixpath
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlparse
 
 from sidecar.download import Fetcher
@@ -46,7 +48,11 @@ class ProxyFetcher:
             answer = self.rest.get(
                 "/api/2.0/mlflow/runs/get", {"run_id": run_id}, f"reading run {run_id}"
             )
-            root = str(((answer.get("run") or {}).get("info") or {}).get("artifact_uri", ""))
+            run = answer.get("run") or {}
+            logged = self._logged_model_of(run, run_id, path)
+            if logged is not None:
+                return logged
+            root = str((run.get("info") or {}).get("artifact_uri", ""))
             return self._path_of(posixpath.join(root, path) if path else root)
         if source.startswith("models:/m-") and "/" not in source.removeprefix("models:/"):
             model_id = source.removeprefix("models:/")
@@ -62,6 +68,25 @@ class ProxyFetcher:
             info = (answer.get("model") or {}).get("info") or {}
             return self._path_of(str(info.get("artifact_uri", "")))
         return self._path_of(source)
+
+    def _logged_model_of(self, run: dict[str, Any], run_id: str, path: str) -> str | None:
+        """``runs:/<run>/<name>[/<rest>]`` as MLflow 3 resolves it when the run logged a
+        LoggedModel ``<name>`` (``mlflow.<flavor>.log_model`` stores under the model, not the
+        run): the path behind the proxy of that model's artifacts (+ rest), else None."""
+        name, _, rest = path.partition("/")
+        outputs = (run.get("outputs") or {}).get("model_outputs") or []
+        for model_id in [str(o.get("model_id", "")) for o in outputs if isinstance(o, dict)]:
+            if not model_id.startswith("m-"):
+                continue
+            answer = self.rest.get(
+                f"/api/2.0/mlflow/logged-models/{quote(model_id)}", None,
+                f"reading logged model {model_id}",
+            )  # fmt: skip
+            info = (answer.get("model") or {}).get("info") or {}
+            if info.get("name") == name and info.get("source_run_id") == run_id:
+                root = str(info.get("artifact_uri", ""))
+                return self._path_of(posixpath.join(root, rest) if rest else root)
+        return None
 
     @staticmethod
     def _path_of(uri: str) -> str | None:

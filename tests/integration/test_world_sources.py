@@ -1,11 +1,11 @@
 """Every source kind a team produces registers, gates, fetches and serves (issue 11).
 
-``models:/m-<id>`` and the LoggedModel's storage URI (``mlflow.onnx.log_model`` in a run, weights
-as external data), ``runs:/<id>/path`` and ``mlflow-artifacts:`` (``MlflowClient.log_artifact``),
-``models:/<name>/<version>`` and ``models:/<name>@<alias>`` (a training script's own registered
-model), ``s3://`` (moto's server mode), a repository file and a repository directory whose
-weights are external data. Real processes only;
-each answer equals onnxruntime in-process.
+``models:/m-<id>``, the LoggedModel's storage URI and ``runs:/<id>/model``
+(``mlflow.onnx.log_model`` in a run, weights as external data), ``runs:/<id>/path`` and
+``mlflow-artifacts:`` (``MlflowClient.log_artifact``), ``models:/<name>/<version>`` and
+``models:/<name>@<alias>`` (a training script's own registered model), ``s3://`` (moto's server
+mode), a repository file and a repository directory whose weights are external data. Real
+processes only; each answer equals onnxruntime in-process.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SOURCES = {
     "logged-model-id": "torch-export",
     "logged-model-storage": "torch-export",
+    "logged-model-run": "sklearn-random-forest",  # skl2onnx's defaults: a ZipMap output
     "runs-uri": "lightgbm-classifier",
     "mlflow-artifacts": "sklearn-logistic-regression",
     "repo-file": "sklearn-random-forest",

@@ -445,6 +445,7 @@ def declared_version(
 SOURCE_KINDS = (
     "logged-model-id",
     "logged-model-storage",
+    "logged-model-run",
     "runs-uri",
     "mlflow-artifacts",
     "model-version",
@@ -452,10 +453,11 @@ SOURCE_KINDS = (
     "repo-file",
     "repo-dir",
 )
-"""Every way a team hands a model to models.yaml (besides ``s3://``): ``models:/m-<id>`` and
-the LoggedModel's storage URI (``mlflow.onnx.log_model``), ``runs:/`` and ``mlflow-artifacts:``
-(``MlflowClient.log_artifact``), ``models:/<name>/<version>`` and ``models:/<name>@<alias>`` (a
-training script's own registered model), a repository file and a repository directory."""
+"""Every way a team hands a model to models.yaml (besides ``s3://``): ``models:/m-<id>``, the
+LoggedModel's storage URI and ``runs:/<run>/model`` (``mlflow.onnx.log_model``), ``runs:/`` and
+``mlflow-artifacts:`` (``MlflowClient.log_artifact``), ``models:/<name>/<version>`` and
+``models:/<name>@<alias>`` (a training script's own registered model), a repository file and a
+repository directory."""
 
 
 def declare_through(
@@ -480,6 +482,9 @@ def declare_through(
     if source_kind == "logged-model-storage":
         logged = log_onnx_model(tracking_uri, model, scratch)
         return declared_version(model, logged.storage_uri, sha256=logged.sha256)
+    if source_kind == "logged-model-run":  # what MLflow's docs and UI still show
+        logged = log_onnx_model(tracking_uri, model, scratch)
+        return declared_version(model, f"runs:/{logged.run_id}/model", sha256=logged.sha256)
     if source_kind == "runs-uri":
         return declared_version(model, log_as_artifact(tracking_uri, model).runs_uri)
     if source_kind == "mlflow-artifacts":

@@ -42,6 +42,8 @@ DURATION = int(os.environ.get("BENCH_DURATION", "5"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
 OUTPUT = Path(os.environ.get("BENCH_OUTPUT", ROOT / "docs" / "benchmarks.md"))
+KEPT_HEADING = "## Measured by hand"
+"""The section of the output from this heading on is hand-written: each run keeps it as it is."""
 
 MODELS = {
     "tiny": {"n_inputs": 16, "hidden": 64, "n_outputs": 4},
@@ -61,14 +63,16 @@ Measured on this machine while building it (same wrk settings, tiny model, batch
   about matches it. A do-nothing ASGI app under uvicorn's worker is itself only about as fast as
   the Node gateway serving the model, so no work inside the app can reach 1.25x behind it.
 - `server.worker.HttpWorker` (the default worker class) replaces uvicorn's protocol: httptools on
-  uvloop, one write per answer, TCP_NODELAY, keep-alive and pipelining, and `/predict` answered
-  without the framework or a task per request. Every other route still goes to the Falcon app
-  (one buffered ASGI call). `SERVER_WORKER_CLASS=uvicorn_worker.UvicornWorker` runs the same app
-  on uvicorn; the tests run the contract on both.
-- Dynamic batching: the predictions that arrive in one event-loop turn are joined into one
-  onnxruntime call per model (no timer, so nothing waits at concurrency 1); models slower than
-  `SERVER_INLINE_MAX_US` run in a thread through an asyncio micro-batcher that joins what arrives
-  while the previous call runs.
+  uvloop, one write per answer, TCP_NODELAY, keep-alive and pipelining, and `/predict` handed
+  straight to the request pipeline (`server.pipeline`: auth, validation, routing, batching,
+  metrics, errors) without the framework. Every other route goes to the Falcon app (one buffered
+  ASGI call), whose resources call the same pipeline.
+  `SERVER_WORKER_CLASS=uvicorn_worker.UvicornWorker` runs the same app on uvicorn; the tests run
+  the contract on both.
+- Dynamic batching (`server.batcher`, the one road to inference): the predictions of one model
+  that reach it in one event-loop turn are joined into one onnxruntime call (no timer, so nothing
+  waits at concurrency 1); models slower than `SERVER_INLINE_MAX_US` run in a thread, joining
+  what arrives while the previous call runs.
 - No per-request work that can be done at load: input metadata, V2 metadata, the output names and
   the metrics' label children are computed when a version loads; metrics are counted in plain
   Python and pushed to prometheus_client's multiprocess files once a second.
@@ -395,6 +399,10 @@ def write_report(
     errors = sum(result.errors for row in rows for result in row.results.values())
     lines += ["", f"**{verdict}**", "", f"Non-200 answers or socket errors in all runs: {errors}."]
     lines += ["", DESIGN_NOTES.strip()]
+    previous = OUTPUT.read_text() if OUTPUT.exists() else ""
+    kept = previous.find("\n" + KEPT_HEADING)
+    if kept >= 0:
+        lines += ["", previous[kept:].strip()]
     OUTPUT.parent.mkdir(parents=True, exist_ok=True)
     OUTPUT.write_text("\n".join(lines) + "\n")
 

@@ -7,94 +7,62 @@ from __future__ import annotations
 
 import logging
 import threading
-from functools import partial
 from typing import Any
 
-import falcon
 import falcon.asgi
-import falcon.media
-import orjson
 
-from server.auth import BearerToken, BearerTokenAuth
-from server.errors import add_error_handlers
+from server.errors import add_error_serializer
 from server.holder import ModelTable
 from server.load import LoadOptions
 from server.metrics import MetricsFlusher
-from server.predict import Predictor, Shadows
-from server.resources import (
-    InferResource,
-    LiveResource,
-    MetricsResource,
-    ModelResource,
-    ModelsResource,
-    PredictResource,
-    ReadyResource,
-    ServerMetadataResource,
-)
+from server.pipeline import Kind, Pipeline
+from server.resources import GetResource, PostResource
 from server.settings import ServerSettings
 from server.sync import SyncOptions, VolumeSync
-from server.v2 import JSON_OPTIONS
 from server.watcher import VolumeWatcher
 
 log = logging.getLogger(__name__)
 
 
 class ServerApp:
-    """The ASGI app gunicorn serves: the Falcon app, plus the parts the fast worker calls."""
+    """The ASGI app gunicorn serves: the Falcon app, and the pipeline the lean worker hands
+    ``/predict`` to."""
 
     def __init__(
-        self,
-        falcon_app: falcon.asgi.App[Any, Any],
-        predictor: Predictor,
-        token: BearerToken | None,
-        retry_after: int,
-        body_timeout: float = 30.0,
+        self, falcon_app: falcon.asgi.App[Any, Any], pipeline: Pipeline, settings: ServerSettings
     ) -> None:
-        self.body_timeout = body_timeout
         self.falcon = falcon_app
-        self.predictor = predictor
-        self.token = token
-        self.retry_after = retry_after
+        self.pipeline = pipeline
+        self.settings = settings
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await self.falcon(scope, receive, send)
 
 
+ROUTES = {
+    Kind.PREDICT: ("/predict", "/models/{name}/predict"),
+    Kind.MODELS: ("/models",),
+    Kind.INFER: ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"),
+    Kind.MODEL: ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"),
+    Kind.MODEL_READY: ("/v2/models/{name}/ready", "/v2/models/{name}/versions/{version}/ready"),
+    Kind.SERVER: ("/v2",),
+    Kind.LIVE: ("/v2/health/live",),
+    Kind.READY: ("/v2/health/ready",),
+    Kind.METRICS: ("/metrics",),
+}
+
+
 def create_app(table: ModelTable, settings: ServerSettings) -> ServerApp:
     """The app serving ``table``; nothing here reads the environment or the volume."""
-    middleware: list[Any] = []
-    token = None
-    if settings.auth_token is not None:  # never empty (ServerSettings refuses that)
-        token = BearerToken(settings.auth_token.get_secret_value())
-        middleware.append(BearerTokenAuth(token))
-    app = falcon.asgi.App(middleware=middleware)
-    json_handler = falcon.media.JSONHandler(
-        dumps=partial(orjson.dumps, option=JSON_OPTIONS), loads=orjson.loads
-    )
-    app.req_options.media_handlers = falcon.media.Handlers({falcon.MEDIA_JSON: json_handler})
-    app.resp_options.media_handlers = falcon.media.Handlers({falcon.MEDIA_JSON: json_handler})
-
-    shadows = Shadows(settings.shadow_tolerance)
-    predictor = Predictor(table, settings.max_body_bytes, shadows)
-    predict = PredictResource(predictor)
-    app.add_route("/predict", predict)
-    app.add_route("/models/{name}/predict", predict)
-    app.add_route("/models", ModelsResource(table))
-    infer = InferResource(table, settings.max_body_bytes, shadows)
-    metadata = ModelResource(table)
-    model_ready = ModelResource(table, ready=True)
-    for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
-        app.add_route(f"{prefix}/infer", infer)
-        app.add_route(prefix, metadata)
-        app.add_route(f"{prefix}/ready", model_ready)
-    app.add_route("/v2", ServerMetadataResource())
-    app.add_route("/v2/health/live", LiveResource())
-    app.add_route("/v2/health/ready", ReadyResource(table, settings.retry_after_seconds))
-    app.add_route("/metrics", MetricsResource(settings.metrics_port))
-    add_error_handlers(app, settings.retry_after_seconds)
-    return ServerApp(
-        app, predictor, token, settings.retry_after_seconds, settings.body_timeout_seconds
-    )
+    app = falcon.asgi.App()
+    pipeline = Pipeline(table, settings)
+    for kind, paths in ROUTES.items():
+        post = kind in (Kind.PREDICT, Kind.INFER)
+        resource = (PostResource if post else GetResource)(pipeline, kind)
+        for path in paths:
+            app.add_route(path, resource)
+    add_error_serializer(app)
+    return ServerApp(app, pipeline, settings)
 
 
 class BackgroundThreads:
@@ -148,8 +116,6 @@ def get_app() -> ServerApp:
         SyncOptions(
             load=LoadOptions(
                 intra_op_threads=settings.intra_op_threads,
-                batch_max_rows=settings.batch_max_rows,
-                batch_window_us=settings.batch_window_us,
                 inline_max_us=settings.inline_max_us,
                 timeout_s=settings.load_timeout_seconds,
             ),
@@ -167,6 +133,6 @@ def get_app() -> ServerApp:
     app = create_app(table, settings)
     app.falcon.add_middleware(BackgroundThreads(watcher, MetricsFlusher()))
     log.info("serving %s: %s", settings.volume, ", ".join(table.names()) or "nothing yet")
-    if app.token is None:
+    if app.pipeline.token is None:
         log.warning("SERVER_AUTH_TOKEN is not set: the inference routes take no authentication")
     return app

@@ -1,20 +1,11 @@
-"""Optional bearer-token authentication for the inference routes (health and metrics stay open).
-
-One check for every road: the Falcon middleware and the lean worker both call
-:meth:`BearerToken.check` with the request's Authorization value, duplicate headers joined with
-a comma (as Falcon does), so both judge a request the same.
-"""
+"""Optional bearer-token authentication (the request pipeline checks it on every route but
+health and metrics)."""
 
 from __future__ import annotations
 
 import hmac
 
-import falcon.asgi
-
 from server.errors import UnauthorizedError
-from server.metrics import record_failure
-
-OPEN_PREFIXES = ("/v2/health/", "/metrics")
 
 
 def bearer_credentials(authorization: str | None) -> bytes | None:
@@ -30,26 +21,11 @@ def bearer_credentials(authorization: str | None) -> bytes | None:
 
 
 class BearerToken:
-    """The check itself, shared by the Falcon middleware and the fast worker."""
-
     def __init__(self, token: str) -> None:
         self._expected = token.encode("latin-1")  # printable ASCII (ServerSettings checks)
 
-    def check(self, path: str, authorization: str | None) -> None:
-        """Raise UnauthorizedError unless ``path`` is open or the header carries the token."""
-        if path.startswith(OPEN_PREFIXES):
-            return
+    def check(self, authorization: str | None) -> None:
+        """Raise UnauthorizedError unless the Authorization header carries the token."""
         given = bearer_credentials(authorization)
         if given is None or not hmac.compare_digest(given, self._expected):
-            record_failure("", 401)
             raise UnauthorizedError
-
-
-class BearerTokenAuth:
-    """Falcon middleware, installed only when a token is configured."""
-
-    def __init__(self, token: BearerToken) -> None:
-        self._token = token
-
-    async def process_request(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        self._token.check(req.path, req.get_header("Authorization"))

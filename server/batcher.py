@@ -1,115 +1,142 @@
-"""Dynamic batching: concurrent requests for one model version become one onnxruntime call.
+"""Dynamic batching, the one road to inference: concurrent requests for one model version
+become one onnxruntime call.
 
 No timer by default: the requests that reach the batcher in the same event-loop turn, or while
-the previous batch runs in its thread, are joined. At concurrency 1 nothing waits.
+the previous call of that version runs in its thread, are joined. At concurrency 1 nothing
+waits. A version whose warm-up was cheap runs on the event loop (a thread hop costs more),
+the others in the default executor.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
 Array = np.ndarray[Any, Any]
-RunFn = Callable[[Array], list[Array]]
+Feeds = Mapping[str, Array]
+Result = BaseException | list[Array]
+
+
+class Histogram(Protocol):
+    def observe(self, value: float) -> None: ...
+
+
+class Model(Protocol):
+    """What the batcher needs of a loaded version (server.load.LoadedModel)."""
+
+    @property
+    def inline(self) -> bool:
+        """Cheap enough to run on the event loop."""
+
+    @property
+    def batch_input(self) -> str | None:
+        """The input requests can be joined on (the only one, batch axis dynamic), or None."""
+
+    @property
+    def batch_rows(self) -> Histogram: ...
+
+    def run(self, feeds: Feeds) -> list[Array]: ...
+
+
+@dataclass(slots=True)
+class _Queue:
+    """The requests waiting for one version."""
+
+    model: Model
+    pending: list[tuple[Feeds, bool, asyncio.Future[list[Array]]]] = field(default_factory=list)
+    scheduled: bool = False
+    running: bool = False
 
 
 class Batcher:
-    """Joins single-input requests along axis 0, runs them once, hands each its rows back.
+    """One per worker, for every version it serves.
 
     Args:
-        run: the inference for one joined array (all rows), returning every output.
         max_rows: most rows in one call; more requests wait for the next call.
         window_s: extra seconds to wait for company before running (0: none).
-        inline: run on the event loop (models cheaper than a thread hop) instead of a thread.
-        on_batch: called with the row count of each call (metrics).
     """
 
-    def __init__(
-        self,
-        run: RunFn,
-        *,
-        max_rows: int,
-        window_s: float = 0.0,
-        inline: bool = False,
-        on_batch: Callable[[int], None] | None = None,
-    ) -> None:
-        self._run = run
+    def __init__(self, *, max_rows: int, window_s: float = 0.0) -> None:
         self._max_rows = max_rows
         self._window_s = window_s
-        self._inline = inline
-        self._on_batch = on_batch
-        self._pending: list[tuple[Array, asyncio.Future[list[Array]]]] = []
-        self._scheduled = False
-        self._running = False
+        self._queues: dict[int, _Queue] = {}  # by id(model); a queue holds its model
 
-    async def infer(self, rows: Array) -> list[Array]:
+    async def infer(self, model: Model, feeds: Feeds, *, inline: bool = True) -> list[Array]:
+        """``model``'s outputs for ``feeds``; ``inline=False``: never on the event loop (a
+        large request)."""
         loop = asyncio.get_running_loop()
+        queue = self._queues.get(id(model))
+        if queue is None:
+            queue = self._queues[id(model)] = _Queue(model)
         future: asyncio.Future[list[Array]] = loop.create_future()
-        self._pending.append((rows, future))
-        if not self._scheduled and not self._running:
-            self._schedule(loop)
+        queue.pending.append((feeds, inline, future))
+        if not queue.scheduled and not queue.running:
+            self._schedule(loop, queue)
         return await future
 
-    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._scheduled = True
+    def _schedule(self, loop: asyncio.AbstractEventLoop, queue: _Queue) -> None:
+        queue.scheduled = True
         if self._window_s > 0:
-            loop.call_later(self._window_s, self._flush, loop)
+            loop.call_later(self._window_s, self._flush, loop, queue)
         else:
-            loop.call_soon(self._flush, loop)
+            loop.call_soon(self._flush, loop, queue)
 
-    def _take(self) -> list[tuple[Array, asyncio.Future[list[Array]]]]:
+    def _take(self, queue: _Queue) -> list[tuple[Feeds, bool, asyncio.Future[list[Array]]]]:
         taken, rows = 0, 0
-        for array, _ in self._pending:
-            if taken and rows + len(array) > self._max_rows:
+        for feeds, _, _ in queue.pending:
+            size = len(next(iter(feeds.values())))
+            if taken and rows + size > self._max_rows:
                 break
             taken += 1
-            rows += len(array)
-        batch, self._pending = self._pending[:taken], self._pending[taken:]
-        return batch
+            rows += size
+        batch, queue.pending = queue.pending[:taken], queue.pending[taken:]
+        return [item for item in batch if not item[2].cancelled()]
 
-    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._scheduled = False
-        batch = [item for item in self._take() if not item[1].cancelled()]
+    def _flush(self, loop: asyncio.AbstractEventLoop, queue: _Queue) -> None:
+        queue.scheduled = False
+        batch = self._take(queue)
         if batch:
-            if self._inline:
-                self._finish(batch, self._compute(batch))
+            feeds = [item[0] for item in batch]
+            if queue.model.inline and all(item[1] for item in batch):
+                self._finish(batch, run_many(queue.model, feeds))
             else:
-                self._running = True
-                task = loop.run_in_executor(None, self._compute, batch)
-                task.add_done_callback(lambda done: self._after_thread(loop, batch, done))
+                queue.running = True
+                task = loop.run_in_executor(None, run_many, queue.model, feeds)
+                task.add_done_callback(lambda done: self._after_thread(loop, queue, batch, done))
                 return
-        if self._pending:
-            self._schedule(loop)
+        self._next(loop, queue)
+
+    def _next(self, loop: asyncio.AbstractEventLoop, queue: _Queue) -> None:
+        if queue.pending:
+            self._schedule(loop, queue)
+        elif self._queues.get(id(queue.model)) is queue:
+            del self._queues[id(queue.model)]  # an old version's queue goes with it
 
     def _after_thread(
         self,
         loop: asyncio.AbstractEventLoop,
-        batch: list[tuple[Array, asyncio.Future[list[Array]]]],
-        done: asyncio.Future[list[BaseException | list[Array]]],
+        queue: _Queue,
+        batch: list[tuple[Feeds, bool, asyncio.Future[list[Array]]]],
+        done: asyncio.Future[list[Result]],
     ) -> None:
-        self._running = False
+        queue.running = False
         exc = done.exception()
-        if exc is not None:  # _compute catches everything; this is a bug guard
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-        else:
-            self._finish(batch, done.result())
-        if self._pending and not self._scheduled:
-            self._schedule(loop)
+        self._finish(batch, [exc] * len(batch) if exc is not None else done.result())
+        if not queue.scheduled:
+            self._next(loop, queue)
 
     @staticmethod
     def _finish(
-        batch: list[tuple[Array, asyncio.Future[list[Array]]]],
-        results: list[BaseException | list[Array]],
+        batch: list[tuple[Feeds, bool, asyncio.Future[list[Array]]]], results: list[Result]
     ) -> None:
-        for (_, future), result in zip(batch, results, strict=True):
+        for (_, _, future), result in zip(batch, results, strict=True):
             if future.done():
                 continue
             if isinstance(result, BaseException):
@@ -117,40 +144,38 @@ class Batcher:
             else:
                 future.set_result(result)
 
-    def _compute(
-        self, batch: list[tuple[Array, asyncio.Future[list[Array]]]]
-    ) -> list[BaseException | list[Array]]:
-        return self.run_many([array for array, _ in batch])
 
-    def run_many(self, arrays: list[Array]) -> list[BaseException | list[Array]]:
-        """One call for all ``arrays`` (joined on axis 0), on this thread; each its own rows
-        back, or its own error (if the joined call fails, each runs alone: one bad apple)."""
-        if len(arrays) == 1:
-            return [self._run_one(arrays[0])]
-        sizes = [len(array) for array in arrays]
-        total = sum(sizes)
-        try:
-            outputs = self._run(np.concatenate(arrays))
-        except Exception as exc:  # each request runs alone and gets its own answer or error
-            log.debug("a batch of %d requests failed (%s); running each alone", len(arrays), exc)
-            return [self._run_one(array) for array in arrays]
-        if self._on_batch is not None:
-            self._on_batch(total)
-        if any(out.ndim == 0 or out.shape[0] != total for out in outputs):
-            # Outputs without a batch axis cannot be split back: run each request alone.
-            return [self._run_one(array) for array in arrays]
-        results: list[BaseException | list[Array]] = []
-        start = 0
-        for size in sizes:
-            results.append([out[start : start + size] for out in outputs])
-            start += size
-        return results
+def run_many(model: Model, requests: list[Feeds]) -> list[Result]:
+    """One call for all ``requests`` when they can be joined on axis 0, on this thread; each
+    its own rows back, or its own error (if the joined call fails, each runs alone: one bad
+    apple)."""
+    name = model.batch_input
+    if len(requests) == 1 or name is None:
+        return [_run_one(model, feeds) for feeds in requests]
+    arrays = [feeds[name] for feeds in requests]
+    sizes = [len(array) for array in arrays]
+    total = sum(sizes)
+    try:
+        outputs = model.run({name: np.concatenate(arrays)})
+    except Exception as exc:  # each request runs alone and gets its own answer or error
+        log.debug("a batch of %d requests failed (%s); running each alone", len(arrays), exc)
+        return [_run_one(model, feeds) for feeds in requests]
+    model.batch_rows.observe(total)
+    if any(out.ndim == 0 or out.shape[0] != total for out in outputs):
+        # Outputs without a batch axis cannot be split back: run each request alone.
+        return [_run_one(model, feeds) for feeds in requests]
+    results: list[Result] = []
+    start = 0
+    for size in sizes:
+        results.append([out[start : start + size] for out in outputs])
+        start += size
+    return results
 
-    def _run_one(self, array: Array) -> BaseException | list[Array]:
-        try:
-            outputs = self._run(array)
-        except Exception as exc:
-            return exc
-        if self._on_batch is not None:
-            self._on_batch(len(array))
-        return outputs
+
+def _run_one(model: Model, feeds: Feeds) -> Result:
+    try:
+        outputs = model.run(feeds)
+    except Exception as exc:
+        return exc
+    model.batch_rows.observe(len(next(iter(feeds.values()))))
+    return outputs

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import falcon
 import falcon.asgi
 import orjson
-
-log = logging.getLogger(__name__)
 
 
 class ServerError(Exception):
@@ -128,10 +125,35 @@ class ModelLoadError(ServerError):
         super().__init__(f"cannot load {name} version {version}: {reason}")
 
 
-def error_body(path: str, title: str, description: str | None) -> bytes:
+class NotReadyError(ServerError):
+    """The pod's readiness (``/v2/health/ready``): a model it must serve does not serve yet."""
+
+    status, title = 503, "Not ready"
+
+    def __init__(self, waiting: list[str]) -> None:
+        super().__init__(
+            f"models not served yet: {', '.join(waiting)}"
+            if waiting
+            else "nothing is published in the volume yet"
+        )
+
+
+class MetricsPortOnlyError(ServerError):
+    status, title = 404, "Not found"
+
+    def __init__(self) -> None:
+        super().__init__("/metrics is served on the metrics port only")
+
+
+def is_v2(path: str) -> bool:
+    """An Open Inference Protocol route: its errors are ``{"error": "..."}``."""
+    return path == "/v2" or path.startswith("/v2/")
+
+
+def error_body(v2: bool, title: str, description: str | None) -> bytes:
     """The one error body of every route and worker: the Open Inference Protocol's
-    ``{"error": "..."}`` under ``/v2/``, Falcon's ``{"title", "description"}`` elsewhere."""
-    if path == "/v2" or path.startswith("/v2/"):
+    ``{"error": "..."}`` on ``v2`` routes, Falcon's ``{"title", "description"}`` elsewhere."""
+    if v2:
         return orjson.dumps({"error": f"{title}: {description}" if description else title})
     body: dict[str, str] = {"title": title}
     if description:
@@ -139,37 +161,21 @@ def error_body(path: str, title: str, description: str | None) -> bytes:
     return orjson.dumps(body)
 
 
-def error_headers(exc: ServerError, retry_after: int) -> dict[str, str] | None:
-    """Headers an error answer carries (Retry-After on 503, the challenge on 401)."""
+def error_headers(exc: ServerError, retry_after: int) -> list[tuple[bytes, bytes]]:
+    """The headers of an error answer: its JSON type, Retry-After on 503, the challenge on 401."""
+    headers = [(b"content-type", b"application/json")]
     if exc.status == 503:
-        return {"Retry-After": str(retry_after)}
-    if exc.status == 401:
-        return {"WWW-Authenticate": "Bearer"}
-    return None
+        headers.append((b"retry-after", b"%d" % retry_after))
+    elif exc.status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    return headers
 
 
-def add_error_handlers(app: falcon.asgi.App[Any, Any], retry_after: int) -> None:
-    """Map the domain errors to HTTP statuses on ``app``, and serialise every error (Falcon's
-    own 404/405 too) with :func:`error_body`."""
+def add_error_serializer(app: falcon.asgi.App[Any, Any]) -> None:
+    """Falcon's own errors (404 for an unknown route, 405) in the same body as every other."""
 
     def serialize(req: falcon.Request, resp: falcon.Response, exc: falcon.HTTPError) -> None:
         resp.content_type = falcon.MEDIA_JSON
-        resp.data = error_body(req.path, exc.title or "Error", exc.description)
+        resp.data = error_body(is_v2(req.path), exc.title or "Error", exc.description)
 
     app.set_error_serializer(serialize)
-
-    async def handle(
-        req: falcon.asgi.Request, resp: falcon.asgi.Response, exc: Exception, params: Any
-    ) -> None:
-        assert isinstance(exc, ServerError)
-        if exc.status >= 500 and exc.status != 503:
-            log.error("%s", exc, exc_info=exc)
-        headers = error_headers(exc, retry_after)
-        raise falcon.HTTPError(
-            falcon.code_to_http_status(exc.status),
-            title=exc.title,
-            description=str(exc),
-            headers=headers,
-        )
-
-    app.add_error_handler(ServerError, handle)

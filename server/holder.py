@@ -38,19 +38,19 @@ class LoadAttempts:
 
 
 class ModelHolder:
-    """One model: its ``Serving`` reference and its status."""
+    """One model: its ``Serving`` reference and its load attempts."""
 
-    __slots__ = ("name", "serving", "status")
+    __slots__ = ("attempts", "name", "serving")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.serving: Serving | None = None
-        self.status = LoadAttempts()
+        self.attempts = LoadAttempts()
 
     def require(self) -> Serving:
         serving = self.serving
         if serving is None:
-            if self.status.last_error:
+            if self.attempts.last_error:
                 raise ModelNotReadyError.refused(self.name)
             raise ModelNotReadyError(self.name)
         return serving
@@ -71,8 +71,12 @@ class ModelTable:
         return sorted(self.holders)
 
     def get(self, name: str) -> ModelHolder:
+        """The model's holder; 503 (not 404) for a model the pod must serve and has not seen
+        in the volume yet."""
         holder = self.holders.get(name)
         if holder is None:
+            if name in self.required:
+                raise ModelNotReadyError(name, "not published in the volume yet")
             raise ModelNotFoundError(name, self.names())
         return holder
 
@@ -94,12 +98,11 @@ class ModelTable:
             raise ModelNotReadyError(None, "nothing is published in the volume yet")
         raise NoDefaultModelError(sorted(holders))
 
-    def add(self, name: str) -> ModelHolder:
-        holder = self.holders.get(name)
-        if holder is None:
-            holder = ModelHolder(name)
-            self.holders = {**self.holders, name: holder}
-        return holder
+    def add(self, names: list[str]) -> None:
+        """Hold every model of the volume, before any loads: one still loading answers 503."""
+        new = [name for name in names if name not in self.holders]
+        if new:
+            self.holders = {**self.holders, **{name: ModelHolder(name) for name in new}}
 
     def remove(self, name: str) -> None:
         self.holders = {key: value for key, value in self.holders.items() if key != name}

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import onnxruntime as ort
@@ -18,19 +17,19 @@ import onnxruntime as ort
 from contracts.digest import sha256_file
 from contracts.tensors import UnsupportedTensorType, sample_array
 from contracts.volume import MANIFEST_FILE, PublishedModel, VolumeError
-from server.batcher import Array, Batcher
+from server.batcher import Array
 from server.errors import InferenceError, InvalidInputError, ModelLoadError
 from server.metrics import ModelMetrics
 from server.validation import TensorSpec
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True, slots=True)
 class LoadOptions:
     intra_op_threads: int = 1
-    batch_max_rows: int = 256
-    batch_window_us: int = 0
     inline_max_us: int = 300
     timeout_s: float = 60.0
     """Most seconds one load (verify, open, warm up) may take; past it the version is refused."""
@@ -50,14 +49,12 @@ class LoadedModel:
     load_seconds: float
     warmup_us: float
     inline: bool
-    batcher: Batcher | None
+    """Its warm-up was cheaper than a thread hop: it runs on the event loop."""
     metrics: ModelMetrics
     _output_names: list[str] = field(repr=False)
     _run_fast: Any = field(repr=False, default=None)
     """The session's C++ ``run``, skipping the Python wrapper's per-call checks (inputs are
     checked by ``validation`` already); the public ``run`` if that is not there."""
-    encoded_version: bytes = field(repr=False, default=b"")
-    """The version as an HTTP header value, encoded once."""
     _map_outputs: tuple[int, ...] = field(repr=False, default=())
     """Indexes of the ZipMap outputs (lists of dicts), turned into object arrays per row."""
 
@@ -66,13 +63,20 @@ class LoadedModel:
         return self.inputs, self.outputs
 
     @property
-    def only_input(self) -> str | None:
-        """The name of the input when there is exactly one (batchable requests)."""
-        return self.inputs[0].name if len(self.inputs) == 1 else None
+    def batch_input(self) -> str | None:
+        """The input requests can be joined on: the only one, with a dynamic batch axis."""
+        if len(self.inputs) == 1 and self.inputs[0].batch_dynamic:
+            return self.inputs[0].name
+        return None
 
-    def run(self, feeds: Mapping[str, Array]) -> list[Array]:
+    @property
+    def batch_rows(self) -> Any:
+        return self.metrics.batch_rows
+
+    def run(self, feeds: Mapping[str, Array], options: ort.RunOptions | None = None) -> list[Array]:
+        """One onnxruntime call on this thread (server.batcher decides where and with whom)."""
         try:
-            outputs: list[Any] = self._run_fast(self._output_names, feeds, None)
+            outputs: list[Any] = self._run_fast(self._output_names, feeds, options)
         except Exception as exc:  # onnxruntime's errors are untyped pybind classes
             if "INVALID_ARGUMENT" in str(exc):
                 raise InvalidInputError(f"the model rejected the input: {exc}") from None
@@ -80,27 +84,6 @@ class LoadedModel:
         for index in self._map_outputs:
             outputs[index] = rows_of(outputs[index])
         return outputs
-
-    def run_feeds(self, feeds: Mapping[str, Array]) -> list[Array]:
-        """One call on this thread (no batching), counted in the batch-size metric."""
-        outputs = self.run(feeds)
-        self.metrics.batch_rows.observe(len(next(iter(feeds.values()))))
-        return outputs
-
-    def _run_rows(self, rows: Array) -> list[Array]:
-        return self.run({self.inputs[0].name: rows})
-
-    async def infer_feeds(self, feeds: Mapping[str, Array]) -> list[Array]:
-        """Batched with other requests when the model has one input; else one call."""
-        if self.batcher is not None and len(feeds) == 1:
-            return await self.batcher.infer(next(iter(feeds.values())))
-        return await self.infer(feeds)
-
-    async def infer(self, feeds: Mapping[str, Array]) -> list[Array]:
-        """Any feeds, one call (no batching)."""
-        if self.inline:
-            return self.run(feeds)
-        return await asyncio.get_running_loop().run_in_executor(None, self.run, feeds)
 
 
 def rows_of(values: list[Any]) -> Array:
@@ -193,27 +176,44 @@ def load_version(
             old one.
     """
     manifest = published.manifest
-    run_options = ort.RunOptions()
-    result: list[LoadedModel | BaseException] = []
-
-    def attempt() -> None:
-        try:
-            result.append(_load(published, options, expected_schema, run_options))
-        except BaseException as exc:  # handed to the caller's thread
-            result.append(exc)
-
-    thread = threading.Thread(target=attempt, name=f"load-{manifest.name}", daemon=True)
-    thread.start()
-    thread.join(options.timeout_s)
-    if not result:
-        run_options.terminate = True  # stops a warm-up inference that never ends
+    try:
+        return within(
+            options.timeout_s,
+            lambda run_options: _load(published, options, expected_schema, run_options),
+            f"load-{manifest.name}",
+        )
+    except TimeoutError:
         raise ModelLoadError(
             manifest.name,
             manifest.version,
             f"loading and warming up took longer than {options.timeout_s:g}s "
             "(SERVER_LOAD_TIMEOUT_SECONDS); refused",
             "timeout",
-        )
+        ) from None
+
+
+def within(seconds: float, work: Callable[[ort.RunOptions], T], name: str) -> T:
+    """``work(run_options)`` on a thread of its own, for at most ``seconds``: the one time limit
+    of what the server runs on its own (loads, warm-ups, shadow runs), not for a client.
+
+    Past the limit the inference ``work`` runs with ``run_options`` is stopped (onnxruntime's
+    terminate flag), anything else is abandoned in its thread, and TimeoutError is raised.
+    """
+    run_options = ort.RunOptions()
+    result: list[T | BaseException] = []
+
+    def attempt() -> None:
+        try:
+            result.append(work(run_options))
+        except BaseException as exc:  # handed to the caller's thread
+            result.append(exc)
+
+    thread = threading.Thread(target=attempt, name=name, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if not result:
+        run_options.terminate = True  # stops an inference that never ends
+        raise TimeoutError(f"{name} took longer than {seconds:g}s")
     outcome = result[0]
     if isinstance(outcome, BaseException):
         raise outcome
@@ -284,10 +284,7 @@ def _load(
             "in a thread",
             name, version, exc,
         )  # fmt: skip
-    inline = warmup_us <= options.inline_max_us
-    metrics = ModelMetrics(name, version)
-    batchable = len(inputs) == 1 and inputs[0].batch_dynamic
-    model = LoadedModel(
+    return LoadedModel(
         name=name,
         version=version,
         sha256=manifest.sha256,
@@ -297,21 +294,9 @@ def _load(
         outputs=outputs,
         load_seconds=time.perf_counter() - started,
         warmup_us=warmup_us,
-        inline=inline,
-        batcher=None,
-        metrics=metrics,
+        inline=warmup_us <= options.inline_max_us,
+        metrics=ModelMetrics(name, version),
         _output_names=output_names,
         _run_fast=_fast_run(session),
-        encoded_version=version.encode("latin-1", errors="replace"),
         _map_outputs=tuple(i for i, spec in enumerate(outputs) if spec.sequence_of_maps),
     )
-    if batchable:
-        batcher = Batcher(
-            model._run_rows,
-            max_rows=options.batch_max_rows,
-            window_s=options.batch_window_us / 1e6,
-            inline=inline,
-            on_batch=metrics.batch_rows.observe,
-        )
-        object.__setattr__(model, "batcher", batcher)
-    return model

@@ -65,7 +65,8 @@ LOADED = Gauge(
 )
 SHADOW = Counter(
     "server_shadow_comparisons_total",
-    "Shadow runs of a candidate compared with the served answer, by result (same/different/error).",
+    "Shadow runs of a candidate compared with the served answer, by result (same, different, "
+    "error, timeout).",
     ["model", "version", "result"],
 )
 

@@ -4,17 +4,35 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Callable
 
 from contracts.rollout import RolloutMode
 from server.errors import VersionNotServedError
 from server.holder import Serving
 from server.load import LoadedModel
 
+ROUTING_KEY_HEADER = "X-Routing-Key"
+VERSION_HEADER = "X-Model-Version"
+
+Header = Callable[[str], str | None]
+"""Looks a request header up by name (case-insensitive), None when absent."""
+
 
 def bucket(key: str) -> float:
     """A stable number in [0, 100) for a routing key: the same key, the same side."""
     digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "big") % 10_000 / 100.0
+
+
+def route(
+    serving: Serving, header: Header, pinned: str | None = None
+) -> tuple[LoadedModel, LoadedModel | None]:
+    """(the version that answers, the version that shadows it or None) for a request;
+    ``pinned`` (a version in the URL) wins over the version header."""
+    pinned = pinned or header(VERSION_HEADER)
+    if serving.candidate is None and (not pinned or pinned == serving.current.version):
+        return serving.current, None  # the common case: no more header lookups
+    return choose(serving, header(ROUTING_KEY_HEADER), pinned)
 
 
 def choose(

@@ -31,7 +31,10 @@ class ServerSettings(BaseSettings):
         "besides the default model; empty: ready when any model serves.",
     )
     load_timeout_seconds: float = Field(
-        default=60.0, gt=0, description="Most seconds one load and warm-up may take (refused)."
+        default=60.0,
+        gt=0,
+        description="Most seconds one load and warm-up (then refused), or one inference the "
+        "server runs on its own (a shadow run; then stopped), may take.",
     )
     body_timeout_seconds: float = Field(
         default=30.0, gt=0, description="Most seconds a request may take to arrive."

@@ -43,13 +43,14 @@ class VolumeSync:
     def sync(self) -> None:
         with self._lock:
             names = list_models(self._volume)
+            self._table.add(names)
             for name in names:
-                holder = self._table.add(name)
+                holder = self._table.get(name)
                 try:
                     self._sync_model(holder)
                 except Exception as exc:  # one model's surprise never stops the others
                     log.exception("syncing %s failed", name)
-                    holder.status.last_error = self._public(f"syncing failed: {exc}")
+                    holder.attempts.last_error = self._public(f"syncing failed: {exc}")
             for name in self._table.names():
                 if name not in names:
                     log.warning("model %s left the volume; no longer served", name)
@@ -67,24 +68,24 @@ class VolumeSync:
             return resolve(self._volume, holder.name, role)
         except VolumeError as exc:
             reason = self._public(str(exc))
-            if holder.status.last_error != reason:
+            if holder.attempts.last_error != reason:
                 log.error("cannot read %s/%s: %s", holder.name, role, reason)
                 SWAPS.labels(holder.name, role, "failed").inc()
-            holder.status.last_error = reason
+            holder.attempts.last_error = reason
             return None
 
     def _load(
         self, holder: ModelHolder, published: PublishedModel, role: str, like: LoadedModel | None
     ) -> LoadedModel | None:
         directory = str(published.directory)
-        if directory in holder.status.failed_directories:
+        if directory in holder.attempts.failed_directories:
             return None
         expected = None if like is None or self._options.allow_schema_change else like.schema
         try:
             model = load_version(published, self._options.load, expected)
         except ModelLoadError as exc:
-            holder.status.failed_directories[directory] = exc.reason
-            holder.status.last_error = self._public(str(exc))
+            holder.attempts.failed_directories[directory] = exc.reason
+            holder.attempts.last_error = self._public(str(exc))
             SWAPS.labels(holder.name, role, "failed").inc()
             REFUSALS.labels(holder.name, role, exc.kind).inc()
             log.error(
@@ -149,7 +150,7 @@ class VolumeSync:
         if new != old:
             holder.serving = new
             if current is not (old.current if old else None):
-                holder.status.last_error = None
+                holder.attempts.last_error = None
             self._retire(old, new)
 
     @staticmethod

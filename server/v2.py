@@ -1,28 +1,27 @@
 """The Open Inference Protocol (KServe V2 / Triton) wire format, with the binary tensor data
 extension: request bytes -> checked feeds and the outputs asked for; outputs -> answer bytes.
 
-No web framework here: the Falcon resources call it.
+No web framework here: the request pipeline (server.pipeline) calls it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import orjson
 
 from contracts.tensors import UnsupportedTensorType, numpy_dtype, onnx_type_of_v2
 from server.batcher import Array
-from server.errors import BodyTooLargeError, InvalidInputError, UnsupportedMediaTypeError
-from server.predict import media_type, parse_json
-from server.validation import TensorSpec, jsonable, v2_inputs
+from server.errors import InvalidInputError, UnsupportedMediaTypeError
+from server.validation import TensorSpec, as_array, check_shape
+from server.wire import JSON, dumps, jsonable, media_type, parse_json
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 """The binary extension's header: the JSON part's length; tensor bytes follow it."""
 BINARY_MEDIA_TYPE = "application/octet-stream"
-JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 SERVER_METADATA = {"name": "mlgitops", "version": "0.1.0", "extensions": ["binary_tensor_data"]}
 
 
@@ -53,10 +52,8 @@ def check_media_type(content_type: str | None, header_length: str | None) -> Non
         raise UnsupportedMediaTypeError(content_type)
 
 
-def parse_request(raw: bytes, header_length: str | None, limit: int) -> InferRequest:
+def parse_request(raw: bytes, header_length: str | None) -> InferRequest:
     """Split ``raw`` into the JSON header and the binary tensors it announces."""
-    if len(raw) > limit:
-        raise BodyTooLargeError(None, limit)
     json_part, rest = raw, b""
     if header_length is not None:
         if not header_length.isdigit() or int(header_length) > len(raw):
@@ -66,7 +63,7 @@ def parse_request(raw: bytes, header_length: str | None, limit: int) -> InferReq
             )
         split = int(header_length)
         json_part, rest = raw[:split], raw[split:]
-    body = parse_json(json_part, limit)
+    body = parse_json(json_part)
     if not isinstance(body, dict) or "inputs" not in body:
         raise InvalidInputError(
             'the body must be a JSON object {"inputs": [{"name", "shape", "datatype", "data"}]}'
@@ -142,7 +139,49 @@ def _decode_strings(name: str, data: bytes) -> Array:
 
 
 def feeds(request: InferRequest, specs: Sequence[TensorSpec]) -> dict[str, Array]:
-    return v2_inputs(request.body["inputs"], specs, decode_binary(request))
+    return read_inputs(request.body["inputs"], specs, decode_binary(request))
+
+
+def read_inputs(
+    inputs: Any,
+    specs: Sequence[TensorSpec],
+    binary: Mapping[str, Array] | None = None,
+) -> dict[str, Array]:
+    """The V2 ``inputs`` list -> feeds, each checked against the model's input of that name.
+
+    ``binary``: the inputs sent with the binary tensor data extension, already decoded."""
+    by_name = {spec.name: spec for spec in specs}
+    expected = ", ".join(spec.describe() for spec in specs)
+    if not isinstance(inputs, list) or not inputs:
+        raise InvalidInputError(f"'inputs' must be a non-empty list; the model takes {expected}")
+    feeds: dict[str, Array] = {}
+    for index, item in enumerate(inputs):
+        if not isinstance(item, Mapping):
+            raise InvalidInputError(f"inputs[{index}] must be an object with name, shape, data")
+        name = item.get("name")
+        spec = by_name.get(name) if isinstance(name, str) else None
+        if spec is None:
+            raise InvalidInputError(
+                f"inputs[{index}] is named {name!r}; the model's inputs are {expected}"
+            )
+        datatype = item.get("datatype")
+        if datatype is not None and datatype != spec.datatype:
+            raise InvalidInputError(
+                f"input {name!r} has datatype {datatype!r}; expected {spec.datatype!r} "
+                f"for {spec.describe()}"
+            )
+        shape = check_shape(item.get("shape"), f"input {name!r}")
+        data = binary.get(spec.name) if binary else None
+        array = data if data is not None else as_array(item.get("data"), f"input {name!r}", spec)
+        if array.size != math.prod(shape):
+            raise InvalidInputError(
+                f"input {name!r} has {array.size} values; shape {shape} needs {math.prod(shape)}"
+            )
+        feeds[spec.name] = spec.check_array(array.reshape(shape), f"input {name!r}")
+    missing = [spec.describe() for spec in specs if spec.name not in feeds]
+    if missing:
+        raise InvalidInputError(f"missing input(s): {', '.join(missing)}")
+    return feeds
 
 
 def choose_outputs(request: InferRequest, specs: Sequence[TensorSpec]) -> list[OutputChoice]:
@@ -170,7 +209,7 @@ def choose_outputs(request: InferRequest, specs: Sequence[TensorSpec]) -> list[O
 def _values(spec: TensorSpec, output: Array) -> Array | list[Any]:
     flat = output.reshape(-1)
     if spec.sequence_of_maps:  # one JSON object per row, as BYTES (the protocol has no map)
-        return [orjson.dumps(row, option=JSON_OPTIONS).decode() for row in flat]
+        return [dumps(row).decode() for row in flat]
     return flat
 
 
@@ -187,7 +226,7 @@ def encode_answer(
     outputs: list[Array],
     chosen: list[OutputChoice],
     request_id: Any,
-) -> tuple[bytes, dict[str, str]]:
+) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     """The answer's bytes and headers (``Inference-Header-Content-Length`` with binary)."""
     entries: list[dict[str, Any]] = []
     tensors: list[bytes] = []
@@ -209,13 +248,13 @@ def encode_answer(
     body: dict[str, Any] = {"model_name": name, "model_version": version, "outputs": entries}
     if request_id is not None:
         body["id"] = request_id
-    header = orjson.dumps(body, option=JSON_OPTIONS)
+    header = dumps(body)
     if not tensors:
-        return header, {"Content-Type": "application/json"}
-    return header + b"".join(tensors), {
-        "Content-Type": BINARY_MEDIA_TYPE,
-        HEADER_LENGTH: str(len(header)),
-    }
+        return header, [(b"content-type", JSON)]
+    return header + b"".join(tensors), [
+        (b"content-type", BINARY_MEDIA_TYPE.encode()),
+        (HEADER_LENGTH.lower().encode(), b"%d" % len(header)),
+    ]
 
 
 def model_metadata(
@@ -225,6 +264,16 @@ def model_metadata(
         "name": name,
         "versions": versions,
         "platform": "onnxruntime",
-        "inputs": [spec.metadata() for spec in inputs],
-        "outputs": [spec.metadata() for spec in outputs],
+        "inputs": [tensor_metadata(spec) for spec in inputs],
+        "outputs": [tensor_metadata(spec) for spec in outputs],
+    }
+
+
+def tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
+    """The metadata entry of one input or output: ``{"name", "datatype", "shape"}`` (-1 for a
+    dynamic dimension)."""
+    return {
+        "name": spec.name,
+        "datatype": spec.datatype,
+        "shape": [-1 if d is None else d for d in spec.shape],
     }

@@ -1,10 +1,12 @@
-"""Request data -> numpy arrays, checked against a model's inputs (computed once at load time)."""
+"""Request data -> numpy arrays, checked against a model's inputs (computed once at load time).
+
+No wire format here: server.predict and server.v2 read their bodies with it."""
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,14 +68,6 @@ class TensorSpec:
         dims = ",".join("N" if d is None else str(d) for d in self.shape)
         return f"{self.name}: {self.dtype.name}[{dims}]"
 
-    def metadata(self) -> dict[str, Any]:
-        """The V2 metadata entry: ``{"name", "datatype", "shape"}`` (-1 for dynamic)."""
-        return {
-            "name": self.name,
-            "datatype": self.datatype,
-            "shape": [-1 if d is None else d for d in self.shape],
-        }
-
     def check_array(self, array: np.ndarray[Any, Any], what: str) -> np.ndarray[Any, Any]:
         """Check the kind, rank and fixed dimensions of ``array``; return it cast to the dtype."""
         kind = array.dtype.kind
@@ -123,7 +117,7 @@ def _cast(array: np.ndarray[Any, Any], spec: TensorSpec, what: str) -> np.ndarra
         ) from None
 
 
-def _as_array(data: Any, what: str, spec: TensorSpec) -> np.ndarray[Any, Any]:
+def as_array(data: Any, what: str, spec: TensorSpec) -> np.ndarray[Any, Any]:
     try:
         array = np.asarray(data)
     except (ValueError, TypeError) as exc:
@@ -156,26 +150,6 @@ def _whole_numbers(
     return np.asarray(data, dtype=spec.dtype)
 
 
-def rows_from_data(
-    data: Any, spec: TensorSpec, what: str = "'data'"
-) -> tuple[np.ndarray[Any, Any], bool]:
-    """The ``{"data": ...}`` body -> (array with a batch axis, whether it was one row).
-
-    One row has the model's rank minus one (``[..16 numbers..]`` for ``float32[N,16]``); a batch
-    has the full rank (``[[..], [..]]``).
-    """
-    scalar_row = len(spec.shape) == 1 and isinstance(data, str | int | float | bool)
-    if not isinstance(data, list) and not scalar_row:
-        raise InvalidInputError(
-            f"{what} must be a JSON array (one row or a list of rows); expected {spec.describe()}"
-        )
-    array = _as_array(data, what, spec)
-    single = array.ndim == len(spec.shape) - 1 and spec.batch_dynamic
-    if single:
-        array = array[np.newaxis, ...]
-    return spec.check_array(array, what if not single else f"{what} (one row)"), single
-
-
 def check_shape(shape: Any, what: str) -> list[int]:
     """A V2 ``shape``: a list of non-negative ints (not booleans), rank and product bounded."""
     if (
@@ -189,92 +163,3 @@ def check_shape(shape: Any, what: str) -> list[int]:
     if math.prod(shape) > MAX_ELEMENTS:
         raise InvalidInputError(f"{what} has shape {shape}: more than {MAX_ELEMENTS} values")
     return shape
-
-
-def feeds_from_data(
-    data: Any, specs: Sequence[TensorSpec]
-) -> tuple[dict[str, np.ndarray[Any, Any]], bool]:
-    """The ``/predict`` ``data``: rows of the only input, or ``{input name: rows}`` for any
-    number of inputs -> (feeds, whether it was one row)."""
-    if type(data) is not dict:  # JSON objects decode to dict
-        if len(specs) != 1:
-            names = ", ".join(spec.describe() for spec in specs)
-            raise InvalidInputError(
-                f"the model takes several inputs ({names}): send 'data' as an object "
-                '{"<input name>": rows, ...}'
-            )
-        rows, single = rows_from_data(data, specs[0])
-        return {specs[0].name: rows}, single
-    expected = {spec.name for spec in specs}
-    if set(data) != expected:
-        unknown = sorted(set(data) - expected)
-        missing = sorted(expected - set(data))
-        raise InvalidInputError(
-            f"'data' names inputs {sorted(data)}; the model's inputs are {sorted(expected)}"
-            + (f" (unknown: {unknown})" if unknown else "")
-            + (f" (missing: {missing})" if missing else "")
-        )
-    feeds: dict[str, np.ndarray[Any, Any]] = {}
-    singles = set()
-    for spec in specs:
-        rows, single = rows_from_data(data[spec.name], spec, f"'data'[{spec.name!r}]")
-        feeds[spec.name] = rows
-        singles.add(single)
-    if len(singles) > 1:
-        raise InvalidInputError(
-            "'data' mixes one row and lists of rows: send every input in the same form"
-        )
-    return feeds, singles.pop()
-
-
-def v2_inputs(
-    inputs: Any,
-    specs: Sequence[TensorSpec],
-    binary: Mapping[str, np.ndarray[Any, Any]] | None = None,
-) -> dict[str, np.ndarray[Any, Any]]:
-    """The V2 ``inputs`` list -> feeds, each checked against the model's input of that name.
-
-    ``binary``: the inputs sent with the binary tensor data extension, already decoded."""
-    by_name = {spec.name: spec for spec in specs}
-    expected = ", ".join(spec.describe() for spec in specs)
-    if not isinstance(inputs, list) or not inputs:
-        raise InvalidInputError(f"'inputs' must be a non-empty list; the model takes {expected}")
-    feeds: dict[str, np.ndarray[Any, Any]] = {}
-    for index, item in enumerate(inputs):
-        if not isinstance(item, Mapping):
-            raise InvalidInputError(f"inputs[{index}] must be an object with name, shape, data")
-        name = item.get("name")
-        spec = by_name.get(name) if isinstance(name, str) else None
-        if spec is None:
-            raise InvalidInputError(
-                f"inputs[{index}] is named {name!r}; the model's inputs are {expected}"
-            )
-        datatype = item.get("datatype")
-        if datatype is not None and datatype != spec.datatype:
-            raise InvalidInputError(
-                f"input {name!r} has datatype {datatype!r}; expected {spec.datatype!r} "
-                f"for {spec.describe()}"
-            )
-        shape = check_shape(item.get("shape"), f"input {name!r}")
-        data = binary.get(spec.name) if binary else None
-        array = data if data is not None else _as_array(item.get("data"), f"input {name!r}", spec)
-        if array.size != math.prod(shape):
-            raise InvalidInputError(
-                f"input {name!r} has {array.size} values; shape {shape} needs {math.prod(shape)}"
-            )
-        feeds[spec.name] = spec.check_array(array.reshape(shape), f"input {name!r}")
-    missing = [spec.describe() for spec in specs if spec.name not in feeds]
-    if missing:
-        raise InvalidInputError(f"missing input(s): {', '.join(missing)}")
-    return feeds
-
-
-def jsonable(array: Any) -> Any:
-    """An output in a form orjson serialises (arrays natively; scalars and strings as Python)."""
-    if isinstance(array, np.generic):  # one row of a 1-D output, e.g. a label
-        return array.item()
-    if not isinstance(array, np.ndarray):  # one row of a string or ZipMap output: str, dict
-        return array
-    if array.dtype.kind in "OUS":
-        return array.tolist()
-    return array if array.flags.c_contiguous else np.ascontiguousarray(array)

@@ -1,10 +1,11 @@
 """A lean HTTP/1.1 gunicorn worker (uvloop + httptools) with a fast path for ``/predict``.
 
 uvicorn's worker spends more per request than the whole inference of a small model. This
-worker parses with httptools on uvloop, answers ``POST /predict`` and ``POST /models/{name}/
-predict`` through :class:`server.predict.Predictor` directly, and hands every other request to
-the Falcon ASGI app (one buffered ASGI call). Keep-alive, pipelining (answers in order),
-idle timeout, graceful stop and gunicorn's heartbeat are handled here.
+worker parses with httptools on uvloop, hands ``POST /predict`` and ``POST /models/{name}/
+predict`` to the request pipeline (server.pipeline) directly, and every other request to the
+Falcon ASGI app (one buffered ASGI call), whose resources call the same pipeline. What is
+here is HTTP/1.1 only: framing, keep-alive, pipelining (answers in order), the head and body
+limits, idle timeout, graceful stop and gunicorn's heartbeat.
 
 Select it with ``SERVER_WORKER_CLASS=server.worker.HttpWorker`` (the default of the gunicorn
 config); ``uvicorn_worker.UvicornWorker`` still works with the same app.
@@ -21,29 +22,24 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
 import httptools
-import orjson
 import uvloop
 from gunicorn.workers.base import Worker
 
-from server.errors import BodyTooLargeError, ServerError, error_body, error_headers
+from server.errors import error_body, is_v2
 
 if TYPE_CHECKING:  # gunicorn imports this module in the master: keep onnxruntime out of it
-    from server.app import ServerApp
-    from server.batcher import Array
-    from server.predict import Answer, Prepared
+    from server.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 _JSON = b"application/json"
-_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS  # ZipMap: {label: p}
 _PREDICT = b"/predict"
 _MODELS = b"/models/"
 
@@ -81,16 +77,14 @@ class _Shared:
     """Per-worker state every connection sees."""
 
     app: Any
-    server_app: ServerApp | None
+    pipeline: Pipeline | None
+    """The pipeline /predict goes to; None: everything goes to the ASGI app."""
     max_body_bytes: int
-    retry_after: int
     keepalive: float
     body_timeout: float = 30.0
     """Most seconds one request (head and body) may take to arrive, however it trickles."""
     connections: set[HttpProtocol] = field(default_factory=set)
     stopping: bool = False
-    ready: list[tuple[HttpProtocol, _Request, str | None]] = field(default_factory=list)
-    drain_scheduled: bool = False
 
 
 def _response(
@@ -124,18 +118,10 @@ def _response(
     return b"".join(lines)
 
 
-def _error(exc: ServerError, retry_after: int, path: bytes = b"") -> _Answer:
-    body = error_body(path.decode("latin-1"), exc.title, str(exc))
-    headers = [(b"content-type", _JSON)]
-    for name, value in (error_headers(exc, retry_after) or {}).items():
-        headers.append((name.lower().encode(), value.encode("latin-1")))
-    return exc.status, body, headers
-
-
 def _refusal(
     status: int, description: str, *extra: tuple[bytes, bytes], path: bytes = b""
 ) -> _Answer:
-    body = error_body(path.decode("latin-1"), HTTPStatus(status).phrase, description)
+    body = error_body(is_v2(path.decode("latin-1")), HTTPStatus(status).phrase, description)
     return status, body, [(b"content-type", _JSON), *extra]
 
 
@@ -143,7 +129,8 @@ class HttpProtocol(asyncio.Protocol):
     """One client connection: parse, queue, answer in order.
 
     A request that cannot be served as sent (malformed, head or body over the limits, unknown
-    method) is queued as a refusal, answered in its turn, and then the connection closes; what
+    method) is queued as a refusal, answered in its turn (a body over the limit by the
+    pipeline, which counts it), and then the connection closes; what
     the client still sends is read away for a while first ("lingering close"), so that it sees
     the answer instead of a reset.
     """
@@ -275,12 +262,9 @@ class HttpProtocol(asyncio.Protocol):
                 length = int(value)  # httptools has checked that it is a number
             elif name == b"expect":
                 expect = value
-        limit = self._shared.max_body_bytes
-        if length is not None and length > limit:
+        if length is not None and length > self._shared.max_body_bytes:
             # Refused on the head alone: the body is never read into memory.
-            self._refuse_answer(
-                _error(self._too_large(length), self._shared.retry_after, self._url)
-            )
+            self._refuse_too_large()
             return
         if (
             expect
@@ -300,21 +284,21 @@ class HttpProtocol(asyncio.Protocol):
         if self._refused:
             return
         self._body_size += len(body)
-        if self._body_size > self._shared.max_body_bytes:  # chunked: no length up front
-            self._refuse_answer(_error(self._too_large(None), self._shared.retry_after, self._url))
-            return
         self._body.append(body)
+        if self._body_size > self._shared.max_body_bytes:  # chunked: no length up front
+            self._refuse_too_large()
 
-    def _too_large(self, length: int | None) -> BodyTooLargeError:
-        """The 413 of this request, counted in the metrics when it is a prediction."""
-        server_app = self._shared.server_app
-        fast, name = _predict_route(self._url.partition(b"?")[0])
-        if server_app is not None and fast and self._parser.get_method() == b"POST":
-            try:
-                server_app.predictor.check(name, "application/json", length)
-            except BodyTooLargeError as exc:
-                return exc
-        return BodyTooLargeError(length, self._shared.max_body_bytes)
+    def _refuse_too_large(self) -> None:
+        """Answer this request as it is (its body past the limit, or not read) and read no
+        more: the pipeline or the app answers 413 from its length."""
+        self._refused = True
+        self._in_message = False
+        self._expect_continue = False
+        path, _, query = self._url.partition(b"?")
+        body = b"".join(self._body)
+        self._enqueue(
+            _Request(self._parser.get_method(), path, query, self._headers, body, keep_alive=False)
+        )
 
     def on_message_complete(self) -> None:
         if self._refused:
@@ -436,15 +420,10 @@ class HttpProtocol(asyncio.Protocol):
         if request.refusal is not None:
             self.respond(request, *request.refusal)
             return
-        shared = self._shared
-        if shared.server_app is not None and request.method == b"POST":
+        if self._shared.pipeline is not None and request.method == b"POST":
             fast, name = _predict_route(request.path)
             if fast:
-                # Joined with the other predictions of this loop turn (see _drain).
-                shared.ready.append((self, request, name))
-                if not shared.drain_scheduled:
-                    shared.drain_scheduled = True
-                    self._loop.call_soon(_drain, shared)
+                self._loop.create_task(self._predict(request, name))
                 return
         self._loop.create_task(self._answer(request))
 
@@ -484,26 +463,13 @@ class HttpProtocol(asyncio.Protocol):
             status, body, headers = await self._asgi(request)
         except Exception:
             log.exception("unexpected error answering %s", request.path.decode("latin-1"))
-            status, body, headers = _internal_error()
+            status, body, headers = _refusal(500, "see the server log", path=request.path)
         self.respond(request, status, body, headers)
 
-    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        self._loop.create_task(coroutine)
-
-    async def predict_async(self, name: str | None, request: _Request) -> None:
-        """The awaiting path: threaded models, canary and shadow."""
-        server_app = self._shared.server_app
-        assert server_app is not None
-        try:
-            answer = await server_app.predictor.predict(name, request.body, request.header)
-        except ServerError as exc:
-            self.respond(request, *_error(exc, self._shared.retry_after))
-            return
-        except Exception:
-            log.exception("unexpected error answering %s", request.path.decode("latin-1"))
-            self.respond(request, *_internal_error())
-            return
-        self.respond(request, *_ok(answer))
+    async def _predict(self, request: _Request, name: str | None) -> None:
+        assert self._shared.pipeline is not None
+        answer = await self._shared.pipeline.predict(name, request.header, request.body)
+        self.respond(request, answer.status, answer.body, answer.headers)
 
     async def _asgi(self, request: _Request) -> _Answer:
         scope = {
@@ -558,72 +524,6 @@ def _predict_route(path: bytes) -> tuple[bool, str | None]:
         if middle and b"/" not in middle and b"%" not in middle:
             return True, middle.decode("latin-1")
     return False, None
-
-
-def _ok(answer: Answer) -> _Answer:
-    body = orjson.dumps(answer.body, option=_JSON_OPTIONS)
-    return 200, body, [(b"content-type", _JSON), (b"x-model-version", answer.model.encoded_version)]
-
-
-def _internal_error() -> _Answer:
-    body = orjson.dumps({"title": "Server error", "description": "see the server log"})
-    return 500, body, [(b"content-type", _JSON)]
-
-
-def _drain(shared: _Shared) -> None:
-    """Answer every prediction that arrived in this loop turn: checks, then one onnxruntime
-    call per model for all of them (dynamic batching without timers), then the answers."""
-    shared.drain_scheduled = False
-    ready, shared.ready = shared.ready, []
-    server_app = shared.server_app
-    assert server_app is not None
-    predictor = server_app.predictor
-    groups: dict[int, list[tuple[HttpProtocol, _Request, Prepared]]] = {}
-    for protocol, request, name in ready:
-        try:
-            if server_app.token is not None:
-                path = request.path.decode("latin-1")
-                server_app.token.check(path, request.header("authorization"))
-            length = request.header("content-length")
-            predictor.check(name, request.header("content-type"), int(length) if length else None)
-            prepared = predictor.prepare(name, request.body, request.header, sync_only=True)
-        except ServerError as exc:
-            protocol.respond(request, *_error(exc, shared.retry_after))
-            continue
-        except Exception:
-            log.exception("unexpected error answering %s", request.path.decode("latin-1"))
-            protocol.respond(request, *_internal_error())
-            continue
-        if prepared is None:
-            protocol.spawn(protocol.predict_async(name, request))
-            continue
-        groups.setdefault(id(prepared.model), []).append((protocol, request, prepared))
-    for group in groups.values():
-        model = group[0][2].model
-        only = model.only_input
-        if len(group) == 1 or model.batcher is None or only is None:
-            results: list[BaseException | list[Array]] = []
-            for _, _, prepared in group:
-                try:
-                    results.append(model.run_feeds(prepared.feeds))
-                except Exception as exc:
-                    results.append(exc)
-        else:
-            results = model.batcher.run_many([prepared.feeds[only] for _, _, prepared in group])
-        for (protocol, request, prepared), result in zip(group, results, strict=True):
-            if isinstance(result, ServerError):
-                predictor.failed(prepared, result)
-                protocol.respond(request, *_error(result, shared.retry_after))
-                continue
-            try:
-                if isinstance(result, BaseException):
-                    raise result
-                answer = _ok(predictor.finish(prepared, result))
-            except Exception:
-                log.exception("answering %s failed", request.path.decode("latin-1"))
-                predictor.failed(prepared, ServerError())
-                answer = _internal_error()
-            protocol.respond(request, *answer)
 
 
 def _expire(shared: _Shared) -> None:
@@ -689,14 +589,13 @@ class HttpWorker(Worker):  # type: ignore[misc]
         from server.app import ServerApp
 
         app = self.wsgi
-        server_app = app if isinstance(app, ServerApp) else None
+        settings = app.settings if isinstance(app, ServerApp) else None
         shared = _Shared(
             app=app,
-            server_app=server_app,
-            max_body_bytes=server_app.predictor.max_body_bytes if server_app else 8 << 20,
-            retry_after=server_app.retry_after if server_app else 1,
+            pipeline=app.pipeline if isinstance(app, ServerApp) else None,
+            max_body_bytes=settings.max_body_bytes if settings else 8 << 20,
             keepalive=float(self.cfg.keepalive),
-            body_timeout=server_app.body_timeout if server_app else 30.0,
+            body_timeout=settings.body_timeout_seconds if settings else 30.0,
         )
         lifespan = _AsgiLifespan(app)
         try:

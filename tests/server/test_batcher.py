@@ -1,47 +1,67 @@
-"""Dynamic batching (server.batcher) with a fake model: joins, splits, isolates failures."""
+"""Dynamic batching (server.batcher) with a fake model: joins, splits, isolates failures,
+runs a slow model off the event loop."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pytest
 
-from server.batcher import Batcher
+from server.batcher import Batcher, run_many
 
 Array = np.ndarray[Any, Any]
+
+
+class Rows:
+    def __init__(self) -> None:
+        self.observed: list[float] = []
+
+    def observe(self, value: float) -> None:
+        self.observed.append(value)
 
 
 class FakeModel:
     """Doubles its input; refuses rows holding a negative number; records each call."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, inline: bool = True, batch_input: str | None = "x") -> None:
+        self.inline = inline
+        self.batch_input = batch_input
+        self.batch_rows = Rows()
         self.calls: list[int] = []
+        self.threads: set[int] = set()
 
-    def __call__(self, rows: Array) -> list[Array]:
+    def run(self, feeds: Mapping[str, Array]) -> list[Array]:
+        rows = feeds["x"]
         self.calls.append(len(rows))
+        self.threads.add(threading.get_ident())
         if (rows < 0).any():
             raise ValueError("negative input")
         return [rows * 2, rows.sum(axis=1)]
 
 
-def _rows(value: float, count: int = 1) -> Array:
-    return np.full((count, 4), value, dtype=np.float32)
+def _feeds(value: float, count: int = 1) -> dict[str, Array]:
+    return {"x": np.full((count, 4), value, dtype=np.float32)}
 
 
 @pytest.mark.parametrize("inline", [True, False])
 def test_concurrent_requests_share_one_call_and_get_their_rows(inline: bool) -> None:
-    model = FakeModel()
-    batcher = Batcher(model, max_rows=64, inline=inline)
+    model = FakeModel(inline=inline)
+    batcher = Batcher(max_rows=64)
 
     async def main() -> list[list[Array]]:
-        return await asyncio.gather(*(batcher.infer(_rows(i, 1 + i % 3)) for i in range(10)))
+        return await asyncio.gather(
+            *(batcher.infer(model, _feeds(i, 1 + i % 3)) for i in range(10))
+        )
 
     results = asyncio.run(main())
     assert sum(model.calls) == sum(1 + i % 3 for i in range(10))
     assert len(model.calls) < 10  # joined
+    assert model.batch_rows.observed == model.calls
     for i, (doubled, sums) in enumerate(results):
         assert doubled.shape == (1 + i % 3, 4)
         assert (doubled == 2 * i).all()
@@ -50,10 +70,10 @@ def test_concurrent_requests_share_one_call_and_get_their_rows(inline: bool) -> 
 
 def test_max_rows_splits_batches() -> None:
     model = FakeModel()
-    batcher = Batcher(model, max_rows=4, inline=True)
+    batcher = Batcher(max_rows=4)
 
     async def main() -> None:
-        await asyncio.gather(*(batcher.infer(_rows(1, 2)) for _ in range(5)))
+        await asyncio.gather(*(batcher.infer(model, _feeds(1, 2)) for _ in range(5)))
 
     asyncio.run(main())
     assert all(rows <= 4 for rows in model.calls)
@@ -63,13 +83,13 @@ def test_max_rows_splits_batches() -> None:
 def test_one_bad_request_fails_alone(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="server.batcher")
     model = FakeModel()
-    batcher = Batcher(model, max_rows=64, inline=True)
+    batcher = Batcher(max_rows=64)
 
     async def main() -> tuple[Any, ...]:
         return await asyncio.gather(
-            batcher.infer(_rows(1)),
-            batcher.infer(_rows(-1)),
-            batcher.infer(_rows(3)),
+            batcher.infer(model, _feeds(1)),
+            batcher.infer(model, _feeds(-1)),
+            batcher.infer(model, _feeds(3)),
             return_exceptions=True,
         )
 
@@ -80,12 +100,35 @@ def test_one_bad_request_fails_alone(caplog: pytest.LogCaptureFixture) -> None:
     assert "a batch of 3 requests failed" in caplog.text
 
 
+def test_a_model_that_cannot_be_joined_runs_each_request_alone() -> None:
+    model = FakeModel(batch_input=None)
+    batcher = Batcher(max_rows=64)
+
+    async def main() -> list[list[Array]]:
+        return await asyncio.gather(*(batcher.infer(model, _feeds(i, 2)) for i in range(3)))
+
+    results = asyncio.run(main())
+    assert model.calls == [2, 2, 2]
+    assert [float(r[0][0, 0]) for r in results] == [0.0, 2.0, 4.0]
+
+
+def test_a_large_request_runs_off_the_event_loop() -> None:
+    model = FakeModel(inline=True)
+    batcher = Batcher(max_rows=64)
+
+    async def main() -> None:
+        await batcher.infer(model, _feeds(1), inline=False)
+        await batcher.infer(model, _feeds(1))
+
+    asyncio.run(main())
+    assert threading.get_ident() in model.threads  # the small one inline
+    assert len(model.threads) == 2
+
+
 def test_run_many_on_this_thread() -> None:
     model = FakeModel()
-    batcher = Batcher(model, max_rows=64)
-    results = batcher.run_many([_rows(1), _rows(2, 2)])
+    first, second = run_many(model, [_feeds(1), _feeds(2, 2)])
     assert model.calls == [3]
-    first, second = results
     assert not isinstance(first, BaseException)
     assert not isinstance(second, BaseException)
     assert first[0].shape == (1, 4)

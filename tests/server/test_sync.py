@@ -49,18 +49,18 @@ def test_loads_swaps_and_keeps_old_on_failure(volume: Path, tmp_path: Path) -> N
     sync.sync()
     holder = table.get("m")
     assert holder.require().current is first
-    assert "onnxruntime cannot load" in (holder.status.last_error or "")
+    assert "onnxruntime cannot load" in (holder.attempts.last_error or "")
 
     other = write_mlp(tmp_path / "wide.onnx", seed=2, n_inputs=8)
     publish_version(volume, "m", "3", other.path)
     sync.sync()
     assert holder.require().current is first  # inputs changed: refused
-    assert "inputs/outputs changed" in (holder.status.last_error or "")
+    assert "inputs/outputs changed" in (holder.attempts.last_error or "")
 
     publish_version(volume, "m", "4", write_mlp(tmp_path / "b.onnx", seed=4).path)
     sync.sync()
     assert holder.require().current.version == "4"
-    assert holder.status.last_error is None
+    assert holder.attempts.last_error is None
 
 
 def test_schema_change_allowed_when_configured(volume: Path, tmp_path: Path) -> None:
@@ -80,7 +80,7 @@ def test_checksum_mismatch_is_refused(volume: Path, tmp_path: Path) -> None:
     _sync(volume, table).sync()
     holder = table.get("m")
     assert holder.serving is None
-    assert "sha256" in (holder.status.last_error or "")
+    assert "sha256" in (holder.attempts.last_error or "")
 
 
 def test_candidate_with_rollout_then_removed(volume: Path, tmp_path: Path) -> None:

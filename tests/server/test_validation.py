@@ -1,4 +1,5 @@
-"""Request data against a model's input metadata (server.validation)."""
+"""Request data against a model's input metadata (server.validation, read by server.predict
+and server.v2)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ import numpy as np
 import pytest
 
 from server.errors import InvalidInputError
-from server.validation import TensorSpec, jsonable, rows_from_data, v2_inputs
+from server.predict import feeds_from_data, rows_from_data
+from server.v2 import read_inputs as v2_inputs
+from server.v2 import tensor_metadata
+from server.validation import TensorSpec, check_shape
+from server.wire import jsonable
 
 FLOAT_16 = TensorSpec.from_onnxruntime("input", "tensor(float)", ["N", 16])
 INT_3 = TensorSpec.from_onnxruntime("ids", "tensor(int64)", [None, 3])
@@ -20,7 +25,7 @@ def test_spec_from_onnxruntime() -> None:
     assert FLOAT_16.shape == (None, 16)
     assert FLOAT_16.datatype == "FP32"
     assert FLOAT_16.describe() == "input: float32[N,16]"
-    assert FLOAT_16.metadata() == {"name": "input", "datatype": "FP32", "shape": [-1, 16]}
+    assert tensor_metadata(FLOAT_16) == {"name": "input", "datatype": "FP32", "shape": [-1, 16]}
     assert FLOAT_16.batch_dynamic
     assert not FIXED.batch_dynamic
 
@@ -110,7 +115,6 @@ U64 = TensorSpec.from_onnxruntime("big", "tensor(uint64)", [None])
 
 
 def test_named_inputs_one_row_and_batches() -> None:
-    from server.validation import feeds_from_data
 
     feeds, single = feeds_from_data({"x": [1.5], "colour": ["red"]}, [NUMBER, COLOUR])
     assert single
@@ -132,7 +136,6 @@ def test_named_inputs_one_row_and_batches() -> None:
     ],
 )
 def test_named_inputs_refused(data: Any, words: str) -> None:
-    from server.validation import feeds_from_data
 
     with pytest.raises(InvalidInputError, match=re.escape(words)):
         feeds_from_data(data, [NUMBER, COLOUR])
@@ -175,7 +178,6 @@ def test_a_string_row_of_a_rank_1_text_input() -> None:
 
 @pytest.mark.parametrize("shape", [[True, 2], [2**62 + 1, 2**62], [1] * 17, [1.0], [-1], "2", None])
 def test_v2_shapes_are_checked(shape: Any) -> None:
-    from server.validation import check_shape
 
     with pytest.raises(InvalidInputError, match="shape"):
         check_shape(shape, "input 'x'")
@@ -184,6 +186,6 @@ def test_v2_shapes_are_checked(shape: Any) -> None:
 def test_zipmap_outputs_are_sequences_of_maps() -> None:
     spec = TensorSpec.from_onnxruntime("p", "seq(map(string,tensor(float)))", [])
     assert spec.sequence_of_maps
-    assert spec.metadata() == {"name": "p", "datatype": "BYTES", "shape": [-1]}
+    assert tensor_metadata(spec) == {"name": "p", "datatype": "BYTES", "shape": [-1]}
     assert jsonable({"a": 0.5}) == {"a": 0.5}
     assert jsonable("label") == "label"

@@ -86,7 +86,7 @@ class _Errors(logging.Handler):
 
 
 async def _converse(app: ServerApp, chunks: list[bytes]) -> FakeTransport:
-    shared = _Shared(app=app, server_app=app, max_body_bytes=4096, retry_after=1, keepalive=5.0)
+    shared = _Shared(app=app, pipeline=app.pipeline, max_body_bytes=4096, keepalive=5.0)
     protocol = HttpProtocol(shared)
     transport = FakeTransport()
     protocol.connection_made(transport)  # type: ignore[arg-type]

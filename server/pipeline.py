@@ -1,0 +1,278 @@
+"""The one request pipeline: (route, headers, body) -> answer, for every route and worker class.
+
+The Falcon resources (server.resources) and the lean worker's ``/predict`` (server.worker) hand
+their requests here. Authentication, the body limit, validation, the choice of version (pin,
+canary, shadow), inference through the batcher, metrics and the mapping of errors to answers
+are each written once, below. No web framework here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from server import predict, routing, v2
+from server.auth import BearerToken
+from server.batcher import Array, Batcher
+from server.errors import (
+    BodyTooLargeError,
+    MetricsPortOnlyError,
+    NotReadyError,
+    ServerError,
+    UnsupportedMediaTypeError,
+    VersionNotServedError,
+    error_body,
+    error_headers,
+)
+from server.holder import ModelTable, Serving
+from server.load import LoadedModel
+from server.metrics import record_failure, render
+from server.routing import Header
+from server.settings import ServerSettings
+from server.shadow import Shadows
+from server.wire import JSON, dumps, media_type
+
+log = logging.getLogger(__name__)
+
+INLINE_MAX_BODY_BYTES = 64 * 1024
+"""Bodies up to this size are decoded and run on the event loop; larger ones in a thread."""
+
+Body = bytes | Callable[[int], Awaitable[bytes]]
+"""The body, or a reader of at most that many bytes (read only once the headers pass)."""
+
+
+class Kind(StrEnum):
+    PREDICT = "POST /predict, /models/{name}/predict"
+    INFER = "POST /v2/models/{name}[/versions/{version}]/infer"
+    MODEL = "GET /v2/models/{name}[/versions/{version}]"
+    MODEL_READY = "GET /v2/models/{name}[/versions/{version}]/ready"
+    SERVER = "GET /v2"
+    LIVE = "GET /v2/health/live"
+    READY = "GET /v2/health/ready"
+    MODELS = "GET /models"
+    METRICS = "GET /metrics"
+
+
+_V2 = frozenset({Kind.INFER, Kind.MODEL, Kind.MODEL_READY, Kind.SERVER, Kind.LIVE, Kind.READY})
+_OPEN = frozenset({Kind.LIVE, Kind.READY, Kind.METRICS})
+"""Routes without authentication: the probes and the scrape."""
+_INFERENCE = frozenset({Kind.PREDICT, Kind.INFER})
+"""Routes counted in server_requests_total."""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    kind: Kind
+    name: str | None = None
+    version: str | None = None
+    port: int | None = None
+    """The local port the request arrived on (``/metrics`` may be served on one port only)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    body: bytes
+    headers: list[tuple[bytes, bytes]]
+    """Lower-case names, as ASGI has them; the content type among them."""
+
+
+_DEFAULT_PREDICT = Route(Kind.PREDICT)
+
+
+def _json(value: Any) -> Answer:
+    return Answer(200, dumps(value), [(b"content-type", JSON)])
+
+
+class _Trace:
+    """What one request reached, for its metrics."""
+
+    __slots__ = ("model", "name")
+
+    def __init__(self, name: str | None) -> None:
+        self.name = name
+        self.model: LoadedModel | None = None
+
+
+class Pipeline:
+    def __init__(self, table: ModelTable, settings: ServerSettings) -> None:
+        self._table = table
+        self._limit = settings.max_body_bytes
+        self._retry_after = settings.retry_after_seconds
+        self._metrics_port = settings.metrics_port
+        secret = settings.auth_token
+        self.token = BearerToken(secret.get_secret_value()) if secret is not None else None
+        self._batcher = Batcher(
+            max_rows=settings.batch_max_rows, window_s=settings.batch_window_us / 1e6
+        )
+        self._shadows = Shadows(settings.shadow_tolerance, settings.load_timeout_seconds)
+        self._handlers = {
+            Kind.PREDICT: self._predict,
+            Kind.INFER: self._infer,
+            Kind.MODEL: self._model,
+            Kind.MODEL_READY: self._model_ready,
+            Kind.SERVER: self._server,
+            Kind.LIVE: self._live,
+            Kind.READY: self._ready,
+            Kind.MODELS: self._models,
+            Kind.METRICS: self._metrics,
+        }
+
+    async def __call__(self, route: Route, header: Header, body: Body) -> Answer:
+        """The answer to one request; never raises."""
+        started = time.perf_counter()
+        kind = route.kind
+        trace = _Trace(route.name)
+        try:
+            if self.token is not None and kind not in _OPEN:
+                self.token.check(header("authorization"))
+            length = header("content-length")
+            if length is not None and length.isdigit() and int(length) > self._limit:
+                raise BodyTooLargeError(int(length), self._limit)  # before reading it
+            answer = await self._handlers[kind](route, header, body, trace)
+        except ServerError as exc:
+            answer = self._error(kind, exc)
+        except Exception:
+            log.exception("unexpected error answering %s", kind.value)
+            answer = self._error(kind, ServerError("see the server log"))
+        if kind in _INFERENCE:
+            model = trace.model
+            if model is None:
+                record_failure(self._table.label(trace.name), answer.status)
+            elif answer.status == 200:
+                model.metrics.request(200, time.perf_counter() - started)
+            else:
+                model.metrics.request(answer.status, None)
+        return answer
+
+    def predict(self, name: str | None, header: Header, body: Body) -> Awaitable[Answer]:
+        """``POST /predict`` (``name`` None) or ``POST /models/{name}/predict``."""
+        return self(_DEFAULT_PREDICT if name is None else Route(Kind.PREDICT, name), header, body)
+
+    def _error(self, kind: Kind, exc: ServerError) -> Answer:
+        if exc.status >= 500 and exc.status != 503:
+            log.error("%s", exc, exc_info=exc)
+        body = error_body(kind in _V2, exc.title, str(exc))
+        return Answer(exc.status, body, error_headers(exc, self._retry_after))
+
+    async def _read(self, body: Body) -> bytes:
+        raw = body if isinstance(body, bytes) else await body(self._limit + 1)
+        if len(raw) > self._limit:  # chunked: no length up front
+            raise BodyTooLargeError(None, self._limit)
+        return raw
+
+    async def _infer_with(
+        self, model: LoadedModel, shadow: LoadedModel | None, feeds: dict[str, Array], large: bool
+    ) -> list[Array]:
+        outputs = await self._batcher.infer(model, feeds, inline=not large)
+        if shadow is not None:
+            self._shadows.submit(shadow, feeds, outputs)
+        return outputs
+
+    async def _predict(self, route: Route, header: Header, body: Body, trace: _Trace) -> Answer:
+        content_type = header("content-type")
+        if media_type(content_type) != "application/json":
+            raise UnsupportedMediaTypeError(content_type)
+        table = self._table
+        holder = table.default() if route.name is None else table.get(route.name)
+        trace.name = holder.name
+        serving = holder.require()
+        raw = await self._read(body)
+        model, shadow = routing.route(serving, header)
+        trace.model = model
+        large = len(raw) > INLINE_MAX_BODY_BYTES
+        parse = predict.parse
+        if large:
+            feeds, single = await asyncio.to_thread(parse, raw, model.inputs)
+        else:
+            feeds, single = parse(raw, model.inputs)
+        outputs = await self._infer_with(model, shadow, feeds, large)
+        data = predict.encode(model.name, model.version, model.outputs, outputs, single)
+        version = model.version.encode("latin-1", errors="replace")
+        return Answer(200, data, [(b"content-type", JSON), (b"x-model-version", version)])
+
+    async def _infer(self, route: Route, header: Header, body: Body, trace: _Trace) -> Answer:
+        serving = self._table.get(str(route.name)).require()
+        header_length = header(v2.HEADER_LENGTH)
+        v2.check_media_type(header("content-type"), header_length)
+        raw = await self._read(body)
+        model, shadow = routing.route(serving, header, route.version)
+        trace.model = model
+
+        def decode() -> tuple[v2.InferRequest, dict[str, Array], list[v2.OutputChoice]]:
+            request = v2.parse_request(raw, header_length)
+            chosen = v2.choose_outputs(request, model.outputs)
+            return request, v2.feeds(request, model.inputs), chosen
+
+        large = len(raw) > INLINE_MAX_BODY_BYTES
+        request, feeds, chosen = await asyncio.to_thread(decode) if large else decode()
+        outputs = await self._infer_with(model, shadow, feeds, large)
+        data, headers = v2.encode_answer(
+            model.name, model.version, outputs, chosen, request.body.get("id")
+        )
+        headers.append((b"x-model-version", model.version.encode("latin-1", errors="replace")))
+        return Answer(200, data, headers)
+
+    def _served(self, route: Route) -> tuple[Serving, LoadedModel]:
+        """The serving value and the version asked for (the current one by default)."""
+        name, version = str(route.name), route.version
+        serving = self._table.get(name).require()
+        if version is None or version == serving.current.version:
+            return serving, serving.current
+        if serving.candidate is not None and version == serving.candidate.version:
+            return serving, serving.candidate
+        raise VersionNotServedError(name, version, serving.versions())
+
+    async def _model(self, route: Route, header: Header, body: Body, trace: _Trace) -> Answer:
+        serving, model = self._served(route)
+        return _json(v2.model_metadata(model.name, serving.versions(), model.inputs, model.outputs))
+
+    async def _model_ready(self, route: Route, header: Header, body: Body, trace: _Trace) -> Answer:
+        self._served(route)
+        return _json({"name": route.name, "ready": True})
+
+    async def _server(self, route: Route, header: Header, body: Body, trace: _Trace) -> Answer:
+        return _json(v2.SERVER_METADATA)
+
+    async def _live(self, route: Route, header: Header, body: Body, trace: _Trace) -> Answer:
+        return _json({"live": True})
+
+    async def _ready(self, route: Route, header: Header, body: Body, trace: _Trace) -> Answer:
+        """The pod's readiness: the required models serve (see ``ModelTable.ready``)."""
+        if not self._table.ready():
+            raise NotReadyError(self._table.waiting())
+        return _json({"ready": True})
+
+    async def _models(self, route: Route, header: Header, body: Body, trace: _Trace) -> Answer:
+        """Every model of the volume with what it serves and its last error."""
+        models = []
+        for name, holder in sorted(self._table.holders.items()):
+            serving = holder.serving
+            entry: dict[str, Any] = {
+                "name": name,
+                "ready": serving is not None,
+                "version": serving.current.version if serving else None,
+                "sha256": serving.current.sha256 if serving else None,
+                "lastError": holder.attempts.last_error,
+            }
+            if serving is not None and serving.candidate is not None:
+                rollout = serving.rollout
+                entry["candidate"] = {
+                    "version": serving.candidate.version,
+                    "mode": rollout.mode.value if rollout else None,
+                    "weight": rollout.weight if rollout else 0,
+                }
+            models.append(entry)
+        return _json({"models": models})
+
+    async def _metrics(self, route: Route, header: Header, body: Body, trace: _Trace) -> Answer:
+        """Prometheus metrics; with SERVER_METRICS_PORT, only on that port."""
+        if self._metrics_port is not None and route.port != self._metrics_port:
+            raise MetricsPortOnlyError
+        data, content_type = await asyncio.to_thread(render)
+        return Answer(200, data, [(b"content-type", content_type.encode())])

@@ -1,0 +1,42 @@
+"""What both protocols (/predict and Open Inference) share on the wire: JSON in and out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+
+from server.errors import InvalidJsonError
+
+JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS  # ZipMap: {label: p}
+JSON = b"application/json"
+
+
+def media_type(content_type: str | None) -> str | None:
+    """``application/json; charset=utf-8`` -> ``application/json`` (lower case); None if absent."""
+    if content_type is None:
+        return None
+    return content_type.partition(";")[0].strip().lower()
+
+
+def parse_json(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJsonError(str(exc)) from None
+
+
+def dumps(value: Any) -> bytes:
+    return orjson.dumps(value, option=JSON_OPTIONS)
+
+
+def jsonable(array: Any) -> Any:
+    """An output in a form orjson serialises (arrays natively; scalars and strings as Python)."""
+    if isinstance(array, np.generic):  # one row of a 1-D output, e.g. a label
+        return array.item()
+    if not isinstance(array, np.ndarray):  # one row of a string or ZipMap output: str, dict
+        return array
+    if array.dtype.kind in "OUS":
+        return array.tolist()
+    return array if array.flags.c_contiguous else np.ascontiguousarray(array)

@@ -16,7 +16,7 @@ from server.holder import ModelTable
 from server.load import LoadOptions
 from server.metrics import MetricsFlusher
 from server.pipeline import Kind, Pipeline
-from server.resources import GetResource, PostResource
+from server.resources import GetResource, MethodNotAllowedAuth, PostResource, UnknownPath
 from server.settings import ServerSettings
 from server.sync import SyncOptions, VolumeSync
 from server.watcher import VolumeWatcher
@@ -54,13 +54,14 @@ ROUTES = {
 
 def create_app(table: ModelTable, settings: ServerSettings) -> ServerApp:
     """The app serving ``table``; nothing here reads the environment or the volume."""
-    app = falcon.asgi.App()
+    app = falcon.asgi.App(middleware=[MethodNotAllowedAuth()])
     pipeline = Pipeline(table, settings)
     for kind, paths in ROUTES.items():
         post = kind in (Kind.PREDICT, Kind.INFER)
         resource = (PostResource if post else GetResource)(pipeline, kind)
         for path in paths:
             app.add_route(path, resource)
+    app.add_sink(UnknownPath(pipeline, Kind.UNKNOWN))
     add_error_serializer(app)
     return ServerApp(app, pipeline, settings)
 

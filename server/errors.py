@@ -138,6 +138,12 @@ class NotReadyError(ServerError):
         )
 
 
+class NotFoundError(ServerError):
+    """No route has this path (after authentication, as every guarded route)."""
+
+    status, title = 404, "404 Not Found"
+
+
 class MetricsPortOnlyError(ServerError):
     status, title = 404, "Not found"
 

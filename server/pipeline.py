@@ -22,6 +22,7 @@ from server.batcher import Array, Batcher
 from server.errors import (
     BodyTooLargeError,
     MetricsPortOnlyError,
+    NotFoundError,
     NotReadyError,
     ServerError,
     UnsupportedMediaTypeError,
@@ -56,9 +57,13 @@ class Kind(StrEnum):
     READY = "GET /v2/health/ready"
     MODELS = "GET /models"
     METRICS = "GET /metrics"
+    UNKNOWN = "a path no route has"
+    UNKNOWN_V2 = "a path under /v2 no route has"
 
 
-_V2 = frozenset({Kind.INFER, Kind.MODEL, Kind.MODEL_READY, Kind.SERVER, Kind.LIVE, Kind.READY})
+_V2 = frozenset(
+    {Kind.INFER, Kind.MODEL, Kind.MODEL_READY, Kind.SERVER, Kind.LIVE, Kind.READY, Kind.UNKNOWN_V2}
+)
 _OPEN = frozenset({Kind.LIVE, Kind.READY, Kind.METRICS})
 """Routes without authentication: the probes and the scrape."""
 _INFERENCE = frozenset({Kind.PREDICT, Kind.INFER})
@@ -121,6 +126,8 @@ class Pipeline:
             Kind.READY: self._ready,
             Kind.MODELS: self._models,
             Kind.METRICS: self._metrics,
+            Kind.UNKNOWN: self._unknown,
+            Kind.UNKNOWN_V2: self._unknown,
         }
 
     async def __call__(self, route: Route, header: Header, body: Body) -> Answer:
@@ -129,17 +136,16 @@ class Pipeline:
         kind = route.kind
         trace = _Trace(route.name)
         try:
-            if self.token is not None and kind not in _OPEN:
-                self.token.check(header("authorization"))
+            self.authorize(kind, header)
             length = header("content-length")
             if length is not None and length.isdigit() and int(length) > self._limit:
                 raise BodyTooLargeError(int(length), self._limit)  # before reading it
             answer = await self._handlers[kind](route, header, body, trace)
         except ServerError as exc:
-            answer = self._error(kind, exc)
+            answer = self.error(kind, exc)
         except Exception:
             log.exception("unexpected error answering %s", kind.value)
-            answer = self._error(kind, ServerError("see the server log"))
+            answer = self.error(kind, ServerError("see the server log"))
         if kind in _INFERENCE:
             model = trace.model
             if model is None:
@@ -154,7 +160,13 @@ class Pipeline:
         """``POST /predict`` (``name`` None) or ``POST /models/{name}/predict``."""
         return self(_DEFAULT_PREDICT if name is None else Route(Kind.PREDICT, name), header, body)
 
-    def _error(self, kind: Kind, exc: ServerError) -> Answer:
+    def authorize(self, kind: Kind, header: Header) -> None:
+        """Raise UnauthorizedError unless ``kind`` is open or the request carries the token;
+        for every request, also those no route answers (server.resources)."""
+        if self.token is not None and kind not in _OPEN:
+            self.token.check(header("authorization"))
+
+    def error(self, kind: Kind, exc: ServerError) -> Answer:
         if exc.status >= 500 and exc.status != 503:
             log.error("%s", exc, exc_info=exc)
         body = error_body(kind in _V2, exc.title, str(exc))
@@ -269,6 +281,9 @@ class Pipeline:
                 }
             models.append(entry)
         return _json({"models": models})
+
+    async def _unknown(self, route: Route, header: Header, body: Body, trace: _Trace) -> Answer:
+        raise NotFoundError
 
     async def _metrics(self, route: Route, header: Header, body: Body, trace: _Trace) -> Answer:
         """Prometheus metrics; with SERVER_METRICS_PORT, only on that port."""

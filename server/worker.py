@@ -29,6 +29,7 @@ from urllib.parse import unquote_to_bytes
 
 import httptools
 import uvloop
+from falcon.constants import SINGLETON_HEADERS
 from gunicorn.workers.base import Worker
 
 from server.errors import error_body, is_v2
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 _JSON = b"application/json"
+_SINGLETONS = frozenset(name.encode() for name in SINGLETON_HEADERS)
 _PREDICT = b"/predict"
 _MODELS = b"/models/"
 
@@ -64,12 +66,13 @@ class _Request:
     refusal: _Answer | None = None  # answered as is (malformed, too large): then close
 
     def header(self, name: str) -> str | None:
-        """The header's value; several headers of that name joined by a comma (as Falcon)."""
+        """The header's value; several headers of that name joined by a comma, or the last
+        one of a header that may appear once (Content-Type): as Falcon reads them."""
         wanted = name.lower().encode("latin-1")
         found = [value for key, value in self.headers if key == wanted]
-        if not found:
-            return None
-        return (found[0] if len(found) == 1 else b",".join(found)).decode("latin-1")
+        if len(found) < 2:
+            return found[0].decode("latin-1") if found else None
+        return (found[-1] if wanted in _SINGLETONS else b",".join(found)).decode("latin-1")
 
 
 @dataclass(slots=True)

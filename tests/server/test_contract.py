@@ -543,20 +543,14 @@ READINESS = [
 ]
 # fmt: on
 
-HEAD_405 = (
-    "Falcon answers HEAD on a GET route 405 (no on_head), the lean worker answers it as GET "
-    "without the body (RFC 9110 9.3.2): the workers disagree"
-)
-REPEATED_CONTENT_TYPE = (
-    "the lean worker joins repeated Content-Type headers with a comma and answers /predict 415; "
-    "Falcon reads the last one and answers 200: the workers disagree"
-)
 # fmt: off
+# Where the roads disagreed before the one pipeline (HEAD on a GET route was 405 under Falcon;
+# the lean worker joined repeated Content-Type headers and answered 415): each road agrees now.
 DISAGREEMENTS = [
     Case("head-of-a-get-route", "HEAD", "/v2/health/live", reply_headers={"content-length": "13"},
-         check=_no_body, xfail={"falcon": HEAD_405, "uvicorn-worker": HEAD_405}),
+         check=_no_body),
     Case("repeated-content-type", "POST", PREDICT, predict_body(ROW), (*JSON, *JSON),
-         check=_one_row, xfail={"lean-worker": REPEATED_CONTENT_TYPE}),
+         check=_one_row),
     Case("repeated-content-type-infer", "POST", V2_INFER, v2_body(), (*JSON, *JSON)),
 ]
 # fmt: on
@@ -643,20 +637,7 @@ def test_metrics_count_each_request_and_unknown_names_share_one_label(
     assert sample_sum(text, "server_model_loaded_info", model="clf", version="7") >= 1
 
 
-SCOPE_SERVER = (
-    "server/resources.py MetricsResource indexes the ASGI scope's 'server' (local[1]); the ASGI "
-    "spec makes it an iterable, and falcon.testing passes an iterator: 500 instead of 404/200"
-)
-
-
-@pytest.mark.parametrize(
-    "road",
-    [
-        pytest.param("falcon", marks=pytest.mark.xfail(strict=True, reason=SCOPE_SERVER)),
-        "lean-worker",
-        "uvicorn-worker",
-    ],
-)
+@pytest.mark.parametrize("road", ["falcon", "lean-worker", "uvicorn-worker"])
 def test_metrics_only_on_the_metrics_port(servers: Servers, road: str) -> None:
     served = servers.road("metrics-port", road)
     public = served.request("GET", "/metrics")

@@ -69,7 +69,10 @@ class Child:
 
 
 def port_is_free(port: int) -> bool:
+    """Nothing listens on 127.0.0.1:``port``. Connections of a process stopped a moment ago
+    (TIME_WAIT for a minute) do not count: the servers bind with SO_REUSEADDR, so do we."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

@@ -208,7 +208,8 @@ def bring_up(args: argparse.Namespace, children: list[Child]) -> None:
     )
 
     base = f"http://127.0.0.1:{args.port}"
-    say(f"starting the server on {base}")
+    name, row = production_sample(args.file)
+    say(f"starting the server on {base} (POST /predict: {name})")
     server = Child(
         "server",
         [
@@ -224,7 +225,9 @@ def bring_up(args: argparse.Namespace, children: list[Child]) -> None:
             "--workers",
             str(args.workers),
         ],
-        env,
+        # The sidecar follows every registered model: /predict stays models.yaml's first one
+        # when a second is added (or left in .run/ by an earlier session).
+        {"SERVER_DEFAULT_MODEL": name, **env},
         logs / "server.log",
     )
     children.append(server)
@@ -235,7 +238,6 @@ def bring_up(args: argparse.Namespace, children: list[Child]) -> None:
         120,
     )
 
-    _name, row = production_sample(args.file)
     status, answer = http("POST", f"{base}/predict", {"data": row}, timeout=30)
     if status != 200:
         raise UpError(f"/predict answered {status}: {answer}; see {server.log}")

@@ -35,7 +35,15 @@ from reconciler.errors import (
     StalePlanError,
 )
 from reconciler.gate import DEFAULT_TIME_LIMIT, Fetched, check_artifact, fetch, gate, inspect
-from reconciler.plan import Action, Change, Kind, Plan, make_plan, read_progressive
+from reconciler.plan import (
+    Action,
+    Change,
+    Kind,
+    Plan,
+    make_plan,
+    progressive_text,
+    read_progressive,
+)
 from reconciler.probe import SignatureProbe
 from reconciler.progressive import PROGRESSIVE_TAG, Phase, ProgressiveState, steps_of
 from reconciler.serving import refusals
@@ -77,6 +85,8 @@ class ApplyResult:
 
 
 def describe(change: Change) -> str:
+    if change.target.kind is Kind.PROGRESSIVE:
+        return progressive_text(change)
     text = f"{change.action.value} {change.target.kind.value} {change.target.label()}"
     if change.before is not None or change.after is not None:
         text += f": {change.before if change.before is not None else '-'} -> "

@@ -104,6 +104,7 @@ def _parser(settings: ReconcilerSettings) -> argparse.ArgumentParser:
         "means every address)",
     )
     promote.add_argument("--format", choices=sorted(render.PROMOTE_RENDERERS), default="text")
+    promote.add_argument("--out", type=Path, help="also save the report as JSON")
     promote.add_argument(
         "--interval", type=float, default=5.0, help="seconds between two scrapes of every pod"
     )
@@ -296,6 +297,8 @@ def _promote(
     )
     outcomes = Promoter(registry, desired, args.metrics, options).run()
     _print(render.PROMOTE_RENDERERS[args.format](outcomes))
+    if args.out:
+        args.out.write_text(render.promote_json(outcomes))
     code = exit_code(outcomes)
     if code == EXIT_ERROR:
         _error("promote: a progressive rollout was rolled back (the report says why)\n")

@@ -113,6 +113,15 @@ class Plan:
 
     def summary(self) -> str:
         counts = self.counts()
+        held = [
+            c.target.model for c in self.changes
+            if c.target.kind is Kind.PROGRESSIVE and c.action is Action.NOOP
+        ]  # fmt: skip
+        if not self.has_changes and held:
+            return (
+                f"No changes to make. Production of {', '.join(held)} is held by a progressive "
+                "rollout (running or rolled back, see above)."
+            )
         if not self.has_changes:
             return "No changes. MLflow matches models.yaml."
         return (
@@ -123,6 +132,18 @@ class Plan:
 
 NEW = "(new)"
 """Stands for a version number MLflow has not assigned yet."""
+
+
+def progressive_text(change: Change) -> str:
+    """A progressive change for people: start, where it stands, or its end."""
+    target = change.target
+    stable = f"v{change.before}"
+    candidate = f"v{target.version}" if target.version else f"(new {(target.sha256 or '')[:12]})"
+    if change.action is Action.CREATE:
+        return f"start progressive rollout {stable} -> {candidate} (steps {change.after})"
+    if change.action is Action.DELETE:
+        return f"end progressive rollout {stable} -> {candidate} (was at {change.after})"
+    return f"progressive rollout {stable} -> {candidate}: {change.after}"
 
 
 def rollout_value(model: ModelSpec, actual: ActualModel) -> Rollout | str | None:

@@ -49,8 +49,9 @@ def checks(spec: ProgressiveSpec, step: Step, figures: Figures) -> tuple[Check, 
     """Every limit that applies to ``step``, judged once the candidate has ``min_requests``.
 
     Canary: the candidate's 5xx share, and its p99 over the stable version's p99 (both need
-    ``min_requests`` answers). Shadow: the share of its runs that failed, and the share of
-    compared answers that differ (its latency there is inference alone: not compared).
+    ``min_requests`` answers, and at least LATENCY_SAMPLES). Shadow: the share of its runs that
+    failed, and the share of compared answers that differ (its latency there is inference
+    alone: not compared).
     """
     needed = spec.min_requests
     if step.mode is RolloutMode.SHADOW:
@@ -85,7 +86,13 @@ def _rate(
     return Check(limit, figure, value, bound, f"{part} of {whole} {what}")
 
 
+LATENCY_SAMPLES = 100
+"""Answers each side needs before its p99 is judged: below 100, a p99 is the slowest answer
+(a candidate's first, cold request would decide)."""
+
+
 def _latency(bound: float, figures: Figures, needed: int) -> Check:
+    needed = max(needed, LATENCY_SAMPLES)
     candidate, stable = figures.candidate_p99, figures.stable_p99
     measured = (
         figures.candidate_requests >= needed

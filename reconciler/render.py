@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from reconciler.plan import Action, Change, Kind, Plan, Target
+from reconciler.plan import Action, Change, Kind, Plan, Target, progressive_text
 from reconciler.serving import SignatureReview
 from reconciler.signature import TensorDiff, TensorSpec, Verdict
 
@@ -45,21 +45,10 @@ def _value(value: str | None) -> str:
     return value if len(value) <= 80 else value[:77] + "..."
 
 
-def _progressive_what(change: Change) -> str:
-    target = change.target
-    stable = f"v{change.before}"
-    candidate = f"v{target.version}" if target.version else f"(new {(target.sha256 or '')[:12]})"
-    if change.action is Action.CREATE:
-        return f"start progressive rollout {stable} -> {candidate} (steps {change.after})"
-    if change.action is Action.DELETE:
-        return f"end progressive rollout {stable} -> {candidate} (was at {change.after})"
-    return f"progressive rollout {stable} -> {candidate}: {change.after}"
-
-
 def _what(change: Change) -> str:
     target = change.target
     if target.kind is Kind.PROGRESSIVE:
-        return _progressive_what(change)
+        return progressive_text(change)
     text = f"{target.kind.value} {target.label()}"
     if change.action is Action.CREATE and target.kind in (Kind.MODEL, Kind.VERSION):
         return text + (f" from {_value(change.after)}" if target.kind is Kind.VERSION else "")

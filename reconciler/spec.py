@@ -283,7 +283,8 @@ class ProgressiveSpec(_Strict):
         default=None,
         gt=0,
         description="Largest candidate p99 latency over the stable version's in the same step "
-        "(from the servers' histogram buckets); judged when both have min_requests.",
+        "(from the servers' histogram buckets); judged when both have min_requests answers, "
+        "and 100 at least. Canary steps only (a shadow run's time is inference alone).",
     )
     max_disagreement: float | None = Field(
         default=None,

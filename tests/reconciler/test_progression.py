@@ -78,6 +78,17 @@ def test_limits(step: Step, seen: Figures, expected: dict[str, tuple[float | Non
     assert found == expected
 
 
+def test_a_p99_is_judged_on_a_hundred_answers_at_least() -> None:
+    spec = ProgressiveSpec(steps=[10], min_requests=40, max_p99_latency_ratio=1.5)
+    few, enough = canary(n=99, p99=0.01), canary(n=100, p99=0.01)
+    assert [(c.limit, c.value) for c in checks(spec, CANARY, few)] == [
+        ("max_error_rate", 0.0), ("max_p99_latency_ratio", None),
+    ]  # fmt: skip
+    assert [(c.limit, c.ok) for c in checks(spec, CANARY, enough)] == [
+        ("max_error_rate", True), ("max_p99_latency_ratio", False),
+    ]  # fmt: skip
+
+
 def test_limits_not_declared_are_not_judged() -> None:
     spec = ProgressiveSpec(steps=["shadow", 10])
     assert [c.limit for c in checks(spec, CANARY, canary(p99=1.0))] == ["max_error_rate"]

@@ -94,6 +94,49 @@ def write_mlp(path: Path, **kwargs: object) -> BuiltModel:
     )
 
 
+FAULT_THRESHOLD = 50.0
+"""A first feature above this makes :func:`faulty_model` fail."""
+
+
+def faulty_model(*, seed: int = 0) -> onnx.ModelProto:
+    """:func:`mlp_model`'s signature (``input[N, 16] -> output[N, 4]``) and answers, except that
+    its output is reshaped to ``[N, k]`` with ``k`` read from the data (4, or 5 when a first
+    feature is above FAULT_THRESHOLD), as a traced ``view(n, k)`` with ``k`` taken from a
+    tensor does. On such input onnxruntime fails at run time (FAIL, "cannot be reshaped"):
+    the server answers 500 for that request only."""
+    model = mlp_model(seed=seed)
+    graph = model.graph
+    for node in graph.node:
+        node.output[:] = ["mlp" if name == "output" else name for name in node.output]
+    constants = {
+        "start": np.array([0], dtype=np.int64), "stop": np.array([1], dtype=np.int64),
+        "threshold": np.array(FAULT_THRESHOLD, dtype=np.float32),
+        "four": np.array([4], dtype=np.int64),
+    }  # fmt: skip
+    graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in constants.items())
+    graph.node.extend([
+        helper.make_node("Slice", ["input", "start", "stop", "stop"], ["column"]),
+        helper.make_node("ReduceMax", ["column"], ["top"], keepdims=0),
+        helper.make_node("Greater", ["top", "threshold"], ["odd"]),
+        helper.make_node("Cast", ["odd"], ["extra"], to=TensorProto.INT64),
+        helper.make_node("Add", ["four", "extra"], ["width"]),
+        helper.make_node("Shape", ["input"], ["input_shape"]),
+        helper.make_node("Slice", ["input_shape", "start", "stop"], ["rows"]),
+        helper.make_node("Concat", ["rows", "width"], ["target"], axis=0),
+        helper.make_node("Reshape", ["mlp", "target"], ["output"]),
+    ])  # fmt: skip
+    graph.name = f"faulty_seed{seed}"
+    onnx.checker.check_model(model)
+    return model
+
+
+def write_faulty(path: Path, *, seed: int = 0) -> BuiltModel:
+    """Save :func:`faulty_model` to ``path``; its facts."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(faulty_model(seed=seed).SerializeToString())
+    return BuiltModel(path, sha256_of(path), path.stat().st_size, 16, 4, seed)
+
+
 def write_corrupt(path: Path, *, size: int = 2048) -> BuiltModel:
     """Bytes that are not an ONNX model (a broken release)."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -80,6 +80,7 @@ def test_third_party_actions_are_pinned_by_full_sha_with_version_comment() -> No
 def test_workflows_default_to_read_only_permissions() -> None:
     allowed_job_writes = {
         ("models.yml", "plan"): {"pull-requests": "write"},
+        ("models.yml", "apply"): {"pull-requests": "write"},  # the rollout report
         ("terraform.yml", "plan-pr"): {"pull-requests": "write"},
     }
     for path in sorted(WORKFLOWS_DIR.glob("*.yml")):
@@ -113,6 +114,18 @@ def test_workflows_do_what_the_gitops_loop_needs() -> None:
     apply_script = "\n".join(step.get("run", "") for step in apply["steps"])
     assert "reconciler apply" in apply_script
     assert "reconciler status" in apply_script
+    promote = [step for step in apply["steps"] if step.get("uses") == "./.github/actions/promote"]
+    assert promote, "apply carries the progressive rollouts"
+    assert "metrics-urls" in promote[0]["with"]["metrics-urls"]
+    resume = models["jobs"]["resume"]
+    assert models["on"]["schedule"], "a rollout whose runner died is resumed"
+    assert resume["concurrency"] == apply["concurrency"], "never beside an apply"
+    assert any(step.get("uses") == "./.github/actions/promote" for step in resume["steps"])
+    action = yaml.safe_load((ROOT / ".github/actions/promote/action.yml").read_text())
+    action_script = "\n".join(step.get("run", "") for step in action["runs"]["steps"])
+    assert "reconciler promote" in action_script
+    assert "--metrics" in action_script
+    assert "GITHUB_STEP_SUMMARY" in action_script
 
     drift = _workflow("drift.yml")
     assert drift["on"]["schedule"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -102,9 +103,9 @@ def after(load: LoadGenerator, moment: float) -> list[Outcome]:
 
 
 def test_a_faulty_candidate_is_rolled_back_then_a_good_one_is_promoted_under_load(
-    pipeline: Pipeline, unique_name: str, tmp_path: Path
+    pipeline: Pipeline, tmp_path: Path
 ) -> None:
-    name = unique_name
+    name = f"churn-{uuid.uuid4().hex[:6]}"  # short: the README shows this test's output
     built = tmp_path / "built"
     stable, faulty, good = (
         write_mlp(built / "stable.onnx", seed=81),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.converters import BUILDERS, ConvertedModel
+from tests.support.converters import BUILDERS, VARIANTS, ConvertedModel
 from tests.support.onnx_models import BuiltModel, write_corrupt, write_mlp
 from tests.support.postgres import (
     POSTGRES_URL,
@@ -128,13 +128,13 @@ def make_onnx(tmp_path: Path) -> Callable[..., BuiltModel]:
 @pytest.fixture(scope="session")
 def converted(session_dir: Path) -> Callable[[str], ConvertedModel]:
     """Factory: ``converted("sklearn-random-forest")``, a real converter's model at its default
-    options (see tests/support/converters.py), built once per session and shared: never modify
-    its files (copy them)."""
+    options (a kind of BUILDERS or VARIANTS in tests/support/converters.py), built once per
+    session and shared: never modify its files (copy them)."""
     built: dict[str, ConvertedModel] = {}
 
     def get(kind: str) -> ConvertedModel:
         if kind not in built:
-            built[kind] = BUILDERS[kind](session_dir / "converters" / kind)
+            built[kind] = (BUILDERS | VARIANTS)[kind](session_dir / "converters" / kind)
         return built[kind]
 
     return get

@@ -37,7 +37,7 @@ from tests.integration.reconciler_cli import (
 )
 from tests.reconciler.logging_fixture import restore_logging  # noqa: F401 (autouse)
 from tests.server.volume import publish_version
-from tests.support.onnx_models import BuiltModel
+from tests.support.onnx_models import BuiltModel, never_ending
 from tests.support.processes import MlflowServer, free_port
 from tests.support.waiting import wait_until
 
@@ -506,9 +506,8 @@ def test_an_inference_that_never_ends_is_refused_at_the_limit_and_the_lock_relea
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from contracts.digest import identity
-    from tests.reconciler.onnx_graphs import endless_model
 
-    endless = endless_model(cli.models_file.parent / "endless.onnx")
+    endless = never_ending(cli.models_file.parent / "endless.onnx")
     entry = {"source": "endless.onnx", "sha256": identity(endless), "stage": "Production"}
     cli.write([{"name": unique_name, "versions": [entry]}])
     lock = f"lock-{unique_name}"
@@ -528,9 +527,8 @@ def test_a_cancelled_apply_releases_the_lock(
     import signal
 
     from contracts.digest import identity
-    from tests.reconciler.onnx_graphs import endless_model
 
-    endless = endless_model(cli.models_file.parent / "endless.onnx")
+    endless = never_ending(cli.models_file.parent / "endless.onnx")
     entry = {"source": "endless.onnx", "sha256": identity(endless), "stage": "Production"}
     cli.write([{"name": unique_name, "versions": [entry]}])
     lock = f"lock-{unique_name}"

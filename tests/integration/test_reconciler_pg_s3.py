@@ -16,8 +16,7 @@ from contracts.digest import identity
 from contracts.registry import SHA256_TAG, SOURCE_TAG, STAGE_TAG
 from reconciler.cli import main
 from tests.reconciler.logging_fixture import restore_logging  # noqa: F401 (autouse)
-from tests.reconciler.onnx_graphs import external_data_model
-from tests.support.onnx_models import BuiltModel
+from tests.support.onnx_models import BuiltModel, external_data_model
 from tests.support.processes import MlflowServer, MotoS3Server
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]

@@ -20,9 +20,8 @@ from contracts.registry import SHA256_TAG
 from reconciler.registry import mlflow_uris
 from tests.integration.reconciler_cli import TOKEN, Cli, cli_against, server_pod, version_entry
 from tests.reconciler.logging_fixture import restore_logging  # noqa: F401 (autouse)
-from tests.reconciler.onnx_graphs import external_data_model
 from tests.server.volume import publish_version
-from tests.support.onnx_models import BuiltModel
+from tests.support.onnx_models import BuiltModel, external_data_model
 from tests.support.processes import MlflowServer, free_port
 
 pytestmark = pytest.mark.integration

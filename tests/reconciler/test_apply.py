@@ -25,7 +25,7 @@ from reconciler.registry import RetryPolicy, call_with_retries
 from reconciler.spec import Desired, ModelsFile
 from reconciler.state import LOCK_TAG
 from tests.reconciler.fakes import FakeModel, FakeRegistry
-from tests.support.onnx_models import BuiltModel
+from tests.support.onnx_models import BuiltModel, external_data_model
 
 AUDIT = Audit(applied_by="tester", git_commit="abc")
 LOCK = LockOptions(name="lock", wait_seconds=0)
@@ -354,7 +354,6 @@ def test_a_repository_file_failing_the_gate_is_never_uploaded(
 def test_a_repository_directory_is_uploaded_whole_under_one_identity(tmp_path: Path) -> None:
     """ONNX + external data: identity over every file; upload keeps the relative names."""
     from contracts.digest import identity
-    from tests.reconciler.onnx_graphs import external_data_model
 
     directory = external_data_model(tmp_path / "models" / "torch-export")
     registry = FakeRegistry()

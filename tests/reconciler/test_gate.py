@@ -12,13 +12,13 @@ from contracts.digest import identity
 from reconciler.errors import GateError
 from reconciler.gate import ProbeError, check_onnx, gate, inspect, onnx_file_in
 from tests.reconciler.fakes import FakeRegistry
-from tests.reconciler.onnx_graphs import (
-    endless_model,
-    every_type_model,
+from tests.support.onnx_models import (
+    BuiltModel,
+    every_type,
     external_data_model,
+    never_ending,
     two_input_model,
 )
-from tests.support.onnx_models import BuiltModel
 
 
 def test_a_good_model_passes_with_zeros_or_its_sample(
@@ -53,7 +53,7 @@ def test_a_bad_version_is_refused_with_the_step_that_failed(
 
 def test_every_tensor_type_gets_an_input_strings_and_bools_included(tmp_path: Path) -> None:
     """zeros, "" or False of every width, as the server builds them (contracts.tensors)."""
-    check_onnx(every_type_model(tmp_path / "every.onnx"), None, time_limit=60)
+    check_onnx(every_type(tmp_path / "every.onnx"), None, time_limit=60)
 
 
 def test_a_mapping_sample_feeds_several_inputs_of_mixed_types(tmp_path: Path) -> None:
@@ -65,7 +65,7 @@ def test_a_mapping_sample_feeds_several_inputs_of_mixed_types(tmp_path: Path) ->
 
 
 def test_an_inference_that_never_ends_is_stopped_at_the_limit(tmp_path: Path) -> None:
-    model = endless_model(tmp_path / "endless.onnx")
+    model = never_ending(tmp_path / "endless.onnx")
     registry = FakeRegistry({"s3://b/e": model})
     started = time.monotonic()
     with pytest.raises(GateError) as caught:

@@ -16,7 +16,6 @@ from typing import Any
 
 import orjson
 
-from tests.server.converted import every_type, fails_on_batches
 from tests.server.roads import (
     Headers,
     Reply,
@@ -25,7 +24,7 @@ from tests.server.roads import (
     serving_in_process,
 )
 from tests.server.volume import publish_version
-from tests.support.onnx_models import write_corrupt, write_mlp
+from tests.support.onnx_models import every_type, fails_on_batches, write_corrupt, write_mlp
 from tests.support.processes import free_port
 
 ROW = [float(i) / 16 for i in range(16)]

@@ -30,9 +30,9 @@ from tests.server.contract import (
     predict_body,
     v2_body,
 )
-from tests.server.converted import EVERY_TYPE
 from tests.server.roads import ROADS, Headers, Reply
 from tests.support.metrics import sample_sum
+from tests.support.onnx_models import EVERY_TYPE
 from tests.support.waiting import wait_until
 
 COMPARED_HEADERS = (

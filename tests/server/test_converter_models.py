@@ -1,8 +1,9 @@
 """Models from real converters at default options, served to real clients (httpx, tritonclient).
 
 One server per worker class (in process, tests.server.roads: the worker built as gunicorn builds
-it, on a loopback socket) over a volume with skl2onnx's and onnxmltools' default exports, an
-MLP, a graph that fails for batches (a model-side error) and a graph whose inference never ends
+it, on a loopback socket) over a volume with skl2onnx's and onnxmltools' default exports (the
+classifiers of tests/support/converters.py, each served under its kind), an MLP, a graph of every
+element type, one that fails for batches (a model-side error) and one whose inference never ends
 (refused at the load time limit, the others served). Every answer is compared with onnxruntime
 run in-process on the same file and input.
 """
@@ -10,7 +11,7 @@ run in-process on the same file and input.
 from __future__ import annotations
 
 import locale
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,35 +23,27 @@ import orjson
 import pytest
 
 from tests.conftest import require
-from tests.server.converted import (
-    BUILDERS,
+from tests.server.roads import WORKER_ROADS, WorkerServer, app_from_env, serving_worker
+from tests.server.volume import publish_version
+from tests.support.converters import VARIANTS, ZIPMAP_KINDS, ConvertedModel
+from tests.support.metrics import sample_sum
+from tests.support.onnx_models import (
     EVERY_TYPE,
     every_type,
     fails_on_batches,
     never_ending,
+    write_mlp,
 )
-from tests.server.roads import WORKER_ROADS, WorkerServer, app_from_env, serving_worker
-from tests.server.volume import publish_version
-from tests.support.metrics import sample_sum
-from tests.support.onnx_models import write_mlp
 from tests.support.waiting import wait_until
 
 JSON = {"Content-Type": "application/json"}
 LOAD_TIMEOUT = 3
 
 ROWS = np.array([[0.5, -1.0, 0.25, 2.0], [-0.3, 0.8, 1.5, -0.2]], dtype=np.float32)
-# One request per model: its input(s) as the model takes them (two rows each).
-INPUTS: dict[str, dict[str, np.ndarray]] = {
-    "logreg": {"X": ROWS},
-    "logreg-int": {"X": np.array([[1, -3, 0, 6], [-1, 2, 4, 0]], dtype=np.int64)},
-    "forest": {"X": ROWS},
-    "text": {"text": np.array([["good movie"], ["dull film"]], dtype=object)},
-    "columns": {
-        "x": ROWS[:, :1],
-        "colour": np.array([["red"], ["blue"]], dtype=object),
-    },
-    "lgbm": {"input": ROWS},
-}
+KINDS = (*ZIPMAP_KINDS, *VARIANTS)
+"""The converters' classifiers (ZipMap on): int and string labels, float, int64 and string
+inputs, two inputs; each is published under its kind and asked with its own rows."""
+LOGISTIC, TEXT = "sklearn-logistic-regression", "sklearn-text-pipeline"
 
 
 def _has_locale(name: str) -> bool:
@@ -66,22 +59,26 @@ def _has_locale(name: str) -> bool:
 @dataclass
 class World:
     server: WorkerServer
-    models: Path
+    files: dict[str, Path]
+    """Model name -> the ONNX file published under it."""
+    converted: Callable[[str], ConvertedModel]
 
     def metric(self, name: str, **labels: str) -> float:
         return sample_sum(httpx.get(f"{self.server.url}/metrics").text, name, **labels)
 
+    def feeds(self, kind: str) -> dict[str, np.ndarray]:
+        """A converter model's rows, typed as it declares its inputs."""
+        return self.converted(kind).feed()
+
     def expected(self, name: str, feeds: dict[str, np.ndarray]) -> list[Any]:
         """onnxruntime in-process on the same file: every output as JSON would carry it."""
-        if name == "text":
+        if name == TEXT:
             require(
                 _has_locale("en_US.UTF-8"),
                 "the en_US.UTF-8 locale (skl2onnx's text pipelines need it; apt-get install "
                 "locales)",
             )
-        session = ort.InferenceSession(
-            str(self.models / f"{name}.onnx"), providers=["CPUExecutionProvider"]
-        )
+        session = ort.InferenceSession(str(self.files[name]), providers=["CPUExecutionProvider"])
         outputs = session.run(None, feeds)
         return [_plain(out) for out in outputs]
 
@@ -96,22 +93,28 @@ def _plain(value: Any) -> Any:
 
 
 @pytest.fixture(scope="module")
-def volume(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(the volume, the directory of the model files)."""
-    root = tmp_path_factory.mktemp("converters")
-    volume, models = root / "volume", root / "models"
-    models.mkdir()
-    for name, build in BUILDERS.items():
-        publish_version(volume, name, "1", build(models / f"{name}.onnx"))
-    publish_version(volume, "tiny", "1", write_mlp(models / "tiny.onnx", seed=3).path)
-    publish_version(volume, "fails", "1", fails_on_batches(models / "fails.onnx"))
-    publish_version(volume, "types", "1", every_type(models / "types.onnx"))
-    publish_version(volume, "forever", "1", never_ending(models / "forever.onnx"))
-    return volume, models
+def volume(
+    tmp_path_factory: pytest.TempPathFactory, converted: Callable[[str], ConvertedModel]
+) -> tuple[Path, dict[str, Path]]:
+    """(the volume, model name -> its ONNX file)."""
+    models = tmp_path_factory.mktemp("converters")
+    files = {kind: converted(kind).path for kind in KINDS} | {
+        "tiny": write_mlp(models / "tiny.onnx", seed=3).path,
+        "fails": fails_on_batches(models / "fails.onnx"),
+        "types": every_type(models / "types.onnx"),
+        "forever": never_ending(models / "forever.onnx"),
+    }
+    for name, path in files.items():
+        publish_version(models / "volume", name, "1", path)
+    return models / "volume", files
 
 
 @pytest.fixture(scope="module", params=list(WORKER_ROADS))
-def world(request: pytest.FixtureRequest, volume: tuple[Path, Path]) -> Iterator[World]:
+def world(
+    request: pytest.FixtureRequest,
+    volume: tuple[Path, dict[str, Path]],
+    converted: Callable[[str], ConvertedModel],
+) -> Iterator[World]:
     env = {"SERVER_VOLUME": str(volume[0]), "SERVER_LOAD_TIMEOUT_SECONDS": str(LOAD_TIMEOUT)}
     with serving_worker(request.param, app_from_env(env)) as server:
         wait_until(
@@ -119,54 +122,44 @@ def world(request: pytest.FixtureRequest, volume: tuple[Path, Path]) -> Iterator
             timeout=60,
             what="the good models served",
         )
-        yield World(server, volume[1])
+        yield World(server, volume[1], converted)
 
 
-@pytest.mark.parametrize("name", sorted(INPUTS))
-def test_predict_equals_onnxruntime_for_each_converter_model(world: World, name: str) -> None:
-    expected = world.expected(name, feeds := INPUTS[name])
-    data: Any = (
-        _plain(next(iter(feeds.values())))
-        if len(feeds) == 1
-        else {key: _plain(value) for key, value in feeds.items()}
-    )
-    response = httpx.post(f"{world.server.url}/models/{name}/predict", json={"data": data})
+@pytest.mark.parametrize("kind", KINDS)
+def test_predict_equals_onnxruntime_for_each_converter_model(world: World, kind: str) -> None:
+    expected = world.expected(kind, world.feeds(kind))
+    body = world.converted(kind).predict_body()
+    response = httpx.post(f"{world.server.url}/models/{kind}/predict", json=body)
     assert response.status_code == 200, response.text
-    body = response.json()
-    assert body["prediction"] == expected[0]
-    assert list(body["outputs"].values()) == expected
+    answer = response.json()
+    assert answer["prediction"] == expected[0]
+    assert list(answer["outputs"].values()) == expected
 
 
-@pytest.mark.parametrize("name", ["logreg", "forest", "text", "columns"])
-def test_one_row_predict_answers_the_row(world: World, name: str) -> None:
+@pytest.mark.parametrize(
+    "kind",
+    [LOGISTIC, "sklearn-random-forest-string-labels", TEXT, "sklearn-column-transformer"],
+)
+def test_one_row_predict_answers_the_row(world: World, kind: str) -> None:
     """One row (rank minus one) of a classifier with string or int labels: not a 500."""
-    feeds = {key: value[:1] for key, value in INPUTS[name].items()}
-    expected = world.expected(name, feeds)
+    feeds = {key: value[:1] for key, value in world.feeds(kind).items()}
+    expected = world.expected(kind, feeds)
     one_row = {key: _plain(value[0]) for key, value in feeds.items()}
     data = one_row if len(one_row) > 1 else next(iter(one_row.values()))
-    response = httpx.post(f"{world.server.url}/models/{name}/predict", json={"data": data})
+    response = httpx.post(f"{world.server.url}/models/{kind}/predict", json={"data": data})
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["prediction"] == expected[0][0]
     assert body["outputs"]["output_probability"] == expected[1][0]
 
 
-@pytest.mark.parametrize("name", sorted(INPUTS))
-def test_v2_json_equals_onnxruntime(world: World, name: str) -> None:
-    expected = world.expected(name, feeds := INPUTS[name])
-    session_outputs = httpx.get(f"{world.server.url}/v2/models/{name}").json()["outputs"]
-    inputs = [
-        {
-            "name": key,
-            "shape": list(value.shape),
-            "datatype": "BYTES" if value.dtype == object else
-            {np.dtype(np.float32): "FP32", np.dtype(np.int64): "INT64"}[value.dtype],
-            "data": _plain(value.reshape(-1)),
-        }
-        for key, value in feeds.items()
-    ]  # fmt: skip
+@pytest.mark.parametrize("kind", KINDS)
+def test_v2_json_equals_onnxruntime(world: World, kind: str) -> None:
+    expected = world.expected(kind, world.feeds(kind))
+    session_outputs = httpx.get(f"{world.server.url}/v2/models/{kind}").json()["outputs"]
+    request = orjson.dumps(world.converted(kind).v2_body())
     response = httpx.post(  # no Content-Type: the protocol's default is JSON
-        f"{world.server.url}/v2/models/{name}/infer", content=orjson.dumps({"inputs": inputs})
+        f"{world.server.url}/v2/models/{kind}/infer", content=request
     )
     assert response.status_code == 200, response.text
     outputs = response.json()["outputs"]
@@ -199,7 +192,7 @@ def test_a_never_ending_graph_is_refused_at_the_limit_and_the_others_serve(world
     ready = httpx.get(f"{url}/v2/models/forever/ready")
     assert ready.status_code == 503
     assert set(ready.json()) == {"error"}
-    assert str(world.models) not in ready.text  # no internal paths in a public body
+    assert str(world.files["forever"].parent) not in ready.text  # no internal paths in public
     # The pod is ready: no required set is declared, and the good models serve.
     assert httpx.get(f"{url}/v2/health/ready").status_code == 200
     assert httpx.get(f"{url}/v2/models/tiny/ready").status_code == 200
@@ -232,15 +225,15 @@ def test_v2_routes_real_clients_use(world: World) -> None:
 def test_v2_outputs_filter(world: World) -> None:
     url = world.server.url
     row = _plain(ROWS[:1].reshape(-1))
-    request = {"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": row}]}
+    request = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": row}]}
     picked = httpx.post(
-        f"{url}/v2/models/logreg/infer",
+        f"{url}/v2/models/{LOGISTIC}/infer",
         json={**request, "outputs": [{"name": "output_label"}]},
     )
     assert picked.status_code == 200, picked.text
     assert [out["name"] for out in picked.json()["outputs"]] == ["output_label"]
     unknown = httpx.post(
-        f"{url}/v2/models/logreg/infer", json={**request, "outputs": [{"name": "nope"}]}
+        f"{url}/v2/models/{LOGISTIC}/infer", json={**request, "outputs": [{"name": "nope"}]}
     )
     assert unknown.status_code == 400
     assert "nope" in unknown.json()["error"]
@@ -263,24 +256,25 @@ def triton(world: World) -> Iterator[Any]:
 def test_tritonclient_health_and_metadata(triton: Any) -> None:
     assert triton.is_server_live()
     assert triton.is_server_ready()
-    assert triton.is_model_ready("logreg")
+    assert triton.is_model_ready(LOGISTIC)
     assert triton.is_model_ready("tiny", "1")
     assert not triton.is_model_ready("forever")
     assert triton.get_server_metadata()["name"] == "mlgitops"
-    metadata = triton.get_model_metadata("text")
+    metadata = triton.get_model_metadata(TEXT)
     assert metadata["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1, 1]}]
 
 
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
 @pytest.mark.parametrize(
-    ("name", "datatype"), [("logreg", "FP32"), ("logreg-int", "INT64"), ("text", "BYTES")]
+    ("kind", "datatype"),
+    [(LOGISTIC, "FP32"), ("sklearn-logistic-regression-int64", "INT64"), (TEXT, "BYTES")],
 )
 def test_tritonclient_infer(
-    world: World, triton: Any, name: str, datatype: str, binary: bool
+    world: World, triton: Any, kind: str, datatype: str, binary: bool
 ) -> None:
     import tritonclient.http as http
 
-    (key, value), = INPUTS[name].items()  # fmt: skip
+    (key, value), = world.feeds(kind).items()  # fmt: skip
     sent = value.astype(np.bytes_) if datatype == "BYTES" else value
     infer_input = http.InferInput(key, list(value.shape), datatype)
     infer_input.set_data_from_numpy(sent, binary_data=binary)
@@ -288,8 +282,8 @@ def test_tritonclient_infer(
         http.InferRequestedOutput("output_label", binary_data=binary),
         http.InferRequestedOutput("output_probability", binary_data=binary),
     ]
-    expected = world.expected(name, {key: value})
-    result = triton.infer(name, [infer_input], outputs=outputs, request_id="r-1")
+    expected = world.expected(kind, {key: value})
+    result = triton.infer(kind, [infer_input], outputs=outputs, request_id="r-1")
     label = result.as_numpy("output_label")
     if label.dtype == object:
         label = np.array([v.decode() if isinstance(v, bytes) else v for v in label])
@@ -307,9 +301,7 @@ def test_tritonclient_all_outputs_binary_by_default(world: World, triton: Any) -
     rows = np.linspace(-1, 1, 32, dtype=np.float32).reshape(2, 16)
     infer_input.set_data_from_numpy(rows)
     result = triton.infer("tiny", [infer_input])
-    session = ort.InferenceSession(
-        str(world.models / "tiny.onnx"), providers=["CPUExecutionProvider"]
-    )
+    session = ort.InferenceSession(str(world.files["tiny"]), providers=["CPUExecutionProvider"])
     np.testing.assert_array_equal(result.as_numpy("output"), session.run(None, {"input": rows})[0])
 
 
@@ -324,10 +316,10 @@ def test_tritonclient_shows_a_model_side_error(triton: Any) -> None:
     assert caught.value.status() in {"400", "500"}
     assert "Reshape" in caught.value.message()
     unknown = http.InferRequestedOutput("nope")
-    features = http.InferInput("X", [2, 4], "FP32")
+    features = http.InferInput("input", [2, 4], "FP32")
     features.set_data_from_numpy(ROWS)
     with pytest.raises(InferenceServerException, match="nope"):
-        triton.infer("logreg", [features], outputs=[unknown])
+        triton.infer(LOGISTIC, [features], outputs=[unknown])
 
 
 def _every_type_feeds() -> dict[str, np.ndarray]:

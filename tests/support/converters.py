@@ -13,6 +13,7 @@ import math
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -169,27 +170,40 @@ def _iris() -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
     return features.astype(np.float32), labels
 
 
-def sklearn_logistic_regression(directory: Path) -> ConvertedModel:
+def sklearn_logistic_regression(directory: Path, *, int64_input: bool = False) -> ConvertedModel:
+    """With ``int64_input``, fitted on whole numbers (the iris measurements in millimetres) and
+    converted for an ``int64`` input, as a model of counts is."""
     from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType
+    from skl2onnx.common.data_types import FloatTensorType, Int64TensorType
     from sklearn.linear_model import LogisticRegression
 
     features, labels = _iris()
+    kind, rows, tensor_type = "sklearn-logistic-regression", IRIS_ROWS, FloatTensorType
+    if int64_input:
+        features = np.rint(features * 10).astype(np.int64)
+        rows = [[round(value * 10) for value in row] for row in IRIS_ROWS]
+        kind, tensor_type = f"{kind}-int64", Int64TensorType
     model = LogisticRegression(max_iter=500).fit(features, labels)
-    _save(convert_sklearn(model, initial_types=[("input", FloatTensorType([None, 4]))]), directory)
-    return ConvertedModel("sklearn-logistic-regression", directory, {"input": IRIS_ROWS})
+    _save(convert_sklearn(model, initial_types=[("input", tensor_type([None, 4]))]), directory)
+    return ConvertedModel(kind, directory, {"input": rows})
 
 
-def sklearn_random_forest(directory: Path) -> ConvertedModel:
+def sklearn_random_forest(directory: Path, *, string_labels: bool = False) -> ConvertedModel:
+    """With ``string_labels``, fitted on the iris species' names: ``output_label`` is a string
+    tensor and the probabilities are ``seq(map(string, ...))``."""
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType
     from sklearn.ensemble import RandomForestClassifier
 
     features, labels = _iris()
+    kind = "sklearn-random-forest"
+    if string_labels:
+        labels = np.array(["setosa", "versicolor", "virginica"])[labels]
+        kind = f"{kind}-string-labels"
     model = RandomForestClassifier(n_estimators=5, max_depth=3, random_state=0)
     model.fit(features, labels)
     _save(convert_sklearn(model, initial_types=[("input", FloatTensorType([None, 4]))]), directory)
-    return ConvertedModel("sklearn-random-forest", directory, {"input": IRIS_ROWS})
+    return ConvertedModel(kind, directory, {"input": IRIS_ROWS})
 
 
 def sklearn_text_pipeline(directory: Path) -> ConvertedModel:
@@ -289,6 +303,13 @@ BUILDERS: dict[str, Callable[[Path], ConvertedModel]] = {
     "torch-export": torch_export,
 }
 """Every converter model, by kind."""
+
+VARIANTS: dict[str, Callable[[Path], ConvertedModel]] = {
+    "sklearn-logistic-regression-int64": partial(sklearn_logistic_regression, int64_input=True),
+    "sklearn-random-forest-string-labels": partial(sklearn_random_forest, string_labels=True),
+}
+"""The same converters on other data, for the tests of what a server does with a type (an int64
+input, string labels in a tree ensemble); the world tests serve :data:`BUILDERS` only."""
 
 ZIPMAP_KINDS = (
     "sklearn-logistic-regression",

@@ -1,9 +1,15 @@
-"""Small real ONNX models built with onnx.helper (no binaries in git)."""
+"""Small real ONNX models built with onnx.helper (no binaries in git).
+
+MLPs (the models most tests serve and register) and graphs with one trait a test needs: every
+element type, two inputs of mixed types, external data, an inference that never ends, one that
+fails for batches. Models from real converters are in tests/support/converters.py.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -69,6 +75,11 @@ def mlp_model(
         outputs,
         initializer=inits,
     )
+    return model_of(graph)
+
+
+def model_of(graph: onnx.GraphProto) -> onnx.ModelProto:
+    """``graph`` as a checked model at the tests' opset and IR version."""
     model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="mlgitops-tests"
     )
@@ -142,3 +153,126 @@ def write_corrupt(path: Path, *, size: int = 2048) -> BuiltModel:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"not an onnx model " * (size // 18 + 1))
     return BuiltModel(path, sha256_of(path), path.stat().st_size, 0, 0, -1)
+
+
+def _save(model: onnx.ModelProto, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+EVERY_TYPE: list[tuple[str, int, str, list[Any]]] = [
+    ("f16", TensorProto.FLOAT16, "FP16", [[0.5, -2.0], [1.5, 3.0]]),
+    ("f32", TensorProto.FLOAT, "FP32", [[0.25, -1.0], [2.5, 1e30]]),
+    ("f64", TensorProto.DOUBLE, "FP64", [[1e300, -0.1], [3.0, 4.0]]),
+    ("i8", TensorProto.INT8, "INT8", [[-128, 127], [0, 1]]),
+    ("i16", TensorProto.INT16, "INT16", [[-32768, 32767], [0, 2]]),
+    ("i32", TensorProto.INT32, "INT32", [[-(2**31), 2**31 - 1], [0, 3]]),
+    ("i64", TensorProto.INT64, "INT64", [[-(2**63), 2**63 - 1], [0, 4]]),
+    ("u8", TensorProto.UINT8, "UINT8", [[0, 255], [1, 2]]),
+    ("u16", TensorProto.UINT16, "UINT16", [[0, 65535], [1, 2]]),
+    ("u32", TensorProto.UINT32, "UINT32", [[0, 2**32 - 1], [1, 2]]),
+    ("u64", TensorProto.UINT64, "UINT64", [[0, 2**64 - 1], [1, 2]]),
+    ("b", TensorProto.BOOL, "BOOL", [[True, False], [False, True]]),
+    ("s", TensorProto.STRING, "BYTES", [["a", "\u00e9t\u00e9"], ["", "z z"]]),
+]
+"""Every element type contracts.tensors serves: (input name, ONNX type, V2 datatype, 2x2 values
+with each type's extremes)."""
+
+
+def every_type(path: Path) -> Path:
+    """One input of each type of :data:`EVERY_TYPE` (``<name>``: [N, 2]), each passed through
+    to ``out_<name>``."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", [name], [f"out_{name}"]) for name, *_ in EVERY_TYPE],
+        "every_type",
+        [helper.make_tensor_value_info(name, kind, ["N", 2]) for name, kind, *_ in EVERY_TYPE],
+        [
+            helper.make_tensor_value_info(f"out_{name}", kind, ["N", 2])
+            for name, kind, *_ in EVERY_TYPE
+        ],
+    )
+    return _save(model_of(graph), path)
+
+
+def two_input_model(path: Path) -> Path:
+    """``amount[N, 1] float`` and ``city[N, 1] string`` (a ColumnTransformer's shape)."""
+    nodes = [
+        helper.make_node("Relu", ["amount"], ["score"]),
+        helper.make_node("Identity", ["city"], ["city_out"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "two_inputs",
+        [helper.make_tensor_value_info("amount", TensorProto.FLOAT, ["N", 1]),
+         helper.make_tensor_value_info("city", TensorProto.STRING, ["N", 1])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N", 1]),
+         helper.make_tensor_value_info("city_out", TensorProto.STRING, ["N", 1])],
+    )  # fmt: skip
+    return _save(model_of(graph), path)
+
+
+def never_ending(path: Path) -> Path:
+    """``input`` float[N,4] -> ``output``: a Loop with no trip count whose condition stays true,
+    so inference never ends (loading warms up with one inference: that never ends either)."""
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            helper.make_node("Identity", ["x_in"], ["x_out"]),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("x_in", TensorProto.FLOAT, None),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("x_out", TensorProto.FLOAT, None),
+        ],
+    )
+    true = helper.make_tensor("true", TensorProto.BOOL, [], [True])
+    graph = helper.make_graph(
+        [
+            helper.make_node("Constant", [], ["cond"], value=true),
+            helper.make_node("Loop", ["", "cond", "input"], ["output"], body=body),
+        ],
+        "never_ending",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 4])],
+    )
+    return _save(model_of(graph), path)
+
+
+def fails_on_batches(path: Path) -> Path:
+    """``input`` float[N,4] reshaped to [4]: one row runs (warm-up passes), two rows make
+    onnxruntime fail inside the graph (a model-side error)."""
+    shape = helper.make_tensor("shape", TensorProto.INT64, [1], [4])
+    graph = helper.make_graph(
+        [
+            helper.make_node("Constant", [], ["shape"], value=shape),
+            helper.make_node("Reshape", ["input", "shape"], ["output"]),
+        ],
+        "fails_on_batches",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [4])],
+    )
+    return _save(model_of(graph), path)
+
+
+def external_data_model(directory: Path, *, seed: int = 0) -> Path:
+    """``model.onnx`` + ``model.onnx.data`` (its weights), as torch.onnx writes by default."""
+    rng = np.random.default_rng(seed)
+    weights = numpy_helper.from_array(rng.standard_normal((4, 256)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["input", "w"], ["output"])],
+        "external",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 256])],
+        initializer=[weights],
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    onnx.save(
+        model_of(graph), str(directory / "model.onnx"), save_as_external_data=True,
+        all_tensors_to_one_file=True, location="model.onnx.data", size_threshold=0,
+    )  # fmt: skip
+    return directory

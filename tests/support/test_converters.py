@@ -10,6 +10,7 @@ import pytest
 from contracts.digest import sha256_file
 from tests.support.converters import (
     BUILDERS,
+    VARIANTS,
     ZIPMAP_KINDS,
     ConvertedModel,
     assert_same,
@@ -26,41 +27,37 @@ def _signature(model: ConvertedModel) -> tuple[list[tuple[str, str]], list[tuple
     )
 
 
+FLOATS = [("input", "tensor(float)")]
+# skl2onnx's classifier outputs for int and for string classes: the label and a ZipMap.
+INT_LABELS = [
+    ("output_label", "tensor(int64)"), ("output_probability", "seq(map(int64,tensor(float)))"),
+]  # fmt: skip
+STRING_LABELS = [
+    ("output_label", "tensor(string)"), ("output_probability", "seq(map(string,tensor(float)))"),
+]  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("kind", "inputs", "outputs"),
     [
-        (
-            "sklearn-logistic-regression",
-            [("input", "tensor(float)")],
-            [("output_label", "tensor(int64)"),
-             ("output_probability", "seq(map(int64,tensor(float)))")],
-        ),
-        (
-            "sklearn-random-forest",
-            [("input", "tensor(float)")],
-            [("output_label", "tensor(int64)"),
-             ("output_probability", "seq(map(int64,tensor(float)))")],
-        ),
-        (
-            "sklearn-text-pipeline",
-            [("text", "tensor(string)")],
-            [("output_label", "tensor(string)"),
-             ("output_probability", "seq(map(string,tensor(float)))")],
-        ),
+        ("sklearn-logistic-regression", FLOATS, INT_LABELS),
+        ("sklearn-random-forest", FLOATS, INT_LABELS),
+        ("sklearn-logistic-regression-int64", [("input", "tensor(int64)")], INT_LABELS),
+        ("sklearn-random-forest-string-labels", FLOATS, STRING_LABELS),
+        ("sklearn-text-pipeline", [("text", "tensor(string)")], STRING_LABELS),
         (
             "sklearn-column-transformer",
             [("size", "tensor(float)"), ("color", "tensor(string)")],
-            [("output_label", "tensor(int64)"),
-             ("output_probability", "seq(map(int64,tensor(float)))")],
+            INT_LABELS,
         ),
         (
             "lightgbm-classifier",
-            [("input", "tensor(float)")],
+            FLOATS,
             [("label", "tensor(int64)"), ("probabilities", "seq(map(int64,tensor(float)))")],
         ),
         ("torch-export", [("x", "tensor(float)")], [("softmax", "tensor(float)")]),
     ],
-)  # fmt: skip
+)
 def test_each_builder_has_its_converters_default_signature(
     converted: Callable[[str], ConvertedModel],
     kind: str,
@@ -72,7 +69,7 @@ def test_each_builder_has_its_converters_default_signature(
     assert model.input_names == [name for name, _ in inputs]
 
 
-@pytest.mark.parametrize("kind", ZIPMAP_KINDS)
+@pytest.mark.parametrize("kind", [*ZIPMAP_KINDS, *VARIANTS])
 def test_zipmap_classifiers_answer_one_probability_map_per_row_that_agrees_with_the_label(
     converted: Callable[[str], ConvertedModel], kind: str
 ) -> None:
@@ -90,7 +87,12 @@ def test_zipmap_classifiers_answer_one_probability_map_per_row_that_agrees_with_
 
 def test_the_models_are_not_trivial(converted: Callable[[str], ConvertedModel]) -> None:
     """Different rows get different classes: a builder that lost its fit would fail here."""
-    for kind in ("sklearn-logistic-regression", "sklearn-random-forest", "sklearn-text-pipeline"):
+    for kind in (
+        "sklearn-logistic-regression",
+        "sklearn-random-forest",
+        "sklearn-text-pipeline",
+        *VARIANTS,
+    ):
         labels = next(iter(converted(kind).expected().values()))
         assert len(set(labels)) > 1, f"{kind} answers {labels} for every row"
 

@@ -25,6 +25,7 @@ from contracts.registry import (
     STAGE_TAG,
     Stage,
 )
+from reconciler import render
 from reconciler.errors import (
     ApplyError,
     ChecksumMismatchError,
@@ -41,7 +42,6 @@ from reconciler.plan import (
     Kind,
     Plan,
     make_plan,
-    progressive_text,
     read_progressive,
 )
 from reconciler.probe import SignatureProbe
@@ -85,13 +85,8 @@ class ApplyResult:
 
 
 def describe(change: Change) -> str:
-    if change.target.kind is Kind.PROGRESSIVE:
-        return progressive_text(change)
-    text = f"{change.action.value} {change.target.kind.value} {change.target.label()}"
-    if change.before is not None or change.after is not None:
-        text += f": {change.before if change.before is not None else '-'} -> "
-        text += change.after if change.after is not None else "-"
-    return text
+    """One change in words, for apply's done and FAILED lines and errors."""
+    return render.change_text(change)
 
 
 # --- the lock -----------------------------------------------------------------------------------

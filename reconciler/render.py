@@ -59,6 +59,16 @@ def _what(change: Change) -> str:
     return f"{text}: {_value(change.before)} -> {_value(change.after)}"
 
 
+def change_text(change: Change) -> str:
+    """One change as people read it outside a plan (apply's done and FAILED lines, errors):
+    what is done to what, with its values; control characters escaped."""
+    if change.target.kind is Kind.PROGRESSIVE:
+        return _visible(progressive_text(change))
+    if change.action is Action.NOOP:
+        return _visible(f"leave {change.target.kind.value} {change.target.label()} as it is")
+    return _visible(f"{change.action.value} {_what(change)}")
+
+
 def text(plan: Plan) -> str:
     """For terminals: one line per change, grouped by model, then the summary line."""
     lines: list[str] = []

@@ -181,6 +181,12 @@ def markdown(plan: Plan) -> str:
         lines += ["| | Change | Before | After | Why |", "|---|---|---|---|---|"]
         for change in plan.changes:
             target = change.target
+            if target.kind is Kind.PROGRESSIVE:  # its own words: before/after are parts of them
+                lines.append(
+                    f"| {SYMBOLS[change.action]} | {_code(target.model)}: "
+                    f"{_prose(progressive_text(change))} | | | {_prose(change.reason)} |"
+                )
+                continue
             lines.append(
                 f"| {SYMBOLS[change.action]} | {target.kind.value} "
                 f"{_code(target.label())} | {_cell(change.before)} | "

@@ -9,7 +9,7 @@ import pytest
 from contracts.registry import ROLLOUT_TAG, Stage
 from reconciler.plan import make_plan, release_changes
 from reconciler.progressive import PROGRESSIVE_TAG, Phase, ProgressiveState, steps_of
-from reconciler.render import text
+from reconciler.render import markdown, text
 from reconciler.spec import ModelsFile
 from reconciler.state import RegistryState
 from tests.reconciler.test_plan import A, B, C, actual, managed, rows
@@ -150,3 +150,9 @@ def test_the_plan_reads_as_people_expect() -> None:
         V1_LIVE, V2_NEW, tags={PROGRESSIVE_TAG: ended})))  # fmt: skip
     assert "error rate 0.1 past x. v1 serves every request and stays Production" in back
     assert "Revert models.yaml to v1 (git revert), or declare a new version" in back
+
+
+def test_the_pull_request_comment_reads_the_same_words() -> None:
+    comment = markdown(make_plan(V1_ARCHIVED_V2_PRODUCTION, actual(V1_LIVE, V2_NEW)))
+    expected = r"| + | ` m `: start progressive rollout v1 \-\> v2 \(steps shadow\, 10\%\) | | |"
+    assert expected in comment

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +21,42 @@ class ServerProcess:
     def metric(self, name: str, **labels: str) -> float:
         """Sum of the samples of ``name`` whose labels include ``labels`` (0 if none)."""
         return metric_value(self.url, name, **labels)
+
+    def workers(self) -> list[int]:
+        """The pids of gunicorn's workers: the master's children (``python -m server`` execs
+        gunicorn, so the master is the process started)."""
+        master = self.process.pid
+        return [
+            int(pid) for pid in Path(f"/proc/{master}/task/{master}/children").read_text().split()
+        ]
+
+    def worker_holding(self, connection: socket.socket) -> int:
+        """The worker that holds the server's end of ``connection`` (a loopback TCP client
+        socket): the one with the socket of /proc/net/tcp from the server's port to the
+        client's among its open files."""
+        client, server = connection.getsockname()[1], connection.getpeername()[1]
+        ends = set()
+        for row in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            local, remote, inode = (row.split()[i] for i in (1, 2, 9))
+            if (int(local.rpartition(":")[2], 16), int(remote.rpartition(":")[2], 16)) == (
+                server,
+                client,
+            ):
+                ends.add(f"socket:[{inode}]")
+        for pid in self.workers():
+            if ends & _open_files(pid):
+                return pid
+        raise AssertionError(f"no worker of {self.workers()} holds port {server} <- {client}")
+
+
+def _open_files(pid: int) -> set[str]:
+    """What the descriptors of ``pid`` point at (``socket:[inode]`` for a socket)."""
+    targets = set()
+    with contextlib.suppress(OSError):  # the process gone meanwhile
+        for descriptor in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):  # closed while we look
+                targets.add(os.readlink(descriptor))
+    return targets
 
 
 @contextmanager

@@ -149,11 +149,11 @@ def http_request(
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
 
 
-def read_reply(
-    sock: socket.socket, buffer: bytes = b"", *, head: bool = False, interim: bool = False
-) -> tuple[Reply, bytes]:
-    """One HTTP/1.1 answer off ``sock`` and the bytes read past it; interim (1xx) answers are
-    skipped unless ``interim``; ``head``: the answer to a HEAD (no body)."""
+def read_head(
+    sock: socket.socket, buffer: bytes = b"", *, interim: bool = False
+) -> tuple[int, dict[str, str], bytes]:
+    """The status and headers (lower-case names) of one HTTP/1.1 answer off ``sock``, and the
+    bytes read past them; interim (1xx) answers are skipped unless ``interim``."""
     while True:
         while b"\r\n\r\n" not in buffer:
             chunk = sock.recv(65536)
@@ -172,13 +172,22 @@ def read_reply(
         key = name.strip().lower().decode("latin-1")
         text = value.strip().decode("latin-1")
         headers[key] = f"{headers[key]}, {text}" if key in headers else text
-    length = 0 if head or int(status) < 200 else int(headers.get("content-length", "0"))
+    return int(status), headers, buffer
+
+
+def read_reply(
+    sock: socket.socket, buffer: bytes = b"", *, head: bool = False, interim: bool = False
+) -> tuple[Reply, bytes]:
+    """One HTTP/1.1 answer off ``sock`` and the bytes read past it; interim (1xx) answers are
+    skipped unless ``interim``; ``head``: the answer to a HEAD (no body)."""
+    status, headers, buffer = read_head(sock, buffer, interim=interim)
+    length = 0 if head or status < 200 else int(headers.get("content-length", "0"))
     while len(buffer) < length:
         chunk = sock.recv(65536)
         if not chunk:
             raise EOFError(f"closed {length - len(buffer)} bytes before the end of the body")
         buffer += chunk
-    return Reply(int(status), headers, buffer[:length]), buffer[length:]
+    return Reply(status, headers, buffer[:length]), buffer[length:]
 
 
 class Raw:

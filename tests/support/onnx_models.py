@@ -276,3 +276,19 @@ def external_data_model(directory: Path, *, seed: int = 0) -> Path:
         all_tensors_to_one_file=True, location="model.onnx.data", size_threshold=0,
     )  # fmt: skip
     return directory
+
+
+def expands(path: Path, *, width: int) -> Path:
+    """``input`` float[N, 1] -> ``output`` float[N, width]: each value repeated ``width`` times
+    (Expand), an answer megabytes long for a request of a few bytes."""
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [1, width])
+    graph = helper.make_graph(
+        [
+            helper.make_node("Constant", [], ["shape"], value=shape),
+            helper.make_node("Expand", ["input", "shape"], ["output"]),
+        ],
+        "expands",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", width])],
+    )
+    return _save(model_of(graph), path)

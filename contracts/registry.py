@@ -22,6 +22,11 @@ MANAGED_TAG = f"{TAG_PREFIX}managed"
 GIT_COMMIT_TAG = f"{TAG_PREFIX}git-commit"
 APPLIED_BY_TAG = f"{TAG_PREFIX}applied-by"
 
+BREAKING_CHANGE_ACKNOWLEDGED_TAG = f"{TAG_PREFIX}breaking-change-acknowledged"
+"""models.yaml's ``breaking_change_acknowledged`` on a version: why its clients are ready for its
+signature. The sidecar copies it into the manifest; a server swaps in a version whose inputs or
+outputs differ from the one it serves only with it (or with ``SERVER_ALLOW_SCHEMA_CHANGE``)."""
+
 STAGE_TAG = f"{TAG_PREFIX}stage"
 """Mirrors the version's stage. MLflow sends no webhook for a stage transition but does for a
 tag set, so the reconciler writes this tag after every transition: the sidecar hears of a

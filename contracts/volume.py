@@ -62,6 +62,9 @@ class Manifest:
     """The ONNX file: a relative POSIX path inside the version directory (original name)."""
     rollout: Rollout | None = None
     """The model's rollout (canary/shadow) as declared in MLflow (contracts.rollout)."""
+    breaking_change_acknowledged: str | None = None
+    """The version's ``contracts.registry.BREAKING_CHANGE_ACKNOWLEDGED_TAG``: with it, a server
+    swaps this version in even if its signature differs from the one served."""
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -90,7 +93,7 @@ class Manifest:
 
 
 _STRINGS = {"name", "version", "sha256", "source", "fetched_at", "role", "model_file"}
-_OPTIONAL_STRINGS = {"run_id", "stage", "alias"}
+_OPTIONAL_STRINGS = {"run_id", "stage", "alias", "breaking_change_acknowledged"}
 
 
 def _check_field(key: str, value: Any) -> None:

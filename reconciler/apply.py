@@ -41,6 +41,7 @@ from reconciler.plan import (
     Change,
     Kind,
     Plan,
+    acknowledgement_tags,
     make_plan,
     read_progressive,
 )
@@ -278,6 +279,7 @@ def register(
             _check_before_registering(fetched, model, spec, time_limit)
     tags = {
         **spec.tags,
+        **acknowledgement_tags(spec),
         SHA256_TAG: spec.sha256,
         SIZE_TAG: str(fetched.size),
         SOURCE_TAG: spec.source,

@@ -8,12 +8,18 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from contracts.registry import MANAGED_TAG, ROLLOUT_TAG, STAGE_TAG, Stage
+from contracts.registry import (
+    BREAKING_CHANGE_ACKNOWLEDGED_TAG,
+    MANAGED_TAG,
+    ROLLOUT_TAG,
+    STAGE_TAG,
+    Stage,
+)
 from contracts.rollout import Rollout, RolloutContractError, RolloutMode
 from reconciler import progressive
 from reconciler.progressive import Phase, ProgressiveState, ProgressiveStateError
 from reconciler.serving import Evidence, SignatureReview, review
-from reconciler.spec import ModelsFile, ModelSpec
+from reconciler.spec import ModelsFile, ModelSpec, VersionSpec
 from reconciler.state import ActualModel, ActualVersion, RegistryState
 
 
@@ -254,6 +260,13 @@ def _tag_changes(
         )
 
 
+def acknowledgement_tags(spec: VersionSpec) -> dict[str, str]:
+    """The version's acknowledged breaking change as its tag: the sidecar copies it into the
+    manifest, and a server swaps in a changed signature only with it."""
+    reason = spec.breaking_change_acknowledged
+    return {BREAKING_CHANGE_ACKNOWLEDGED_TAG: reason} if reason is not None else {}
+
+
 def _stage_change(target: Target, before: Stage, after: Stage, reason: str) -> Change:
     action = Action.ARCHIVE if after is Stage.ARCHIVED else Action.UPDATE
     return Change(action, target, before.value, after.value, reason)
@@ -284,7 +297,7 @@ def _version_changes(model: ModelSpec, actual: ActualModel) -> Iterator[Change]:
                     spec.stage,
                     "stage in models.yaml",
                 )
-            for key, value in spec.tags.items():
+            for key, value in {**spec.tags, **acknowledgement_tags(spec)}.items():
                 yield Change(
                     Action.CREATE,
                     Target(Kind.VERSION_TAG, name, sha256=spec.sha256, key=key),
@@ -331,6 +344,15 @@ def _version_changes(model: ModelSpec, actual: ActualModel) -> Iterator[Change]:
             sha256=spec.sha256,
             wanted=spec.tags,
             present=found.user_tags,
+        )
+        ack = BREAKING_CHANGE_ACKNOWLEDGED_TAG
+        yield from _tag_changes(
+            Kind.VERSION_TAG,
+            model=name,
+            version=number,
+            sha256=spec.sha256,
+            wanted=acknowledgement_tags(spec),
+            present={ack: found.tags[ack]} if ack in found.tags else {},
         )
     adopted = {v.version for v in model.versions if v.version is not None}
     for other in actual.versions:

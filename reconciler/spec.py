@@ -177,10 +177,13 @@ class VersionSpec(_Strict):
     breaking_change_acknowledged: str | None = Field(
         default=None,
         min_length=1,
+        max_length=1000,
         description="Why clients are ready for this version's breaking signature change (an "
         "input or output removed or renamed, a type, rank or fixed dimension changed, a new "
         "required input) against the version served now. Without it, apply refuses to make "
-        "this version Production or move an alias to it when its signature breaks clients.",
+        "this version Production or move an alias to it when its signature breaks clients, "
+        "and the servers keep serving the old one. Stored on the version as the tag "
+        "mlgitops.breaking-change-acknowledged, which the servers read.",
     )
 
 

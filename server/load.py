@@ -257,8 +257,9 @@ def _load(
         raise ModelLoadError(
             name,
             version,
-            f"inputs/outputs changed ({got}) from the serving version's ({want}); set "
-            "SERVER_ALLOW_SCHEMA_CHANGE=true to accept that",
+            f"inputs/outputs changed ({got}) from the serving version's ({want}); acknowledge "
+            "it on the version in models.yaml (breaking_change_acknowledged), or set "
+            "SERVER_ALLOW_SCHEMA_CHANGE=true to accept every change",
             "schema",
         )
     output_names = [spec.name for spec in outputs]

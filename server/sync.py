@@ -80,7 +80,11 @@ class VolumeSync:
         directory = str(published.directory)
         if directory in holder.attempts.failed_directories:
             return None
-        expected = None if like is None or self._options.allow_schema_change else like.schema
+        accepted = (
+            self._options.allow_schema_change
+            or published.manifest.breaking_change_acknowledged is not None
+        )
+        expected = None if like is None or accepted else like.schema
         try:
             model = load_version(published, self._options.load, expected)
         except ModelLoadError as exc:

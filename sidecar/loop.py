@@ -349,6 +349,7 @@ class Sidecar:
                 and manifest.sha256 == ref.sha256
                 and manifest.role == role
                 and manifest.rollout == rollout
+                and manifest.breaking_change_acknowledged == ref.breaking_change_acknowledged
             ):
                 return manifest
             return None
@@ -418,6 +419,7 @@ class Sidecar:
             fetched_at=datetime.now(UTC).isoformat(timespec="seconds"),
             role=role,
             rollout=rollout,
+            breaking_change_acknowledged=ref.breaking_change_acknowledged,
         )
         with publisher.scratch(name) as scratch:
             staged = scratch / "version"

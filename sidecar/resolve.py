@@ -13,7 +13,13 @@ from urllib.parse import unquote
 import httpx
 
 from contracts.redact import mask_credentials
-from contracts.registry import MANAGED_TAG, ROLLOUT_TAG, SHA256_TAG, SIZE_TAG
+from contracts.registry import (
+    BREAKING_CHANGE_ACKNOWLEDGED_TAG,
+    MANAGED_TAG,
+    ROLLOUT_TAG,
+    SHA256_TAG,
+    SIZE_TAG,
+)
 from contracts.rollout import Rollout, RolloutContractError
 from sidecar.errors import (
     NothingToServeError,
@@ -36,6 +42,7 @@ class VersionRef:
     size: int | None = None
     stage: str | None = None
     alias: str | None = None
+    breaking_change_acknowledged: str | None = None
 
     @property
     def key(self) -> tuple[str, str, str | None]:
@@ -127,6 +134,7 @@ def version_ref(mv: dict[str, Any], *, alias: str | None = None) -> VersionRef:
         size=_int_or_none(tags.get(SIZE_TAG)),
         stage=stage,
         alias=alias,
+        breaking_change_acknowledged=tags.get(BREAKING_CHANGE_ACKNOWLEDGED_TAG),
     )
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from contracts.registry import BREAKING_CHANGE_ACKNOWLEDGED_TAG
 from tests.integration.reconciler_cli import says_no_changes
 from tests.integration.test_reconciler import (  # noqa: F401 (fixtures)
     Cli,
@@ -24,12 +25,15 @@ from tests.integration.test_reconciler import (  # noqa: F401 (fixtures)
 )
 from tests.reconciler.logging_fixture import restore_logging  # noqa: F401 (autouse)
 from tests.support.converters import (
+    IRIS_ROWS,
     ConvertedModel,
     commit_to,
     declared_version,
     register_by_hand,
 )
+from tests.support.deploy import deploy, post, write_models_file
 from tests.support.onnx_models import sha256_of
+from tests.support.pipeline import Pipeline
 from tests.support.processes import MlflowServer
 
 pytestmark = pytest.mark.integration
@@ -222,3 +226,64 @@ def test_a_version_another_team_serves_is_compared_too(
     assert f"{unique_name}: refused stage Production, alias champion: v1 -> v2" in out
     assert stages(client, unique_name) == {"1": "Production", "2": "None"}
     assert client.get_registered_model(unique_name).aliases == {"champion": "1"}
+
+
+def test_an_acknowledged_breaking_change_reaches_the_servers_and_is_served(
+    mlflow_server: MlflowServer,
+    converted: Callable[[str], ConvertedModel],
+    tmp_path: Path,
+    unique_name: str,
+) -> None:
+    """The acknowledgement travels as the version's tag and the manifest: servers with their
+    default settings swap in the ZipMap-off retrain a data scientist re-exports (outputs
+    renamed and retyped), instead of keeping the old version while status times out."""
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    pipeline = Pipeline(mlflow_server, tmp_path / "pipeline")
+    first = converted("sklearn-logistic-regression")
+    v1 = declared_version(first, commit_to(pipeline.repo, first, "v1"))
+    deploy(pipeline, {unique_name: [v1]})
+    try:
+        features, labels = load_iris(return_X_y=True)
+        retrained = LogisticRegression(max_iter=500).fit(features.astype(np.float32), labels)
+        onnx_model = convert_sklearn(
+            retrained,
+            initial_types=[("input", FloatTensorType([None, 4]))],
+            options={id(retrained): {"zipmap": False}},
+        )
+        path = pipeline.repo / "models" / "v2" / "model.onnx"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(onnx_model.SerializeToString())
+        reason = "clients read the probabilities as a tensor since release 3.1"
+        v2 = {
+            "source": "models/v2/model.onnx",
+            "sha256": sha256_of(path),
+            "stage": "Production",
+            "sample_input": v1["sample_input"],
+            "breaking_change_acknowledged": reason,
+        }
+        write_models_file(pipeline, {unique_name: [{**v1, "stage": "Archived"}, v2]})
+        planned = pipeline.reconciler("plan", check=False)
+        assert planned.returncode == 2, planned.stdout + planned.stderr
+        assert f"BREAKING, acknowledged in models.yaml: {reason}" in planned.stdout
+        pipeline.apply()
+
+        assert (
+            MlflowClient(mlflow_server.url)
+            .get_model_version(unique_name, "2")
+            .tags[BREAKING_CHANGE_ACKNOWLEDGED_TAG]
+            == reason
+        )
+        pipeline.wait_served(unique_name, "2", timeout=120)
+        answer = post(pipeline, f"/models/{unique_name}/predict", {"data": IRIS_ROWS[:2]})
+        assert answer["modelVersion"] == "2"
+        assert set(answer["outputs"]) == {"label", "probabilities"}
+        assert np.shape(answer["outputs"]["probabilities"]) == (2, 3)
+    except BaseException:
+        print(pipeline.logs_tail())
+        raise
+    finally:
+        pipeline.stop()

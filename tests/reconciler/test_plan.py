@@ -6,12 +6,20 @@ from typing import Any
 
 import pytest
 
-from contracts.registry import MANAGED_TAG, ROLLOUT_TAG, SHA256_TAG, STAGE_TAG, Stage
+from contracts.registry import (
+    BREAKING_CHANGE_ACKNOWLEDGED_TAG,
+    MANAGED_TAG,
+    ROLLOUT_TAG,
+    SHA256_TAG,
+    STAGE_TAG,
+    Stage,
+)
 from reconciler.plan import Action, Kind, Plan, make_plan
 from reconciler.spec import ModelsFile
 from reconciler.state import ActualModel, ActualVersion, RegistryState
 
 A, B, C = "a" * 64, "b" * 64, "c" * 64
+ACK = BREAKING_CHANGE_ACKNOWLEDGED_TAG
 
 
 def desired(versions: list[dict[str, Any]], **model: Any) -> ModelsFile:
@@ -231,6 +239,34 @@ CASES = [
         RegistryState({"m": ActualModel("m", versions=(managed("1", A, Stage.NONE),))}),
         {("create", "model-tag", None, MANAGED_TAG, None, "true")},
         id="existing-unmarked-model-is-taken-over",
+    ),
+    pytest.param(
+        desired([{"source": "s3://b/1", "sha256": A, "breaking_change_acknowledged": "ok"}]),
+        RegistryState(),
+        {
+            ("create", "model", None, None, None, ""),
+            ("create", "version", None, None, None, "s3://b/1"),
+            ("create", "version-tag", None, ACK, None, "ok"),
+        },
+        id="acknowledgement-of-a-new-version-is-its-tag",
+    ),
+    pytest.param(
+        desired([{"source": "s3://b/1", "sha256": A, "breaking_change_acknowledged": "ok"}]),
+        actual(managed("1", A, Stage.NONE)),
+        {("create", "version-tag", "1", ACK, None, "ok")},
+        id="acknowledgement-added-later",
+    ),
+    pytest.param(
+        desired([{"source": "s3://b/1", "sha256": A, "breaking_change_acknowledged": "new"}]),
+        actual(managed("1", A, Stage.NONE, **{ACK: "old"})),
+        {("update", "version-tag", "1", ACK, "old", "new")},
+        id="acknowledgement-reworded",
+    ),
+    pytest.param(
+        desired([{"source": "s3://b/1", "sha256": A}]),
+        actual(managed("1", A, Stage.NONE, **{ACK: "old"})),
+        {("delete", "version-tag", "1", ACK, "old", None)},
+        id="acknowledgement-removed",
     ),
 ]
 

@@ -73,6 +73,26 @@ def test_schema_change_allowed_when_configured(volume: Path, tmp_path: Path) -> 
     assert table.get("m").require().current.version == "2"
 
 
+def test_schema_change_acknowledged_on_the_version_is_swapped_in(
+    volume: Path, tmp_path: Path
+) -> None:
+    """models.yaml's breaking_change_acknowledged, carried by the manifest, is the server's
+    permission for that version alone: an unacknowledged change after it is refused again."""
+    table = ModelTable()
+    sync = _sync(volume, table)
+    publish_version(volume, "m", "1", write_mlp(tmp_path / "a.onnx", seed=1).path)
+    sync.sync()
+    wide = write_mlp(tmp_path / "w.onnx", seed=2, n_inputs=8).path
+    publish_version(volume, "m", "2", wide, breaking_change_acknowledged="clients send 8 now")
+    sync.sync()
+    holder = table.get("m")
+    assert holder.require().current.version == "2"
+    publish_version(volume, "m", "3", write_mlp(tmp_path / "n.onnx", seed=3).path)
+    sync.sync()
+    assert holder.require().current.version == "2"
+    assert "breaking_change_acknowledged" in (holder.attempts.last_error or "")
+
+
 def test_checksum_mismatch_is_refused(volume: Path, tmp_path: Path) -> None:
     table = ModelTable()
     model = write_mlp(tmp_path / "a.onnx", seed=1)

@@ -32,6 +32,7 @@ def publish_version(
     role: str = CURRENT_LINK,
     sha256: str | None = None,
     rollout: dict[str, Any] | None = None,
+    breaking_change_acknowledged: str | None = None,
 ) -> Path:
     """Copy ``model_file`` into ``versions/<version>`` (via scratch + rename), then flip ``role``.
 
@@ -51,6 +52,7 @@ def publish_version(
             source=str(model_file),
             role=role,
             rollout=Rollout.from_dict(rollout) if rollout is not None else None,
+            breaking_change_acknowledged=breaking_change_acknowledged,
         )
         (scratch / MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
         target.parent.mkdir(parents=True, exist_ok=True)

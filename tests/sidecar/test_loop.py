@@ -106,6 +106,32 @@ def test_promotion_flips_current_and_a_rollback_reuses_the_kept_directory(
     assert fetcher.calls == ["1", "2"]  # the rollback needed no download
 
 
+def test_an_acknowledgement_set_later_republishes_the_manifest_without_a_download(
+    volume: Path, build: Build
+) -> None:
+    """The server reads breaking_change_acknowledged from the manifest: a tag set after the
+    version was published reaches it as a new directory (the old one is never modified)."""
+    registry = FakeRegistry()
+    ref = registry.add(MODEL, "1", build(1).path, production=True)
+    fetcher = FakeFetcher()
+    sidecar = make_sidecar(volume, registry, fetcher)
+    assert sidecar.sync_all()
+    first = os.readlink(link_path(volume, MODEL))
+    registry.versions[(MODEL, "1")] = dataclasses.replace(
+        ref, breaking_change_acknowledged="clients are ready"
+    )
+
+    assert sidecar.sync_all()
+
+    published = resolve(volume, MODEL)
+    assert published is not None
+    assert published.manifest.breaking_change_acknowledged == "clients are ready"
+    assert os.readlink(link_path(volume, MODEL)) != first
+    assert fetcher.calls == ["1"]  # hard links from the intact copy, no second download
+    assert sidecar.sync_all()
+    assert fetcher.calls == ["1"]
+
+
 def test_sha256_mismatch_is_refused_and_current_stays(volume: Path, build: Build) -> None:
     registry = FakeRegistry()
     v1 = registry.add(MODEL, "1", build(1).path, production=True)

@@ -177,12 +177,12 @@ def _release(registry: Registry, name: str, token: str, *, failing: bool) -> Non
     try:
         registry.unlock(name, token)
     except ReconcilerError as exc:
-        log.error(
+        if not failing:
+            raise  # the error apply reports (once, by main)
+        log.error(  # the body's error is the one reported: this is the only word of this one
             "could not release the apply lock %s (its lease expires by itself): %s",
             name, exc, extra={"lock": name},
         )  # fmt: skip
-        if not failing:
-            raise
         return
     log.info("apply lock released", extra={"lock": name})
 
@@ -490,7 +490,6 @@ def apply(
             for refusal in refusals(second.reviews):  # breaking, not acknowledged
                 blocked.add(refusal.model)
                 result.failures.append(str(refusal))
-                log.error("breaking change refused", extra={"model": refusal.model})
             _gate_and_apply(
                 registry,
                 specs=specs,
@@ -560,7 +559,6 @@ def _register_missing(
             except ReconcilerError as exc:
                 blocked.add(model.name)
                 result.failures.append(f"{model.name}: not registered: {exc}")
-                log.error("registration failed", extra={"model": model.name, "error": str(exc)})
                 continue
             result.done.append(f"{describe(change)} (version {number})")
             log.info("registered", extra={"model": model.name, "version": number})
@@ -605,7 +603,6 @@ def _gate_and_apply(
         except ReconcilerError as exc:
             blocked.add(target.model)
             result.failures.append(str(exc))
-            log.error("promotion refused", extra={"model": target.model, "error": str(exc)})
     guarded = (Kind.STAGE, Kind.ALIAS, Kind.ROLLOUT, Kind.PROGRESSIVE)
     model_level = (Kind.MODEL_TAG, Kind.MODEL_DESCRIPTION, Kind.ROLLOUT)
     for change in sorted(plan.actionable, key=safe_order):
@@ -627,7 +624,6 @@ def _gate_and_apply(
         except ReconcilerError as exc:
             blocked.add(target.model)
             result.failures.append(f"{describe(change)}: {exc}")
-            log.error("change failed", extra={"change": describe(change), "error": str(exc)})
             continue
         result.done.append(describe(change))
         log.info("applied", extra={"change": describe(change)})

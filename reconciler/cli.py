@@ -321,9 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SpecError as exc:
         _error(f"{exc}\n")
         return EXIT_ERROR
-    except ReconcilerError as exc:
+    except ReconcilerError as exc:  # said once, in words: it says what to do
         _error(f"error: {exc}\n")
-        log.error("failed", extra={"error": str(exc)})
         return EXIT_ERROR
     except Exception:
         log.exception("unexpected failure")

@@ -1,9 +1,12 @@
 """The command line against a real ``mlflow server``: add-version downloads and identifies a
-URI source; credentials in the tracking URI never reach the output."""
+URI source; credentials in the tracking URI never reach the output; an error is said once."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import onnx
 import pytest
@@ -12,8 +15,11 @@ from mlflow.tracking import MlflowClient
 from contracts.digest import identity
 from reconciler import spec
 from reconciler.cli import main
+from reconciler.state import LOCK_TAG
+from tests.integration.reconciler_cli import Cli, version_entry
+from tests.integration.test_reconciler import cli  # noqa: F401 (a fixture)
 from tests.reconciler.logging_fixture import restore_logging  # noqa: F401 (autouse)
-from tests.support.onnx_models import mlp_model, write_mlp
+from tests.support.onnx_models import BuiltModel, mlp_model, write_mlp
 from tests.support.processes import MlflowServer
 
 pytestmark = pytest.mark.integration
@@ -75,3 +81,43 @@ def test_apply_with_credentials_in_the_tracking_uri_never_prints_them(
     assert "s3cret" not in out + err
     assert "alice" not in out + err
     assert f"+ version {unique_name}" in out
+
+
+def test_apply_says_each_failure_once_in_words_never_again_as_a_log_line(
+    cli: Cli,  # noqa: F811 (the fixture imported above)
+    mlflow_server: MlflowServer,
+    monkeypatch: pytest.MonkeyPatch,
+    unique_name: str,
+    make_onnx: Callable[..., BuiltModel],
+) -> None:
+    """The new-user trial read every error twice on stderr: as text, then as a JSON line."""
+    base = cli.models_file.parent
+    built = make_onnx("m.onnx", seed=5)
+    entry = version_entry(built, base, sample_input=[[0.5, 0.5]])  # 16 features wanted
+    cli.write([{"name": unique_name, "versions": [entry]}])
+    code, out, err = cli("apply", "--format", "json")  # the plan on stdout, failures on stderr
+    assert code == 1
+    assert json.loads(out)["has_changes"]
+    [failure] = [line for line in err.splitlines() if not line.startswith("{")][:-1]
+    assert failure.startswith(f"FAILED: {unique_name}: not registered: ")
+    assert err.count(failure.removeprefix("FAILED: ")) == 1
+    assert err.splitlines()[-1] == "apply: 1 failure(s); 1 change(s) done"
+    assert [line for line in _logged(err) if line["level"] == "ERROR"] == []
+
+    # An error that stops apply: one line, saying what to do.
+    lock = f"lock-{unique_name}"
+    MlflowClient(tracking_uri=mlflow_server.url).create_registered_model(lock)
+    monkeypatch.setenv("RECONCILER_LOCK_NAME", lock)
+    cli.write([{"name": unique_name, "versions": [version_entry(built, base)]}])
+    code, out, err = cli("apply")
+    assert (code, out) == (1, "")
+    assert [line for line in err.splitlines() if not line.startswith("{")] == [
+        f"error: a registered model named {lock!r} exists and is not an apply lock (it has no "
+        f"{LOCK_TAG} tag): apply never deletes it. Rename that model, or give the lock another "
+        "name with RECONCILER_LOCK_NAME."
+    ]
+    assert [line for line in _logged(err) if line["level"] == "ERROR"] == []
+
+
+def _logged(err: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in err.splitlines() if line.startswith("{")]

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -15,6 +18,8 @@ from reconciler.errors import RegistryUnavailableError
 from reconciler.logs import configure
 from tests.reconciler.logging_fixture import restore_logging  # noqa: F401 (autouse)
 from tests.support.processes import free_port
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_unreachable_mlflow_is_retried_then_reported_with_exit_1(
@@ -126,11 +131,27 @@ def test_credentials_in_the_tracking_uri_never_reach_errors_logs_or_output(
     out, err = capsys.readouterr()
     assert "s3cret" not in out + err
     assert "alice" not in out + err
-    # MLflow's own exception text, quoted in the error and in the JSON log line, masked:
-    assert f"API request to http://***@127.0.0.1:{port}/version failed" in err
-    logged = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
-    assert [line["message"] for line in logged] == ["failed"]
-    assert "http://***@127.0.0.1" in logged[0]["error"]
+    # MLflow's own exception text, quoted in the error (said once, not again as a log line):
+    assert err.count(f"API request to http://***@127.0.0.1:{port}/version failed") == 1
+    assert not [line for line in err.splitlines() if line.startswith("{")]
+
+
+def test_an_error_is_said_once_in_words_by_the_command_itself(tmp_path: Path) -> None:
+    """A real ``python -m reconciler`` run: one line that says what went wrong and what to
+    do, not that line again as a JSON log line."""
+    models = tmp_path / "models.yaml"
+    models.write_text("models: []\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    ran = subprocess.run(
+        [sys.executable, "-m", "reconciler", "add-version", "-f", str(models), "--model", "m",
+         "--source", "missing.onnx"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert (ran.returncode, ran.stdout) == (1, "")
+    assert ran.stderr == (
+        "error: cannot read source missing.onnx: not found (relative to the current directory)\n"
+    )
 
 
 def test_log_lines_mask_messages_extras_tracebacks_and_warnings(

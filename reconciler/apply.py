@@ -131,7 +131,15 @@ def apply_lock(
             "acquired_at": f"{now:.3f}",
             "expires_at": f"{now + options.lease_seconds:.3f}",
         }
-        if registry.try_lock(options.name, tags):
+        try:
+            taken = registry.try_lock(options.name, tags)
+        except BaseException:
+            # Interrupted (SIGTERM, Ctrl-C) or failed while MLflow may already have created the
+            # lock: delete it if it carries this run's token (unlock checks), then go on failing.
+            with contextlib.suppress(Exception):
+                registry.unlock(options.name, token)
+            raise
+        if taken:
             break
         current = registry.lock_tags(options.name)
         if current is None:
@@ -155,7 +163,6 @@ def apply_lock(
                 current.get("holder", "unknown"), options.wait_seconds,
             )  # fmt: skip
         sleep(options.poll_seconds)
-    log.info("apply lock taken", extra={"lock": options.name, "holder": holder})
     renewed = [clock()]
 
     def keep_alive() -> None:
@@ -164,7 +171,8 @@ def apply_lock(
             registry.set_model_tag(options.name, "expires_at", f"{now + options.lease_seconds:.3f}")
             renewed[0] = now
 
-    try:
+    try:  # from the moment the lock is ours: a signal on the next line releases it too
+        log.info("apply lock taken", extra={"lock": options.name, "holder": holder})
         yield keep_alive
     except BaseException:
         with contextlib.suppress(Exception):  # the body's error is the one to report

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +181,24 @@ def test_lock_refuses_after_waiting_for_a_live_holder() -> None:
     ):
         pass
     assert registry.locks["lock"]["holder"] == "ci job 7"
+
+
+def test_a_signal_while_mlflow_creates_the_lock_releases_it() -> None:
+    """SIGTERM (SystemExit) arriving after MLflow created the lock but before the answer was
+    read: the lock this run created is deleted, not left for its lease to expire."""
+
+    class Interrupted(FakeRegistry):
+        def try_lock(self, name: str, tags: Mapping[str, str]) -> bool:
+            super().try_lock(name, tags)
+            raise SystemExit(143)
+
+    registry, clock = Interrupted(), Clock()
+    with (
+        pytest.raises(SystemExit),
+        apply_lock(registry, LOCK, holder="me", clock=clock, sleep=clock.sleep),
+    ):
+        pass
+    assert registry.locks == {}
 
 
 def test_lock_waits_for_the_holder_to_finish() -> None:

@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from contracts.redact import mask_credentials
 from reconciler.plan import Action, Change, Kind, Plan, Target, progressive_text
 from reconciler.serving import SignatureReview
 from reconciler.signature import TensorDiff, TensorSpec, Verdict
@@ -35,6 +36,13 @@ WORD_JOINER = "\u2060"
 def _visible(text: str) -> str:
     """Control characters as ``\\xNN`` (``\\uNNNN``): a value cannot drive a terminal."""
     return _CONTROL.sub(lambda found: ascii(found.group())[1:-1], text)
+
+
+def untrusted(text: str, limit: int) -> str:
+    """Text another system wrote (a server's error) on one line: credentials masked, control
+    characters (newlines too) escaped, cut to ``limit`` characters."""
+    shown = _visible(mask_credentials(text))
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
 
 
 def _value(value: str | None) -> str:

@@ -2,7 +2,8 @@
 
 A ``--server`` URL whose host resolves to several addresses (a Kubernetes headless Service)
 stands for every pod behind it: each address is asked, and the names are resolved again on
-every round (pods come and go during a rolling update).
+every round (pods come and go during a rolling update). A pod that does not serve the declared
+version is asked why: its ``GET /models`` ``lastError``, shown masked, escaped and bounded.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import httpx
 
 from contracts.redact import mask_credentials
 from contracts.registry import Stage
-from reconciler import progressive
+from reconciler import progressive, render
 from reconciler.errors import ReconcilerError
 from reconciler.progressive import Phase
 from reconciler.spec import ModelsFile, ModelSpec
@@ -223,6 +224,31 @@ def _host_header(pod: Pod) -> str:
     return f"{pod.host}:{port}" if port else pod.host
 
 
+REASON_LIMIT = 300
+"""Characters shown of a server's own error (its text, not ours: masked and escaped too)."""
+
+
+def server_reason(body: Mapping[str, Any] | None, model: str) -> str | None:
+    """The ``lastError`` of ``model`` in a server's ``GET /models`` answer, fit to print."""
+    entries = body.get("models") if body is not None else None
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, dict) and entry.get("name") == model:
+            error = entry.get("lastError")
+            if isinstance(error, str) and error.strip():
+                return render.untrusted(error, REASON_LIMIT)
+    return None
+
+
+def _why(pod: Pod, model: str, fetch: Fetch) -> str:
+    """`` (the server's last error: ...)`` when the pod says why it does not serve; else ""."""
+    try:
+        status, body = fetch(pod, "/models")
+    except httpx.HTTPError:
+        return ""
+    reason = server_reason(body, model) if status == 200 else None
+    return f" (the server's last error: {reason})" if reason else ""
+
+
 def observe(pod: Pod, model: str, expected: str, fetch: Fetch) -> Observation:
     try:
         status, body = fetch(pod, f"/v2/models/{model}")
@@ -233,9 +259,13 @@ def observe(pod: Pod, model: str, expected: str, fetch: Fetch) -> Observation:
         detail = "HTTP 401 (set RECONCILER_SERVER_TOKEN to the servers' SERVER_AUTH_TOKEN)"
         return Observation(pod.label, model, expected, None, detail)
     if status != 200 or body is None:
-        return Observation(pod.label, model, expected, None, f"HTTP {status}")
+        detail = f"HTTP {status}{_why(pod, model, fetch)}"
+        return Observation(pod.label, model, expected, None, detail)
     served = served_version(body)
-    return Observation(pod.label, model, expected, served, f"serves version {served}")
+    detail = f"serves version {served}"
+    if served != expected:
+        detail += _why(pod, model, fetch)
+    return Observation(pod.label, model, expected, served, detail)
 
 
 def wait_for_rollout(

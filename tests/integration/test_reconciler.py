@@ -381,6 +381,12 @@ def served(pod: str, model: str) -> object:
     return answer.json().get("versions") if answer.status_code == 200 else None
 
 
+def last_error(pod: str, model: str) -> object:
+    """``model``'s ``lastError`` in the pod's ``GET /models``."""
+    answer = httpx.get(f"{pod}/models", headers={"Authorization": f"Bearer {TOKEN}"})
+    return next(m["lastError"] for m in answer.json()["models"] if m["name"] == model)
+
+
 def test_status_waits_for_every_pod_and_names_the_one_behind(
     cli: Cli,
     mlflow_server: MlflowServer,
@@ -459,6 +465,19 @@ def test_status_waits_for_every_pod_and_names_the_one_behind(
         assert pending == [
             f"  http://server-pods:{port} (pod 127.0.0.2) {unique_name}: expected version 2, "
             "serves version 1"
+        ]
+
+        # A version the pod refuses (its manifest's sha256 lies): status says why, in the
+        # server's own words (GET /models), where it said only "serves version 1".
+        publish_version(volumes["b"], unique_name, "3", v2.path, sha256="0" * 64)
+        wait_until(lambda: last_error(pod_b, unique_name), timeout=60, what="pod b refusing v3")
+        reason = str(last_error(pod_b, unique_name))
+        assert reason.startswith(f"cannot load {unique_name} version 3: ")
+        with pytest.raises(ReconcilerError) as caught:
+            wait_for_rollout([pod_b], {unique_name: "3"}, timeout=0, fetch=http_fetcher(TOKEN))
+        assert str(caught.value).splitlines()[1:] == [
+            f"  {pod_b} {unique_name}: expected version 3, serves version 1 (the server's last "
+            f"error: {reason})"
         ]
 
 

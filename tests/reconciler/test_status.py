@@ -36,6 +36,8 @@ class Servers:
         self.now = 0.0
 
     def fetch(self, pod: Pod, path: str) -> tuple[int, Mapping[str, Any] | None]:
+        if path == "/models":  # a server without it (the V2 metadata is all status needs)
+            return 404, None
         self.calls.append((pod.url, pod.host))
         if "down" in pod.url:
             return 503, None
@@ -69,6 +71,44 @@ def test_times_out_naming_what_each_server_serves() -> None:
         )  # fmt: skip
     assert "http://a m: expected version 2, serves version 1" in str(caught.value)
     assert "http://down m: expected version 2, HTTP 503" in str(caught.value)
+
+
+ERROR = "cannot load m version 2: checksum of http://bob:pw@store/m.onnx differs\n\x1b[2J"
+SHOWN = "cannot load m version 2: checksum of http://***@store/m.onnx differs\\n\\x1b[2J"
+
+
+@pytest.mark.parametrize(
+    ("metadata", "models", "detail"),
+    [
+        ((200, {"versions": ["1"]}), {"lastError": ERROR},
+         f"serves version 1 (the server's last error: {SHOWN})"),
+        ((503, None), {"lastError": ERROR}, f"HTTP 503 (the server's last error: {SHOWN})"),
+        ((200, {"versions": ["1"]}), {"lastError": ERROR + "x" * 400},
+         f"serves version 1 (the server's last error: {(SHOWN + 'x' * 400)[:297]}...)"),
+        ((200, {"versions": ["1"]}), {"lastError": None}, "serves version 1"),
+        ((200, {"versions": ["1"]}), {"lastError": ""}, "serves version 1"),
+        ((200, {"versions": ["1"]}), {"lastError": 7}, "serves version 1"),
+        ((200, {"versions": ["1"]}), None, "serves version 1"),
+    ],
+)  # fmt: skip
+def test_a_pod_behind_says_why_in_its_own_words_masked_escaped_and_bounded(
+    metadata: tuple[int, Mapping[str, Any] | None],
+    models: dict[str, Any] | None,
+    detail: str,
+) -> None:
+    """``GET /models`` has each model's ``lastError``: why the pod does not serve a version."""
+
+    def fetch(pod: Pod, path: str) -> tuple[int, Mapping[str, Any] | None]:
+        if path == "/models":
+            entries = [{"name": "other", "lastError": "not about m"}]
+            return 200, {"models": [*entries, {"name": "m", "version": "1", **(models or {})}]}
+        return metadata
+
+    with pytest.raises(RolloutTimeoutError) as caught:
+        wait_for_rollout(
+            ["http://a"], {"m": "2"}, timeout=0, fetch=fetch, resolve=no_dns, sleep=lambda s: 0
+        )
+    assert str(caught.value).splitlines()[1:] == [f"  http://a m: expected version 2, {detail}"]
 
 
 def test_a_name_with_several_addresses_means_every_pod_is_checked() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -156,7 +156,7 @@ class Pipeline:
                 model.metrics.request(answer.status, None)
         return answer
 
-    def predict(self, name: str | None, header: Header, body: Body) -> Awaitable[Answer]:
+    def predict(self, name: str | None, header: Header, body: Body) -> Coroutine[Any, Any, Answer]:
         """``POST /predict`` (``name`` None) or ``POST /models/{name}/predict``."""
         return self(_DEFAULT_PREDICT if name is None else Route(Kind.PREDICT, name), header, body)
 
@@ -178,14 +178,6 @@ class Pipeline:
             raise BodyTooLargeError(None, self._limit)
         return raw
 
-    async def _infer_with(
-        self, model: LoadedModel, shadow: LoadedModel | None, feeds: dict[str, Array], large: bool
-    ) -> list[Array]:
-        outputs = await self._batcher.infer(model, feeds, inline=not large)
-        if shadow is not None:
-            self._shadows.submit(shadow, feeds, outputs)
-        return outputs
-
     async def _predict(self, route: Route, header: Header, body: Body, trace: _Trace) -> Answer:
         content_type = header("content-type")
         if media_type(content_type) != "application/json":
@@ -194,7 +186,7 @@ class Pipeline:
         holder = table.default() if route.name is None else table.get(route.name)
         trace.name = holder.name
         serving = holder.require()
-        raw = await self._read(body)
+        raw = body if type(body) is bytes and len(body) <= self._limit else await self._read(body)
         model, shadow = routing.route(serving, header)
         trace.model = model
         large = len(raw) > INLINE_MAX_BODY_BYTES
@@ -203,7 +195,9 @@ class Pipeline:
             feeds, single = await asyncio.to_thread(parse, raw, model.inputs)
         else:
             feeds, single = parse(raw, model.inputs)
-        outputs = await self._infer_with(model, shadow, feeds, large)
+        outputs = await self._batcher.infer(model, feeds, inline=not large)
+        if shadow is not None:
+            self._shadows.submit(shadow, feeds, outputs)
         data = predict.encode(model.name, model.version, model.outputs, outputs, single)
         version = model.version.encode("latin-1", errors="replace")
         return Answer(200, data, [(b"content-type", JSON), (b"x-model-version", version)])
@@ -223,7 +217,9 @@ class Pipeline:
 
         large = len(raw) > INLINE_MAX_BODY_BYTES
         request, feeds, chosen = await asyncio.to_thread(decode) if large else decode()
-        outputs = await self._infer_with(model, shadow, feeds, large)
+        outputs = await self._batcher.infer(model, feeds, inline=not large)
+        if shadow is not None:
+            self._shadows.submit(shadow, feeds, outputs)
         data, headers = v2.encode_answer(
             model.name, model.version, outputs, chosen, request.body.get("id")
         )

@@ -22,7 +22,9 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from functools import partial
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
@@ -35,7 +37,7 @@ from gunicorn.workers.base import Worker
 from server.errors import error_body, is_v2
 
 if TYPE_CHECKING:  # gunicorn imports this module in the master: keep onnxruntime out of it
-    from server.pipeline import Pipeline
+    from server.pipeline import Answer, Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -426,9 +428,13 @@ class HttpProtocol(asyncio.Protocol):
         if self._shared.pipeline is not None and request.method == b"POST":
             fast, name = _predict_route(request.path)
             if fast:
-                self._loop.create_task(self._predict(request, name))
+                coroutine = self._shared.pipeline.predict(name, request.header, request.body)
+                _start_eagerly(coroutine, partial(self._respond_with, request))
                 return
         self._loop.create_task(self._answer(request))
+
+    def _respond_with(self, request: _Request, answer: Answer) -> None:
+        self.respond(request, answer.status, answer.body, answer.headers)
 
     def respond(
         self, request: _Request, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
@@ -468,11 +474,6 @@ class HttpProtocol(asyncio.Protocol):
             log.exception("unexpected error answering %s", request.path.decode("latin-1"))
             status, body, headers = _refusal(500, "see the server log", path=request.path)
         self.respond(request, status, body, headers)
-
-    async def _predict(self, request: _Request, name: str | None) -> None:
-        assert self._shared.pipeline is not None
-        answer = await self._shared.pipeline.predict(name, request.header, request.body)
-        self.respond(request, answer.status, answer.body, answer.headers)
 
     async def _asgi(self, request: _Request) -> _Answer:
         scope = {
@@ -516,6 +517,22 @@ class HttpProtocol(asyncio.Protocol):
         await self._shared.app(scope, receive, send)
         disconnected.set()
         return status, b"".join(chunks), headers
+
+
+def _start_eagerly(coroutine: Coroutine[Any, Any, Answer], done: Callable[[Answer], None]) -> None:
+    """Run ``coroutine`` now, up to its first wait, and hand its result to ``done``; what a
+    task does, minus the loop turn before its first step and the task object (Python 3.12's
+    eager tasks; the prediction's checks and routing are done before the batcher's turn)."""
+    try:
+        waited = coroutine.send(None)
+    except StopIteration as finished:
+        done(finished.value)
+        return
+    if waited is None:  # a bare yield (asyncio.sleep(0)): go on in the next turn
+        asyncio.get_running_loop().call_soon(_start_eagerly, coroutine, done)
+        return
+    waited._asyncio_future_blocking = False  # as a task does with the future it waits on
+    waited.add_done_callback(lambda _: _start_eagerly(coroutine, done))
 
 
 def _predict_route(path: bytes) -> tuple[bool, str | None]:

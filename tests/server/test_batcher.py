@@ -133,3 +133,23 @@ def test_run_many_on_this_thread() -> None:
     assert not isinstance(second, BaseException)
     assert first[0].shape == (1, 4)
     assert second[0].shape == (2, 4)
+
+
+def test_a_cancelled_request_is_left_out_and_the_others_answered() -> None:
+    model = FakeModel()
+    batcher = Batcher(max_rows=64)
+
+    async def one(value: float) -> list[Array]:
+        return await batcher.infer(model, _feeds(value))
+
+    async def main() -> tuple[Any, ...]:
+        tasks = [asyncio.create_task(one(value)) for value in (1, 2, 3)]
+        await asyncio.sleep(0)  # each waits on its slot now
+        tasks[1].cancel()
+        return tuple(await asyncio.gather(*tasks, return_exceptions=True))
+
+    first, cancelled, third = asyncio.run(main())
+    assert isinstance(cancelled, asyncio.CancelledError)
+    assert (first[0] == 2).all()
+    assert (third[0] == 6).all()
+    assert model.calls == [2]  # the cancelled request never ran

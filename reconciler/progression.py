@@ -72,8 +72,8 @@ def checks(spec: ProgressiveSpec, step: Step, figures: Figures) -> tuple[Check, 
         "error rate", figures.candidate_errors, answers, "answers 5xx",
         needed=needed, bound=spec.max_error_rate,
     )  # fmt: skip
-    if spec.max_p99_latency_ratio is None:
-        return (failed,)
+    if spec.max_p99_latency_ratio is None or step.weight >= 100:
+        return (failed,)  # at 100 % no stable answer is there to compare with
     return (failed, _latency(spec.max_p99_latency_ratio, figures, needed))
 
 
@@ -137,8 +137,8 @@ def decide(
     """The next move of a running rollout, from the current step's figures.
 
     A breached limit rolls back at once (not at the end of the step). A step ends when it has
-    lasted ``pause_seconds`` and the candidate has ``min_requests`` within every limit; after
-    the last step the candidate is promoted.
+    lasted ``pause_seconds`` and the candidate has ``min_requests`` and every limit has been
+    judged and held; after the last step the candidate is promoted.
     """
     if state.phase is not Phase.RUNNING:
         return Decision(Move.WAIT, state, (), f"the rollout is {state.phase}")
@@ -152,6 +152,10 @@ def decide(
     count = measured(step, figures)
     if count < spec.min_requests:
         why = f"{count} of min_requests {spec.min_requests} so far"
+        return Decision(Move.WAIT, state, found, why)
+    unjudged = [check.limit for check in found if check.value is None]
+    if unjudged:  # a declared limit is judged before its step may end
+        why = f"not measured yet: {', '.join(unjudged)}"
         return Decision(Move.WAIT, state, found, why)
     elapsed = now - state.step_started_at
     if elapsed < spec.pause_seconds:

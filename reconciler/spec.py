@@ -287,7 +287,8 @@ class ProgressiveSpec(_Strict):
         gt=0,
         description="Largest candidate p99 latency over the stable version's in the same step "
         "(from the servers' histogram buckets); judged when both have min_requests answers, "
-        "and 100 at least. Canary steps only (a shadow run's time is inference alone).",
+        "and 100 at least: a step does not end before. Canary steps below 100 % only (a "
+        "shadow run's time is inference alone).",
     )
     max_disagreement: float | None = Field(
         default=None,

@@ -34,9 +34,10 @@ ROW = [0.3] * 16
 ODD = [FAULT_THRESHOLD + 10.0] + [0.3] * 15
 """A valid input on which the faulty graph fails; every tenth request sends it."""
 STRATEGY = {"steps": [20, 50], "pause_seconds": 3, "min_requests": 40, "max_error_rate": 0.05}
-LATENCY = {"max_p99_latency_ratio": 4}
-"""For the good candidate only: the faulty one may be slower too (a batch holding its odd input
-fails, then each request in it runs alone), and this test wants the error rate to decide."""
+GOOD = {"steps": ["shadow", 20, 50], "max_p99_latency_ratio": 4}
+"""The good candidate's rollout starts with a shadow step, and judges latency too (the faulty
+one may be slower as well: a batch holding its odd input fails, then each request in it runs
+alone; this test wants the error rate to decide)."""
 SHOW = os.environ.get("MLGITOPS_SHOW_OUTPUT")
 """Set: print what each command printed (the README's figures come from such a run)."""
 
@@ -49,15 +50,16 @@ def pipeline(mlflow_server: MlflowServer, tmp_path: Path) -> Iterator[Pipeline]:
 
 
 def declare(
-    pipe: Pipeline, name: str, versions: list[tuple[BuiltModel, str]], **limits: float
+    pipe: Pipeline, name: str, versions: list[tuple[BuiltModel, str]], **strategy: Any
 ) -> None:
-    """models.yaml: these (file, stage) versions of ``name``, with the progressive strategy."""
+    """models.yaml: these (file, stage) versions of ``name``, with the progressive strategy
+    (STRATEGY, and ``strategy`` over it)."""
     entries = [
         {"source": pipe.add_file(built.path), "sha256": built.sha256, "stage": stage}
         for built, stage in versions
     ]
-    strategy = {**STRATEGY, **limits}
-    model: dict[str, Any] = {"name": name, "progressive": strategy, "versions": entries}
+    progressive = {**STRATEGY, **strategy}
+    model: dict[str, Any] = {"name": name, "progressive": progressive, "versions": entries}
     pipe.models_file.write_text(yaml.safe_dump({"models": [model]}, sort_keys=False))
 
 
@@ -154,19 +156,25 @@ def test_a_faulty_candidate_is_rolled_back_then_a_good_one_is_promoted_under_loa
         assert f"No changes to make. Production of {name} is held by a progressive" in plan
 
         # 2. A good candidate: every step, then Production; no request fails.
-        declare(pipeline, name, [(stable, "Archived"), (good, "Production")], **LATENCY)
+        declare(pipeline, name, [(stable, "Archived"), (good, "Production")], **GOOD)
         run(pipeline, "apply", expect=0)
         promoted, text = promote(pipeline, expect=0)
         assert f"{name} v1 -> v3: promoted\n" in text
         assert promoted["ending"] == "promoted", promoted
         assert [(s["step"], s["move"]) for s in promoted["steps"]] == [
-            ("step 1 of 2 (canary 20%)", "advance"), ("step 2 of 2 (canary 50%)", "promote"),
+            ("step 1 of 3 (shadow)", "advance"), ("step 2 of 3 (canary 20%)", "advance"),
+            ("step 3 of 3 (canary 50%)", "promote"),
         ]  # fmt: skip
-        assert all(s["figures"]["candidate_requests"] >= 100 for s in promoted["steps"])
+        shadow, *canary = (s["figures"] for s in promoted["steps"])
+        runs = shadow["shadow_same"] + shadow["shadow_different"] + shadow["shadow_errors"]
+        assert runs >= 40, shadow
+        assert shadow["shadow_errors"] == 0, shadow
+        assert all(figures["candidate_requests"] >= 100 for figures in canary), canary
         judged = [
-            c["limit"] for s in promoted["steps"] for c in s["checks"] if c["value"] is not None
+            [c["limit"] for c in s["checks"] if c["value"] is not None] for s in promoted["steps"]
         ]
-        assert judged == ["max_error_rate", "max_p99_latency_ratio"] * 2, promoted
+        latency = ["max_error_rate", "max_p99_latency_ratio"]
+        assert judged == [["max_error_rate"], latency, latency], promoted
         stages, tags = registry_view(pipeline, name)
         assert stages == {"1": "Archived", "2": "None", "3": "Production"}
         assert ROLLOUT_TAG not in tags
@@ -174,7 +182,7 @@ def test_a_faulty_candidate_is_rolled_back_then_a_good_one_is_promoted_under_loa
         pipeline.wait_served(name, "3")
         wait_until(lambda: only(load, "3"), timeout=60, what="every answer from v3")
         status = run(pipeline, "status", "--server", pipeline.server_url, expect=0)
-        assert f"{name}: progressive rollout v1 -> v3: promoted after 2 step(s)" in status
+        assert f"{name}: progressive rollout v1 -> v3: promoted after 3 step(s)" in status
 
     failures = load.failures()
     if SHOW:

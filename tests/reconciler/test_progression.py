@@ -89,6 +89,11 @@ def test_a_p99_is_judged_on_a_hundred_answers_at_least() -> None:
     ]  # fmt: skip
 
 
+def test_at_a_100_percent_share_latency_has_nothing_to_compare_with() -> None:
+    spec = ProgressiveSpec(steps=[100], max_p99_latency_ratio=1.5)
+    assert [c.limit for c in checks(spec, Step.of(100), canary(stable=0))] == ["max_error_rate"]
+
+
 def test_limits_not_declared_are_not_judged() -> None:
     spec = ProgressiveSpec(steps=["shadow", 10])
     assert [c.limit for c in checks(spec, CANARY, canary(p99=1.0))] == ["max_error_rate"]
@@ -113,6 +118,8 @@ MOVE_CASES = [
                  "max_p99_latency_ratio"), id="slower-on-the-last-step-rolls-back"),
     pytest.param(state(0), shadow(same=100, different=100), 5, (Move.ROLL_BACK, 0,
                  Phase.ROLLED_BACK, "max_disagreement"), id="shadow-disagreeing-rolls-back"),
+    pytest.param(state(1), canary(stable=99), 600, (Move.WAIT, 1, Phase.RUNNING, None),
+                 id="a-declared-limit-not-measured-yet-holds-the-step"),
     pytest.param(state(1, phase=Phase.ROLLED_BACK), canary(), 600,
                  (Move.WAIT, 1, Phase.ROLLED_BACK, None), id="an-ended-rollout-never-moves"),
 ]  # fmt: skip

@@ -20,7 +20,8 @@ class Check:
     """One limit against what the step measured; ``value`` None: not measured yet."""
 
     limit: str
-    """The models.yaml field: max_error_rate, max_p99_latency_ratio, max_disagreement."""
+    """The models.yaml field: max_error_rate, max_p99_latency_ratio, max_disagreement,
+    max_rejection_increase."""
     figure: str
     """What was measured, for people: "error rate"."""
     value: float | None
@@ -48,10 +49,11 @@ class Check:
 def checks(spec: ProgressiveSpec, step: Step, figures: Figures) -> tuple[Check, ...]:
     """Every limit that applies to ``step``, judged once the candidate has ``min_requests``.
 
-    Canary: the candidate's 5xx share, and its p99 over the stable version's p99 (both need
-    ``min_requests`` answers, and at least LATENCY_SAMPLES). Shadow: the share of its runs that
-    failed, and the share of compared answers that differ (its latency there is inference
-    alone: not compared).
+    Canary: the candidate's 5xx share, its p99 over the stable version's p99 (both need
+    ``min_requests`` answers, and at least LATENCY_SAMPLES), and its 4xx share above the
+    stable version's (both need ``min_requests``); the last two below a 100 % share only.
+    Shadow: the share of its runs that failed, and the share of compared answers that differ
+    (its latency there is inference alone: not compared).
     """
     needed = spec.min_requests
     if step.mode is RolloutMode.SHADOW:
@@ -72,9 +74,28 @@ def checks(spec: ProgressiveSpec, step: Step, figures: Figures) -> tuple[Check, 
         "error rate", figures.candidate_errors, answers, "answers 5xx",
         needed=needed, bound=spec.max_error_rate,
     )  # fmt: skip
-    if spec.max_p99_latency_ratio is None or step.weight >= 100:
-        return (failed,)  # at 100 % no stable answer is there to compare with
-    return (failed, _latency(spec.max_p99_latency_ratio, figures, needed))
+    found = [failed]
+    if step.weight >= 100:
+        return tuple(found)  # at 100 % no stable answer is there to compare with
+    if spec.max_p99_latency_ratio is not None:
+        found.append(_latency(spec.max_p99_latency_ratio, figures, needed))
+    if spec.max_rejection_increase is not None:
+        found.append(_rejections(spec.max_rejection_increase, figures, needed))
+    return tuple(found)
+
+
+def _rejections(bound: float, figures: Figures, needed: int) -> Check:
+    """The candidate's 4xx share minus the stable version's: both get the same inputs (the
+    split is random), so the difference is what the candidate's model refuses."""
+    candidate, stable = figures.candidate_requests, figures.stable_requests
+    detail = (
+        f"{figures.candidate_rejected} of {candidate} answers 4xx against "
+        f"{figures.stable_rejected} of {stable} stable"
+    )
+    if candidate < needed or stable < needed:
+        return Check("max_rejection_increase", "rejection increase", None, bound, detail)
+    value = figures.candidate_rejected / candidate - figures.stable_rejected / stable
+    return Check("max_rejection_increase", "rejection increase", value, bound, detail)
 
 
 def _rate(

@@ -119,6 +119,9 @@ class Figures:
     candidate_errors: int = 0
     """Answers with a 5xx status."""
     stable_requests: int = 0
+    candidate_rejected: int = 0
+    """Answers with a 4xx status after routing (the input, or the model, refused it)."""
+    stable_rejected: int = 0
     candidate_p99: float | None = None
     stable_p99: float | None = None
     same: int = 0
@@ -137,6 +140,8 @@ class Figures:
             "candidate_requests": self.candidate_requests,
             "candidate_errors": self.candidate_errors,
             "stable_requests": self.stable_requests,
+            "candidate_rejected": self.candidate_rejected,
+            "stable_rejected": self.stable_rejected,
             "candidate_p99_seconds": self.candidate_p99,
             "stable_p99_seconds": self.stable_p99,
             "shadow_same": self.same,
@@ -147,18 +152,26 @@ class Figures:
         }
 
 
+def _answers(window: Window, version: str, status_class: str) -> int:
+    """A version's answers whose status starts with ``status_class`` ("4", "5")."""
+    return round(
+        sum(
+            value
+            for (series, found), value in window.grown.items()
+            if series == REQUESTS
+            and dict(found).get("version") == version
+            and dict(found).get("status", "").startswith(status_class)
+        )
+    )
+
+
 def figures(window: Window, *, candidate: str, stable: str) -> Figures:
     """The step's figures from the window's growth (version labels are MLflow numbers)."""
-    errors = sum(
-        value
-        for (series, found), value in window.grown.items()
-        if series == REQUESTS
-        and dict(found).get("version") == candidate
-        and dict(found).get("status", "").startswith("5")
-    )
     return Figures(
         candidate_requests=round(window.total(REQUESTS, version=candidate)),
-        candidate_errors=round(errors),
+        candidate_errors=_answers(window, candidate, "5"),
+        candidate_rejected=_answers(window, candidate, "4"),
+        stable_rejected=_answers(window, stable, "4"),
         stable_requests=round(window.total(REQUESTS, version=stable)),
         candidate_p99=quantile(0.99, window.buckets(candidate)),
         stable_p99=quantile(0.99, window.buckets(stable)),

@@ -297,6 +297,15 @@ class ProgressiveSpec(_Strict):
         description="Shadow steps: largest share of compared answers that differ from the "
         "stable version's.",
     )
+    max_rejection_increase: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Canary steps: how much larger the candidate's share of 4xx answers may be "
+        "than the stable version's in the same step. The server answers 400 when onnxruntime "
+        "refuses an argument (e.g. an index a Gather table does not hold), so a candidate "
+        "that rejects inputs the stable version takes shows here, not in max_error_rate.",
+    )
 
 
 class ModelSpec(_Strict):

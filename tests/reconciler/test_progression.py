@@ -94,6 +94,26 @@ def test_at_a_100_percent_share_latency_has_nothing_to_compare_with() -> None:
     assert [c.limit for c in checks(spec, Step.of(100), canary(stable=0))] == ["max_error_rate"]
 
 
+@pytest.mark.parametrize(
+    ("rejected", "stable_rejected", "stable", "expected"),
+    [
+        (10, 50, 1000, (0.0, True)),  # the same share of bad inputs: the inputs, not the model
+        (30, 50, 1000, (0.1, True)),
+        (31, 50, 1000, (0.105, False)),  # the candidate refuses what the stable version takes
+        (31, 0, 99, (None, True)),  # too few stable answers to compare with
+    ],
+)
+def test_a_candidate_rejecting_more_inputs_than_the_stable_version(
+    rejected: int, stable_rejected: int, stable: int, expected: tuple[float | None, bool]
+) -> None:
+    spec = ProgressiveSpec(steps=[10], min_requests=100, max_rejection_increase=0.1)
+    seen = Figures(candidate_requests=200, candidate_rejected=rejected, stable_requests=stable,
+                   stable_rejected=stable_rejected)  # fmt: skip
+    (check,) = [c for c in checks(spec, CANARY, seen) if c.limit == "max_rejection_increase"]
+    assert (None if check.value is None else round(check.value, 6), check.ok) == expected
+    assert [c.limit for c in checks(spec, Step.of(100), seen)] == ["max_error_rate"]
+
+
 def test_limits_not_declared_are_not_judged() -> None:
     spec = ProgressiveSpec(steps=["shadow", 10])
     assert [c.limit for c in checks(spec, CANARY, canary(p99=1.0))] == ["max_error_rate"]

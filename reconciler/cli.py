@@ -74,6 +74,12 @@ def _parser(settings: ReconcilerSettings) -> argparse.ArgumentParser:
     add.add_argument("--stage", choices=[stage.value for stage in Stage])
     add.add_argument("--alias", action="append", default=[], help="repeatable")
     add.add_argument("--sha256", help="checked against the source's (default: computed)")
+    add.add_argument(
+        "--sample-input",
+        metavar="JSON",
+        help="input for the promotion gate's inference, as JSON: rows like "
+        "'[[5.1, 3.5, 1.4, 0.2]]', or '{\"input name\": rows}' for several inputs",
+    )
     commands.add_parser("schema", help="print the JSON Schema of models.yaml")
     status = with_file(
         commands.add_parser("status", help="wait until servers serve the declared versions")
@@ -147,8 +153,9 @@ def run(args: argparse.Namespace, settings: ReconcilerSettings) -> int:
         _print(spec.json_schema())
         return EXIT_OK
     if args.command == "add-version":
-        from reconciler.edit import add_version
+        from reconciler.edit import add_version, sample_input_from_json
 
+        sample = None if args.sample_input is None else sample_input_from_json(args.sample_input)
         entry = add_version(
             args.file,
             model=args.model,
@@ -157,6 +164,7 @@ def run(args: argparse.Namespace, settings: ReconcilerSettings) -> int:
             aliases=args.alias,
             sha256=args.sha256,
             downloader=_registry(settings) if is_uri(args.source) else None,
+            sample_input=sample,
         )
         _print(f"added to {args.file}: {args.model} {entry['source']} sha256 {entry['sha256']}\n")
         return EXIT_OK

@@ -5,13 +5,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import json
 import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from pydantic import TypeAdapter, ValidationError
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
 from contracts.digest import DigestError, identity
 from contracts.registry import Stage
@@ -41,6 +44,45 @@ def _repository_source(path: Path, source: str) -> tuple[str, str]:
     written = os.path.relpath(os.path.realpath(local), base)
     _, digest = sources.identify(path, written)
     return Path(written).as_posix(), digest
+
+
+_SAMPLE_INPUT = TypeAdapter[spec.SampleInput](spec.CheckedSampleInput)
+SAMPLE_EXAMPLE = "'[[5.1, 3.5, 1.4, 0.2]]' (rows), or '{\"input name\": rows}' (several inputs)"
+
+
+def _not_a_number(constant: str) -> None:
+    raise ValueError(f"{constant} is not a JSON number")
+
+
+def sample_input_from_json(text: str) -> spec.SampleInput:
+    """``--sample-input``: JSON rows (or input name -> rows), checked as models.yaml's
+    ``sample_input`` is, with the same words."""
+    try:
+        value = json.loads(text, parse_constant=_not_a_number)
+    except ValueError as exc:  # json.JSONDecodeError too
+        raise EditError(f"--sample-input is not JSON ({exc}): give {SAMPLE_EXAMPLE}") from None
+    try:
+        return _SAMPLE_INPUT.validate_python(value)
+    except ValidationError as exc:
+        message = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+        raise EditError(f"--sample-input: {message}") from None
+
+
+def _flow(value: Any) -> Any:
+    """JSON data as YAML on one line (``[[5.1, 3.5]]``), as models.yaml writes it by hand;
+    strings double-quoted, as in JSON (a plain ``? k`` in a flow list would read as a key)."""
+    if isinstance(value, str):
+        return DoubleQuotedScalarString(value)
+    if isinstance(value, dict):
+        node: CommentedMap | CommentedSeq = CommentedMap(
+            (DoubleQuotedScalarString(key), _flow(item)) for key, item in value.items()
+        )
+    elif isinstance(value, list):
+        node = CommentedSeq(_flow(item) for item in value)
+    else:
+        return value
+    node.fa.set_flow_style()
+    return node
 
 
 class Downloader(Protocol):
@@ -73,13 +115,15 @@ def add_version(
     aliases: Sequence[str] = (),
     sha256: str | None = None,
     downloader: Downloader | None = None,
+    sample_input: spec.SampleInput | None = None,
 ) -> dict[str, Any]:
     """Append a version to ``model`` (created if absent) in models.yaml; return the entry.
 
     A new Production demotes the previous one to Archived; a given alias leaves other versions.
     The identity (``sha256``) of a repository file or directory is computed, and checked
     against ``sha256`` if given. A URI source is downloaded with ``downloader`` to compute
-    (or check) it; without a downloader, ``sha256`` is written as given.
+    (or check) it; without a downloader, ``sha256`` is written as given. ``sample_input``
+    (see ``sample_input_from_json``) is written in flow style.
     """
     if not source.strip():  # "" would name the current directory: the whole repository
         raise EditError(
@@ -131,6 +175,8 @@ def add_version(
         listed = CommentedSeq(aliases)
         listed.fa.set_flow_style()
         new["aliases"] = listed
+    if sample_input is not None:
+        new["sample_input"] = _flow(_SAMPLE_INPUT.validate_python(sample_input))
     versions.append(new)
     buffer = io.StringIO()
     yaml.dump(document, buffer)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 import shutil
 from collections.abc import Callable
@@ -14,8 +15,10 @@ import pytest
 from contracts.digest import identity
 from contracts.registry import Stage
 from reconciler import document, spec
-from reconciler.edit import EditError, add_version
+from reconciler.cli import main
+from reconciler.edit import EditError, add_version, sample_input_from_json
 from reconciler.errors import SourceError, SpecError
+from tests.reconciler.logging_fixture import restore_logging  # noqa: F401 (autouse)
 from tests.support.onnx_models import BuiltModel, mlp_model, sha256_of
 
 REPO = Path(__file__).resolve().parents[2]
@@ -179,3 +182,98 @@ def test_add_version_refuses_a_uri_scheme_models_yaml_does_not_take(tmp_path: Pa
         SourceError, match=re.escape("unsupported URI 'https://example.com/m.onnx'")
     ):
         add_version(tmp_path / "models.yaml", model="m", source="https://example.com/m.onnx")
+
+
+# --- --sample-input ------------------------------------------------------------------------------
+
+TRICKY = ["a,b", "x]", "{y", "? k", "- z", "null", "~", "yes", "01", "1e3", "", " lead", "é",
+          "line\nbreak", "'q'", '"d"', "#c", "&a", "*b", "!t", "\\", "\x1b"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("given", "written"),
+    [
+        ("[[5.1, 3.5, 1.4, 0.2], [6, 2.9, 4.5, 1.5]]",
+         "[[5.1, 3.5, 1.4, 0.2], [6, 2.9, 4.5, 1.5]]"),
+        ('["good movie", "bad plot"]', '["good movie", "bad plot"]'),
+        ('{"city": [["Paris"]], "size": [[3.5, 2]]}',
+         '{"city": [["Paris"]], "size": [[3.5, 2]]}'),
+        ("[[1e-7, -0.0, 1e300, 12345678901234567890]]",
+         "[[1e-07, -0.0, 1e+300, 12345678901234567890]]"),
+    ],
+)  # fmt: skip
+def test_add_version_writes_the_sample_input_in_flow_style_keeping_comments(
+    tmp_path: Path, make_onnx: Callable[..., BuiltModel], given: str, written: str
+) -> None:
+    built = make_onnx("v1.onnx", seed=1)
+    path = tmp_path / "models.yaml"
+    path.write_text("# The registry.\nmodels:  # ours\n  - name: m\n    versions: []\n")
+    sample = sample_input_from_json(given)
+    add_version(path, model="m", source=str(built.path), sample_input=sample)
+    assert path.read_text() == (
+        "# The registry.\nmodels:  # ours\n  - name: m\n    versions:\n"
+        f"      - source: models/v1.onnx\n        sha256: {built.sha256}\n"
+        f"        sample_input: {written}\n"
+    )
+    [version] = spec.load(path).file.models[0].versions
+    assert version.sample_input == json.loads(given)
+
+
+def test_every_string_of_a_sample_input_reads_back_as_written(
+    tmp_path: Path, make_onnx: Callable[..., BuiltModel]
+) -> None:
+    """Flow YAML has its own syntax (a plain ``? k`` in a list is a key): strings are quoted."""
+    built = make_onnx("v1.onnx", seed=1)
+    path = tmp_path / "models.yaml"
+    path.write_text("models: []\n")
+    sample = {"? k": [TRICKY], "n": [["#", ","]]}
+    add_version(path, model="m", source=str(built.path), sample_input=sample)
+    [version] = spec.load(path).file.models[0].versions
+    assert version.sample_input == sample
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ("[[1, 2], [3]]", "--sample-input: rows[1] is shaped [1], rows[0] [2]: rows are alike"),
+        ('[[1, "a"]]', "--sample-input: rows mixes number and string: one kind of value per input"),
+        ("[[1, null]]", "--sample-input: rows[0][1]: null is not a value (numbers, strings or "
+         "booleans)"),
+        ("[]", "--sample-input: rows: an empty list (give at least one row)"),
+        ('{"x": [[1]], "y": [[true, 2]]}', "--sample-input: input 'y' mixes boolean and number"),
+        ("{}", "--sample-input: an empty mapping: give {input name: rows} for at least one input"),
+        ("5", "--sample-input: a list of rows (one input) or a mapping of input name to rows"),
+        ("[[1, 2]", "--sample-input is not JSON (Expecting ',' delimiter: line 1 column 8 (char 7)"
+         "): give '[[5.1, 3.5, 1.4, 0.2]]' (rows), or '{\"input name\": rows}' (several inputs)"),
+        ("[[5.1, 3.5], [1, 2]", "--sample-input is not JSON (Expecting ',' delimiter"),
+        ("[[NaN]]", "--sample-input is not JSON (NaN is not a JSON number)"),
+        ("[[5.1 3.5]]", "--sample-input is not JSON (Expecting ',' delimiter"),
+        ("", "--sample-input is not JSON (Expecting value: line 1 column 1 (char 0))"),
+    ],
+)  # fmt: skip
+def test_a_sample_input_is_refused_in_the_words_models_yaml_gets(given: str, message: str) -> None:
+    with pytest.raises(EditError) as caught:
+        sample_input_from_json(given)
+    assert str(caught.value).startswith(message)
+
+
+def test_the_command_line_takes_a_sample_input_and_refuses_a_bad_one_leaving_the_file(
+    tmp_path: Path,
+    make_onnx: Callable[..., BuiltModel],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    make_onnx("v1.onnx", seed=1)
+    path = tmp_path / "models.yaml"
+    path.write_text("models: []  # none yet\n")
+    monkeypatch.chdir(tmp_path)
+    argv = ["add-version", "-f", str(path), "--model", "m", "--source", "models/v1.onnx"]
+    assert main([*argv, "--sample-input", "[[1, 2], [3]]"]) == 1
+    assert capsys.readouterr().err == (
+        "error: --sample-input: rows[1] is shaped [1], rows[0] [2]: rows are alike\n"
+    )
+    assert path.read_text() == "models: []  # none yet\n"
+    assert main([*argv, "--sample-input", '[["0.5", "x"]]', "--stage", "Staging"]) == 0
+    [version] = spec.load(path).file.models[0].versions
+    assert (version.sample_input, version.stage) == ([["0.5", "x"]], Stage.STAGING)
+    assert '        sample_input: [["0.5", "x"]]\n' in path.read_text()

@@ -57,6 +57,8 @@ class LoadedModel:
     checked by ``validation`` already); the public ``run`` if that is not there."""
     _map_outputs: tuple[int, ...] = field(repr=False, default=())
     """Indexes of the ZipMap outputs (lists of dicts), turned into object arrays per row."""
+    _float32_maps: frozenset[int] = field(repr=False, default=frozenset())
+    """The ZipMap outputs whose values are ``tensor(float)``: kept float32 (see rows_of)."""
 
     @property
     def schema(self) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
@@ -82,12 +84,19 @@ class LoadedModel:
                 raise InvalidInputError(f"the model rejected the input: {exc}") from None
             raise InferenceError(self.name, self.version, str(exc)) from exc
         for index in self._map_outputs:
-            outputs[index] = rows_of(outputs[index])
+            outputs[index] = rows_of(outputs[index], float32=index in self._float32_maps)
         return outputs
 
 
-def rows_of(values: list[Any]) -> Array:
-    """A sequence output (ZipMap's list of dicts) as a 1-D object array, one item per row."""
+def rows_of(values: list[Any], *, float32: bool = False) -> Array:
+    """A sequence output (ZipMap's list of dicts) as a 1-D object array, one item per row.
+
+    onnxruntime hands a map's float32 values over as Python floats (float64); with ``float32``
+    they become float32 again, so JSON shows what the model computed (``0.98150164``, as a
+    float tensor prints) rather than its float64 widening (``0.9815016388893127``).
+    """
+    if float32:
+        values = [{key: np.float32(value) for key, value in row.items()} for row in values]
     array = np.empty(len(values), dtype=object)
     array[:] = values
     return array
@@ -300,4 +309,9 @@ def _load(
         _output_names=output_names,
         _run_fast=_fast_run(session),
         _map_outputs=tuple(i for i, spec in enumerate(outputs) if spec.sequence_of_maps),
+        _float32_maps=frozenset(
+            i
+            for i, spec in enumerate(outputs)
+            if spec.sequence_of_maps and spec.onnx_type.endswith(",tensor(float)))")
+        ),
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from server.logs import LOGCONFIG
-from server.settings import ServerSettings
+from server.settings import METRICS_DIR_CREATED, ServerSettings
 
 log = logging.getLogger("server")
 
@@ -43,9 +43,15 @@ def main(argv: list[str] | None = None) -> None:
             where = f"--{key} {given[key]}" if key in given else f"SERVER_{key.upper()}"
             problems.append(f"{where}: {error['msg']}")
         parser.error(f"invalid settings: {'; '.join(problems)}")
+    unknown = ServerSettings.unknown_variables(os.environ, also=[METRICS_DIR_CREATED])
+    logging.config.dictConfig(LOGCONFIG)
+    if unknown:
+        log.warning(
+            "ignoring %s: not settings of the server (a typo? see server/settings.py)",
+            ", ".join(unknown),
+        )
     config = Path(__file__).with_name("gunicorn.conf.py")
     command = [sys.executable, "-m", "gunicorn", "--config", str(config), "server.app:get_app()"]
-    logging.config.dictConfig(LOGCONFIG)
     log.info(
         "starting gunicorn",
         extra={"volume": str(settings.volume), "bind": settings.binds, "workers": settings.workers},

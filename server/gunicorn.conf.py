@@ -15,7 +15,7 @@ import tempfile
 from typing import Any
 
 from server.logs import LOGCONFIG
-from server.settings import ServerSettings
+from server.settings import METRICS_DIR_CREATED, ServerSettings
 
 _settings = ServerSettings()  # type: ignore[call-arg,unused-ignore]
 bind = _settings.binds
@@ -29,8 +29,6 @@ graceful_timeout = 20
 accesslog = None
 logconfig_dict = LOGCONFIG
 
-_CREATED_ENV = "SERVER_METRICS_DIR_CREATED"
-
 
 def _metrics_directory() -> None:
     """Set PROMETHEUS_MULTIPROC_DIR now, before anything imports prometheus_client (gunicorn
@@ -39,7 +37,7 @@ def _metrics_directory() -> None:
     if not directory:
         directory = tempfile.mkdtemp(prefix="mlgitops-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
-        os.environ[_CREATED_ENV] = directory
+        os.environ[METRICS_DIR_CREATED] = directory
         return
     os.makedirs(directory, exist_ok=True)
     for entry in os.listdir(directory):  # stale values of an earlier run
@@ -58,6 +56,6 @@ def child_exit(server: Any, worker: Any) -> None:
 
 
 def on_exit(server: Any) -> None:
-    created = os.environ.get(_CREATED_ENV)
+    created = os.environ.get(METRICS_DIR_CREATED)
     if created and created == os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         shutil.rmtree(created, ignore_errors=True)

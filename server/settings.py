@@ -5,13 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from contracts.settings import ComponentSettings
+
+METRICS_DIR_CREATED = "SERVER_METRICS_DIR_CREATED"
+"""Set by gunicorn.conf.py for its own children: the metrics directory it made (and removes)."""
 
 
-class ServerSettings(BaseSettings):
+class ServerSettings(ComponentSettings):
     """Everything the server can be told; each field is ``SERVER_<NAME>`` in the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="SERVER_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="SERVER_")
 
     volume: Path = Field(description="The volume the sidecar publishes into (contracts.volume).")
     host: str = Field(default="0.0.0.0", description="Address to listen on.")

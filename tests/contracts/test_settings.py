@@ -9,6 +9,7 @@ from pydantic_settings import SettingsConfigDict
 
 from contracts.settings import ComponentSettings, variables_of
 from reconciler.settings import ReconcilerSettings
+from server.settings import ServerSettings
 from sidecar.settings import SidecarSettings
 
 
@@ -21,7 +22,7 @@ class Example(ComponentSettings):
     )
 
 
-@pytest.mark.parametrize("component", [ReconcilerSettings, SidecarSettings])
+@pytest.mark.parametrize("component", [ReconcilerSettings, SidecarSettings, ServerSettings])
 def test_every_component_follows_the_one_policy(component: type[ComponentSettings]) -> None:
     assert issubclass(component, ComponentSettings)
     assert component.model_config["extra"] == "forbid"

@@ -59,3 +59,23 @@ def test_kubernetes_service_links_do_not_break_explicit_options(
     err = capsys.readouterr().err
     assert "--workers 0: Input should be greater than or equal to 1" in err
     assert "tcp://" not in err
+
+
+def test_a_mistyped_variable_is_named_and_does_not_stop_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One settings policy (contracts.settings): SERVER_WORKER=4 (for SERVER_WORKERS) is named in
+    a warning, and the server still starts with what it understood."""
+    started: list[dict[str, str]] = []
+
+    def execve(path: str, command: list[str], env: dict[str, str]) -> None:
+        started.append(env)
+
+    monkeypatch.setattr("os.execve", execve)
+    monkeypatch.setenv("SERVER_WORKER", "4")
+    monkeypatch.setenv("SERVER_WORKERS", "3")
+    main(["--volume", str(tmp_path)])
+    assert [env["SERVER_WORKERS"] for env in started] == ["3"]
+    err = capsys.readouterr().err
+    assert "ignoring SERVER_WORKER: not settings of the server" in err
+    assert "SERVER_WORKERS" not in err.split("ignoring", 1)[1].split("\n", 1)[0]

@@ -1,19 +1,21 @@
 """Dynamic batching, the one road to inference: concurrent requests for one model version
 become one onnxruntime call.
 
-No timer by default: the requests that reach the batcher in the same event-loop turn, or while
-the previous call of that version runs in its thread, are joined. At concurrency 1 nothing
-waits. A version whose warm-up was cheap runs on the event loop (a thread hop costs more),
-the others in the default executor. Each request waits on a :class:`Slot`, whose waiter goes
-on in the turn that ran its batch (an asyncio.Future's would go on one turn later).
+Two ways in, one set of rules (the row limit, one bad apple runs alone):
+
+- :meth:`Batcher.run_now` runs the requests it is given now, on this thread: the lean worker
+  hands it the predictions of one event-loop turn (server.pipeline.Pipeline.predict_now).
+- :meth:`Batcher.infer` is awaited by one request. No timer by default: the requests that
+  reach it in the same loop turn, or while the previous call of that version runs in its
+  thread, are joined. A version whose warm-up was cheap runs on the event loop (a thread hop
+  costs more), the others in the default executor.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -47,99 +49,7 @@ class Model(Protocol):
     def run(self, feeds: Feeds) -> list[Array]: ...
 
 
-class Slot:
-    """The answer one request waits for: a future-like object (asyncio's protocol, as Task
-    awaits it: ``_asyncio_future_blocking``, ``get_loop``, ``add_done_callback``, ``result``).
-
-    Set by the batcher from a loop callback (never inside a task), it runs its waiter's
-    callback at once, so the answers of a batch are written in the turn that ran it; a loop
-    turn costs about as much as a small model's inference. A cancel wakes the waiter in the
-    next turn, as asyncio does.
-    """
-
-    __slots__ = ("_asyncio_future_blocking", "_callbacks", "_exception", "_loop", "_result")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._asyncio_future_blocking = False
-        self._callbacks: list[tuple[Callable[[Slot], object], contextvars.Context | None]] | None
-        self._callbacks = []  # None once done
-        self._result: list[Array] | None = None
-        self._exception: BaseException | None = None
-
-    def get_loop(self) -> asyncio.AbstractEventLoop:
-        return self._loop
-
-    def done(self) -> bool:
-        return self._callbacks is None
-
-    def cancelled(self) -> bool:
-        return isinstance(self._exception, asyncio.CancelledError)
-
-    def result(self) -> list[Array]:
-        if self._exception is not None:
-            raise self._exception
-        assert self._result is not None
-        return self._result
-
-    def exception(self) -> BaseException | None:
-        return self._exception
-
-    def add_done_callback(
-        self, callback: Callable[[Slot], object], *, context: contextvars.Context | None = None
-    ) -> None:
-        if self._callbacks is None:
-            self._loop.call_soon(callback, self, context=context)
-        else:
-            self._callbacks.append((callback, context))
-
-    def remove_done_callback(self, callback: Callable[[Slot], object]) -> int:
-        if not self._callbacks:
-            return 0
-        kept = [entry for entry in self._callbacks if entry[0] != callback]
-        removed, self._callbacks = len(self._callbacks) - len(kept), kept
-        return removed
-
-    def cancel(self, msg: Any = None) -> bool:
-        callbacks = self._callbacks
-        if callbacks is None:
-            return False
-        self._callbacks, self._exception = None, asyncio.CancelledError(msg)
-        for callback, context in callbacks:  # maybe inside a task: not at once
-            self._loop.call_soon(callback, self, context=context)
-        return True
-
-    def set(self, result: list[Array] | BaseException) -> None:
-        """Done: run the waiters' callbacks now (from a loop callback only)."""
-        callbacks = self._callbacks
-        if callbacks is None:
-            return  # cancelled meanwhile
-        self._callbacks = None
-        if isinstance(result, BaseException):
-            self._exception = result
-        else:
-            self._result = result
-        for callback, context in callbacks:
-            try:
-                if context is None:
-                    callback(self)
-                else:
-                    context.run(callback, self)
-            except Exception as exc:  # as a loop callback's error: logged, the others go on
-                self._loop.call_exception_handler(
-                    {"message": "a batcher callback failed", "exception": exc}
-                )
-
-    def __await__(self) -> Generator[Slot, None, list[Array]]:
-        if self._callbacks is not None:
-            self._asyncio_future_blocking = True
-            yield self
-        return self.result()
-
-    __iter__ = __await__
-
-
-_Pending = tuple[Feeds, bool, Slot]
+_Pending = tuple[Feeds, bool, asyncio.Future[list[Array]]]
 
 
 @dataclass(slots=True)
@@ -166,7 +76,24 @@ class Batcher:
         self._queues: dict[int, _Queue] = {}
         """By id(model); a queue holds its model, so no other takes its id while it is here."""
 
-    def infer(self, model: Model, feeds: Feeds, *, inline: bool = True) -> Slot:
+    def run_now(self, model: Model, requests: Sequence[Feeds]) -> list[Result]:
+        """Each request's outputs (or error), in as few calls as the row limit allows."""
+        results: list[Result] = []
+        start = 0
+        while start < len(requests):
+            end, rows = start, 0
+            while end < len(requests) and (
+                end == start or rows + _rows(requests[end]) <= self._max_rows
+            ):
+                rows += _rows(requests[end])
+                end += 1
+            results.extend(run_many(model, list(requests[start:end])))
+            start = end
+        return results
+
+    def infer(
+        self, model: Model, feeds: Feeds, *, inline: bool = True
+    ) -> asyncio.Future[list[Array]]:
         """Await it for ``model``'s outputs for ``feeds``; ``inline=False``: never on the event
         loop (a large request)."""
         loop = asyncio.get_running_loop()
@@ -175,11 +102,11 @@ class Batcher:
             busy = {key: q for key, q in self._queues.items() if q.pending or q.running}
             queue = busy[id(model)] = _Queue(model)
             self._queues = busy
-        slot = Slot(loop)
-        queue.pending.append((feeds, inline, slot))
+        answer: asyncio.Future[list[Array]] = loop.create_future()
+        queue.pending.append((feeds, inline, answer))
         if not queue.scheduled and not queue.running:
             self._schedule(loop, queue)
-        return slot
+        return answer
 
     def _schedule(self, loop: asyncio.AbstractEventLoop, queue: _Queue) -> None:
         queue.scheduled = True
@@ -192,7 +119,7 @@ class Batcher:
         pending = queue.pending
         taken, rows = 0, 0
         for feeds, _, _ in pending:
-            size = len(next(iter(feeds.values())))
+            size = _rows(feeds)
             if taken and rows + size > self._max_rows:
                 break
             taken += 1
@@ -202,12 +129,6 @@ class Batcher:
 
     def _flush(self, loop: asyncio.AbstractEventLoop, queue: _Queue) -> None:
         queue.scheduled = False
-        pending = queue.pending
-        if len(pending) == 1 and pending[0][1] and queue.model.inline:  # concurrency 1
-            queue.pending = []
-            request, _, slot = pending[0]
-            slot.set(_run_one(queue.model, request))
-            return
         batch = self._take(queue)
         if batch:
             feeds = [item[0] for item in batch]
@@ -239,8 +160,13 @@ class Batcher:
 
     @staticmethod
     def _finish(batch: list[_Pending], results: list[Result]) -> None:
-        for (_, _, slot), result in zip(batch, results, strict=True):
-            slot.set(result)
+        for (_, _, answer), result in zip(batch, results, strict=True):
+            if answer.done():  # cancelled meanwhile
+                continue
+            if isinstance(result, BaseException):
+                answer.set_exception(result)
+            else:
+                answer.set_result(result)
 
 
 def run_many(model: Model, requests: list[Feeds]) -> list[Result]:
@@ -270,10 +196,14 @@ def run_many(model: Model, requests: list[Feeds]) -> list[Result]:
     return results
 
 
+def _rows(feeds: Feeds) -> int:
+    return len(next(iter(feeds.values())))
+
+
 def _run_one(model: Model, feeds: Feeds) -> Result:
     try:
         outputs = model.run(feeds)
     except Exception as exc:
         return exc
-    model.batch_rows.observe(len(next(iter(feeds.values()))))
+    model.batch_rows.observe(_rows(feeds))
     return outputs

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -94,6 +94,16 @@ def _json(value: Any) -> Answer:
     return Answer(200, dumps(value), [(b"content-type", JSON)])
 
 
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    """A ``/predict`` request routed and decoded."""
+
+    model: LoadedModel
+    shadow: LoadedModel | None
+    feeds: dict[str, Array]
+    single: bool
+
+
 class _Trace:
     """What one request reached, for its metrics."""
 
@@ -133,19 +143,72 @@ class Pipeline:
     async def __call__(self, route: Route, header: Header, body: Body) -> Answer:
         """The answer to one request; never raises."""
         started = time.perf_counter()
-        kind = route.kind
         trace = _Trace(route.name)
         try:
-            self.authorize(kind, header)
-            length = header("content-length")
-            if length is not None and length.isdigit() and int(length) > self._limit:
-                raise BodyTooLargeError(int(length), self._limit)  # before reading it
-            answer = await self._handlers[kind](route, header, body, trace)
-        except ServerError as exc:
-            answer = self.error(kind, exc)
-        except Exception:
-            log.exception("unexpected error answering %s", kind.value)
-            answer = self.error(kind, ServerError("see the server log"))
+            self._admit(route.kind, header)
+            answer = await self._handlers[route.kind](route, header, body, trace)
+        except Exception as exc:
+            answer = self._failed(route.kind, exc)
+        return self._counted(route.kind, trace, answer, started)
+
+    def predict_now(
+        self, requests: Sequence[tuple[str | None, Header, bytes]]
+    ) -> list[Answer | None]:
+        """The answers to ``POST /predict`` requests (the model's name or None, headers, body)
+        that arrived together, computed now with one onnxruntime call per version: the lean
+        worker's road for the predictions of one event-loop turn, through the same steps as
+        :meth:`__call__` (awaiting a coroutine per request costs more than the inference).
+        None for a request that must wait (a large body, a version run in a thread): answer
+        it with :meth:`predict`."""
+        answers: list[Answer | None] = [None] * len(requests)
+        parsed: dict[int, list[tuple[int, _Trace, float, _Parsed]]] = {}
+        for index, (name, header, body) in enumerate(requests):
+            if len(body) > INLINE_MAX_BODY_BYTES:
+                continue
+            started = time.perf_counter()
+            trace = _Trace(name)
+            try:
+                self._admit(Kind.PREDICT, header)
+                model, shadow = self._route_prediction(name, header, trace)
+                if len(body) > self._limit:  # chunked: no length up front
+                    raise BodyTooLargeError(None, self._limit)
+                if not model.inline:
+                    continue
+                request = _Parsed(model, shadow, *predict.parse(body, model.inputs))
+            except Exception as exc:
+                answers[index] = self._counted(
+                    Kind.PREDICT, trace, self._failed(Kind.PREDICT, exc), started
+                )
+                continue
+            parsed.setdefault(id(model), []).append((index, trace, started, request))
+        for group in parsed.values():
+            model = group[0][3].model
+            results = self._batcher.run_now(model, [item[3].feeds for item in group])
+            for (index, trace, started, request), result in zip(group, results, strict=True):
+                try:
+                    if isinstance(result, BaseException):
+                        raise result
+                    answer = self._predicted(request, result)
+                except Exception as exc:
+                    answer = self._failed(Kind.PREDICT, exc)
+                answers[index] = self._counted(Kind.PREDICT, trace, answer, started)
+        return answers
+
+    def _admit(self, kind: Kind, header: Header) -> None:
+        """Authentication, and a declared length past the limit before the body is read."""
+        self.authorize(kind, header)
+        length = header("content-length")
+        if length is not None and length.isdigit() and int(length) > self._limit:
+            raise BodyTooLargeError(int(length), self._limit)
+
+    def _failed(self, kind: Kind, exc: Exception) -> Answer:
+        if isinstance(exc, ServerError):
+            return self.error(kind, exc)
+        log.error("unexpected error answering %s", kind.value, exc_info=exc)
+        return self.error(kind, ServerError("see the server log"))
+
+    def _counted(self, kind: Kind, trace: _Trace, answer: Answer, started: float) -> Answer:
+        """``answer``, counted in the metrics when ``kind`` is an inference."""
         if kind in _INFERENCE:
             model = trace.model
             if model is None:
@@ -178,27 +241,35 @@ class Pipeline:
             raise BodyTooLargeError(None, self._limit)
         return raw
 
-    async def _predict(self, route: Route, header: Header, body: Body, trace: _Trace) -> Answer:
+    def _route_prediction(
+        self, name: str | None, header: Header, trace: _Trace
+    ) -> tuple[LoadedModel, LoadedModel | None]:
+        """(the version that answers, the version that shadows it) for a ``/predict``."""
         content_type = header("content-type")
         if media_type(content_type) != "application/json":
             raise UnsupportedMediaTypeError(content_type)
-        table = self._table
-        holder = table.default() if route.name is None else table.get(route.name)
+        holder = self._table.default() if name is None else self._table.get(name)
         trace.name = holder.name
-        serving = holder.require()
-        raw = body if type(body) is bytes and len(body) <= self._limit else await self._read(body)
-        model, shadow = routing.route(serving, header)
+        model, shadow = routing.route(holder.require(), header)
         trace.model = model
+        return model, shadow
+
+    async def _predict(self, route: Route, header: Header, body: Body, trace: _Trace) -> Answer:
+        model, shadow = self._route_prediction(route.name, header, trace)
+        raw = body if type(body) is bytes and len(body) <= self._limit else await self._read(body)
         large = len(raw) > INLINE_MAX_BODY_BYTES
-        parse = predict.parse
         if large:
-            feeds, single = await asyncio.to_thread(parse, raw, model.inputs)
+            feeds, single = await asyncio.to_thread(predict.parse, raw, model.inputs)
         else:
-            feeds, single = parse(raw, model.inputs)
+            feeds, single = predict.parse(raw, model.inputs)
         outputs = await self._batcher.infer(model, feeds, inline=not large)
-        if shadow is not None:
-            self._shadows.submit(shadow, feeds, outputs)
-        data = predict.encode(model.name, model.version, model.outputs, outputs, single)
+        return self._predicted(_Parsed(model, shadow, feeds, single), outputs)
+
+    def _predicted(self, request: _Parsed, outputs: list[Array]) -> Answer:
+        model = request.model
+        if request.shadow is not None:
+            self._shadows.submit(request.shadow, request.feeds, outputs)
+        data = predict.encode(model.name, model.version, model.outputs, outputs, request.single)
         version = model.version.encode("latin-1", errors="replace")
         return Answer(200, data, [(b"content-type", JSON), (b"x-model-version", version)])
 

@@ -22,9 +22,8 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from functools import partial
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
@@ -90,6 +89,8 @@ class _Shared:
     """Most seconds one request (head and body) may take to arrive, however it trickles."""
     connections: set[HttpProtocol] = field(default_factory=set)
     stopping: bool = False
+    arrived: list[tuple[HttpProtocol, _Request, str | None]] = field(default_factory=list)
+    """The predictions of this loop turn, answered together once its reads are done."""
 
 
 def _response(
@@ -428,13 +429,12 @@ class HttpProtocol(asyncio.Protocol):
         if self._shared.pipeline is not None and request.method == b"POST":
             fast, name = _predict_route(request.path)
             if fast:
-                coroutine = self._shared.pipeline.predict(name, request.header, request.body)
-                _start_eagerly(coroutine, partial(self._respond_with, request))
+                arrived = self._shared.arrived
+                if not arrived:
+                    self._loop.call_soon(_answer_arrived, self._shared)
+                arrived.append((self, request, name))
                 return
         self._loop.create_task(self._answer(request))
-
-    def _respond_with(self, request: _Request, answer: Answer) -> None:
-        self.respond(request, answer.status, answer.body, answer.headers)
 
     def respond(
         self, request: _Request, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
@@ -466,6 +466,15 @@ class HttpProtocol(asyncio.Protocol):
                 transport.resume_reading()
         else:
             transport.close()
+
+    def answer_later(self, request: _Request, answer: Coroutine[Any, Any, Answer]) -> None:
+        self._loop.create_task(self._respond_when_done(request, answer))
+
+    async def _respond_when_done(
+        self, request: _Request, answer: Coroutine[Any, Any, Answer]
+    ) -> None:
+        done = await answer
+        self.respond(request, done.status, done.body, done.headers)
 
     async def _answer(self, request: _Request) -> None:
         try:
@@ -519,20 +528,20 @@ class HttpProtocol(asyncio.Protocol):
         return status, b"".join(chunks), headers
 
 
-def _start_eagerly(coroutine: Coroutine[Any, Any, Answer], done: Callable[[Answer], None]) -> None:
-    """Run ``coroutine`` now, up to its first wait, and hand its result to ``done``; what a
-    task does, minus the loop turn before its first step and the task object (Python 3.12's
-    eager tasks; the prediction's checks and routing are done before the batcher's turn)."""
-    try:
-        waited = coroutine.send(None)
-    except StopIteration as finished:
-        done(finished.value)
-        return
-    if waited is None:  # a bare yield (asyncio.sleep(0)): go on in the next turn
-        asyncio.get_running_loop().call_soon(_start_eagerly, coroutine, done)
-        return
-    waited._asyncio_future_blocking = False  # as a task does with the future it waits on
-    waited.add_done_callback(lambda _: _start_eagerly(coroutine, done))
+def _answer_arrived(shared: _Shared) -> None:
+    """Answer the predictions that arrived in this loop turn together (one onnxruntime call
+    per version, Pipeline.predict_now); one that must wait goes on in a task."""
+    arrived, shared.arrived = shared.arrived, []
+    pipeline = shared.pipeline
+    assert pipeline is not None
+    answers = pipeline.predict_now(
+        [(name, request.header, request.body) for _, request, name in arrived]
+    )
+    for (connection, request, name), answer in zip(arrived, answers, strict=True):
+        if answer is None:
+            connection.answer_later(request, pipeline.predict(name, request.header, request.body))
+        else:
+            connection.respond(request, answer.status, answer.body, answer.headers)
 
 
 def _predict_route(path: bytes) -> tuple[bool, str | None]:

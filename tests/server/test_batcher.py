@@ -80,6 +80,22 @@ def test_max_rows_splits_batches() -> None:
     assert sum(model.calls) == 10
 
 
+def test_run_now_keeps_the_row_limit_and_each_request_its_rows_or_error() -> None:
+    """The lean worker's road (one loop turn's predictions at once) follows the same rules."""
+    model = FakeModel()
+    batcher = Batcher(max_rows=4)
+    requests = [_feeds(1, 3), _feeds(2, 1), _feeds(-1, 1), _feeds(4, 5), _feeds(5, 2)]
+    results = batcher.run_now(model, requests)
+    assert model.calls[:1] == [4]  # 3 + 1 rows joined; the limit is not passed
+    assert all(rows <= 4 or rows == 5 for rows in model.calls)  # a 5-row request runs alone
+    assert isinstance(results[2], ValueError)
+    for index in (0, 1, 3, 4):
+        expected = requests[index]["x"] * 2
+        result = results[index]
+        assert not isinstance(result, BaseException)
+        np.testing.assert_array_equal(result[0], expected)
+
+
 def test_one_bad_request_fails_alone(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="server.batcher")
     model = FakeModel()

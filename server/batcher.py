@@ -78,6 +78,8 @@ class Batcher:
 
     def run_now(self, model: Model, requests: Sequence[Feeds]) -> list[Result]:
         """Each request's outputs (or error), in as few calls as the row limit allows."""
+        if len(requests) == 1:
+            return [_run_one(model, requests[0])]
         results: list[Result] = []
         start = 0
         while start < len(requests):

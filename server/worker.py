@@ -205,6 +205,8 @@ class HttpProtocol(asyncio.Protocol):
         while not self._refused:  # after a refusal the input is read away or ignored
             try:
                 self._parser.feed_data(data)
+                if self._shared.arrived and len(self._shared.connections) == 1:
+                    _answer_arrived(self._shared)  # no other connection to join: answer now
                 return
             except httptools.HttpParserUpgrade as exc:
                 # No protocol switch here (h2c, websocket): RFC 9110 lets a server ignore
@@ -532,6 +534,8 @@ def _answer_arrived(shared: _Shared) -> None:
     """Answer the predictions that arrived in this loop turn together (one onnxruntime call
     per version, Pipeline.predict_now); one that must wait goes on in a task."""
     arrived, shared.arrived = shared.arrived, []
+    if not arrived:  # answered already
+        return
     pipeline = shared.pipeline
     assert pipeline is not None
     answers = pipeline.predict_now(

@@ -81,17 +81,16 @@ class Batcher:
         if len(requests) == 1:
             return [_run_one(model, requests[0])]
         results: list[Result] = []
-        start = 0
-        while start < len(requests):
-            end, rows = start, 0
-            while end < len(requests) and (
-                end == start or rows + _rows(requests[end]) <= self._max_rows
-            ):
-                rows += _rows(requests[end])
-                end += 1
-            results.extend(run_many(model, list(requests[start:end])))
-            start = end
-        return results
+        batch: list[Feeds] = []
+        rows = 0
+        for feeds in requests:
+            size = _rows(feeds)
+            if batch and rows + size > self._max_rows:
+                results.extend(run_many(model, batch))
+                batch, rows = [], 0
+            batch.append(feeds)
+            rows += size
+        return results + run_many(model, batch)
 
     def infer(
         self, model: Model, feeds: Feeds, *, inline: bool = True

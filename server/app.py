@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import Any, Protocol
 
 import falcon.asgi
 
@@ -18,15 +18,23 @@ from server.metrics import MetricsFlusher
 from server.pipeline import Kind, Pipeline
 from server.resources import GetResource, MethodNotAllowedAuth, PostResource, UnknownPath
 from server.settings import ServerSettings
-from server.sync import SyncOptions, VolumeSync
+from server.sync import VolumeSync
 from server.watcher import VolumeWatcher
 
 log = logging.getLogger(__name__)
 
 
+class Background(Protocol):
+    """A thread that runs while the app serves (the volume watcher, the metrics flusher)."""
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
 class ServerApp:
-    """The ASGI app gunicorn serves: the Falcon app, and the pipeline the lean worker hands
-    ``/predict`` to."""
+    """The ASGI app gunicorn serves: the Falcon app, the pipeline the lean worker hands
+    ``/predict`` to, and the threads that run while it serves: ``start`` and ``stop``, called
+    by the lean worker, or by Falcon's ASGI lifespan (uvicorn, tests)."""
 
     def __init__(
         self, falcon_app: falcon.asgi.App[Any, Any], pipeline: Pipeline, settings: ServerSettings
@@ -34,9 +42,25 @@ class ServerApp:
         self.falcon = falcon_app
         self.pipeline = pipeline
         self.settings = settings
+        self.background: list[Background] = []
+        falcon_app.add_middleware(self)  # process_startup / process_shutdown below
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await self.falcon(scope, receive, send)
+
+    def start(self) -> None:
+        for thread in self.background:
+            thread.start()
+
+    def stop(self) -> None:
+        for thread in reversed(self.background):
+            thread.stop()
+
+    async def process_startup(self, scope: object, event: object) -> None:
+        self.start()
+
+    async def process_shutdown(self, scope: object, event: object) -> None:
+        self.stop()
 
 
 ROUTES = {
@@ -66,38 +90,15 @@ def create_app(table: ModelTable, settings: ServerSettings) -> ServerApp:
     return ServerApp(app, pipeline, settings)
 
 
-class BackgroundThreads:
-    """Falcon middleware: the volume watcher and metrics flusher run with the ASGI lifespan."""
-
-    def __init__(self, watcher: VolumeWatcher, flusher: MetricsFlusher) -> None:
-        self._watcher = watcher
-        self._flusher = flusher
-
-    async def process_startup(self, scope: object, event: object) -> None:
-        self._watcher.start()
-        self._flusher.start()
-
-    async def process_shutdown(self, scope: object, event: object) -> None:
-        self._watcher.stop()
-        self._flusher.stop()
-
-
 BOOT_WAIT_SECONDS = 40.0
 """How long a booting worker waits for the first load of the volume: below gunicorn's timeout
 (60 s), so that slow or hanging loads never get the booting worker killed (and rebooted for
 ever); what is not loaded by then goes on loading in the background."""
 
 
-def _first_sync(sync: VolumeSync, settings: ServerSettings) -> None:
+def _first_sync(watcher: VolumeWatcher) -> None:
     """Load what the volume holds before serving (the watcher reports only changes)."""
-
-    def first() -> None:
-        try:
-            sync.sync()
-        except Exception:
-            log.exception("first sync of %s failed; the watcher retries", settings.volume)
-
-    thread = threading.Thread(target=first, name="first-sync", daemon=True)
+    thread = threading.Thread(target=watcher.sync_now, name="first-sync", daemon=True)
     thread.start()
     thread.join(BOOT_WAIT_SECONDS)
     if thread.is_alive():
@@ -111,19 +112,14 @@ def get_app() -> ServerApp:
     """Read ``ServerSettings``, load what the volume holds, watch it, build the app."""
     settings = ServerSettings()  # type: ignore[call-arg,unused-ignore]
     table = ModelTable(settings.default_model, settings.required)
-    sync = VolumeSync(
-        settings.volume,
-        table,
-        SyncOptions(
-            load=LoadOptions(
-                intra_op_threads=settings.intra_op_threads,
-                inline_max_us=settings.inline_max_us,
-                timeout_s=settings.load_timeout_seconds,
-            ),
-            allow_schema_change=settings.allow_schema_change,
-        ),
+    load = LoadOptions(
+        intra_op_threads=settings.intra_op_threads,
+        inline_max_us=settings.inline_max_us,
+        timeout_s=settings.load_timeout_seconds,
     )
-    _first_sync(sync, settings)
+    sync = VolumeSync(
+        settings.volume, table, load, allow_schema_change=settings.allow_schema_change
+    )
     watcher = VolumeWatcher(
         settings.volume,
         sync.sync,
@@ -131,8 +127,9 @@ def get_app() -> ServerApp:
         poll_delay_ms=settings.poll_delay_ms,
         rescan_seconds=settings.rescan_seconds,
     )
+    _first_sync(watcher)
     app = create_app(table, settings)
-    app.falcon.add_middleware(BackgroundThreads(watcher, MetricsFlusher()))
+    app.background += [watcher, MetricsFlusher()]
     log.info("serving %s: %s", settings.volume, ", ".join(table.names()) or "nothing yet")
     if app.pipeline.token is None:
         log.warning("SERVER_AUTH_TOKEN is not set: the inference routes take no authentication")

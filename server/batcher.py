@@ -81,16 +81,21 @@ class Batcher:
         if len(requests) == 1:
             return [_run_one(model, requests[0])]
         results: list[Result] = []
-        batch: list[Feeds] = []
-        rows = 0
+        while requests:
+            taken = self._fitting(requests)
+            results += run_many(model, list(requests[:taken]))
+            requests = requests[taken:]
+        return results
+
+    def _fitting(self, requests: Sequence[Feeds]) -> int:
+        """How many of the first ``requests`` one call takes: within the row limit, at least one."""
+        taken, rows = 0, 0
         for feeds in requests:
-            size = _rows(feeds)
-            if batch and rows + size > self._max_rows:
-                results.extend(run_many(model, batch))
-                batch, rows = [], 0
-            batch.append(feeds)
-            rows += size
-        return results + run_many(model, batch)
+            rows += _rows(feeds)
+            if taken and rows > self._max_rows:
+                break
+            taken += 1
+        return taken
 
     def infer(
         self, model: Model, feeds: Feeds, *, inline: bool = True
@@ -117,15 +122,8 @@ class Batcher:
             loop.call_soon(self._flush, loop, queue)
 
     def _take(self, queue: _Queue) -> list[_Pending]:
-        pending = queue.pending
-        taken, rows = 0, 0
-        for feeds, _, _ in pending:
-            size = _rows(feeds)
-            if taken and rows + size > self._max_rows:
-                break
-            taken += 1
-            rows += size
-        batch, queue.pending = pending[:taken], pending[taken:]
+        taken = self._fitting([feeds for feeds, _, _ in queue.pending])
+        batch, queue.pending = queue.pending[:taken], queue.pending[taken:]
         return [item for item in batch if not item[2].cancelled()]
 
     def _flush(self, loop: asyncio.AbstractEventLoop, queue: _Queue) -> None:

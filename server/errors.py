@@ -10,10 +10,13 @@ import orjson
 
 
 class ServerError(Exception):
-    """Root of the server's errors; ``status`` and ``title`` say how HTTP shows them."""
+    """Root of the server's errors; ``status`` and ``title`` say how HTTP shows them, the
+    message (``message`` by default) what to do."""
 
-    status = 500
-    title = "Server error"
+    status, title, message = 500, "Server error", ""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(self.message if message is None else message)
 
 
 class ModelNotFoundError(ServerError):
@@ -57,9 +60,6 @@ class InvalidInputError(ServerError):
 
     status, title = 400, "Invalid input"
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-
 
 class VersionNotServedError(ServerError):
     status, title = 404, "Version not served"
@@ -100,9 +100,7 @@ class InvalidJsonError(ServerError):
 
 class UnauthorizedError(ServerError):
     status, title = 401, "Authentication required"
-
-    def __init__(self) -> None:
-        super().__init__("send the configured token as 'Authorization: Bearer <token>'")
+    message = "send the configured token as 'Authorization: Bearer <token>'"
 
 
 class InferenceError(ServerError):
@@ -145,10 +143,7 @@ class NotFoundError(ServerError):
 
 
 class MetricsPortOnlyError(ServerError):
-    status, title = 404, "Not found"
-
-    def __init__(self) -> None:
-        super().__init__("/metrics is served on the metrics port only")
+    status, title, message = 404, "Not found", "/metrics is served on the metrics port only"
 
 
 def is_v2(path: str) -> bool:

@@ -22,35 +22,24 @@ class Serving:
     rollout: Rollout | None = None
 
     def versions(self) -> list[str]:
-        found = [self.current.version]
-        if self.candidate is not None:
-            found.append(self.candidate.version)
-        return found
+        return [model.version for model in (self.current, self.candidate) if model is not None]
 
 
-@dataclass(slots=True)
-class LoadAttempts:
-    """What happened to the last attempts, for people (metadata endpoints and logs)."""
+@dataclass(slots=True, eq=False)  # one per model: compared by identity
+class ModelHolder:
+    """One model: its ``Serving`` reference and what happened to its last load attempts."""
 
+    name: str
+    serving: Serving | None = None
     last_error: str | None = None
+    """For people: GET /models and the log."""
     failed_directories: dict[str, str] = field(default_factory=dict)
     """Resolved directory -> reason, so a broken version is not retried on every rescan."""
-
-
-class ModelHolder:
-    """One model: its ``Serving`` reference and its load attempts."""
-
-    __slots__ = ("attempts", "name", "serving")
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.serving: Serving | None = None
-        self.attempts = LoadAttempts()
 
     def require(self) -> Serving:
         serving = self.serving
         if serving is None:
-            if self.attempts.last_error:
+            if self.last_error:
                 raise ModelNotReadyError.refused(self.name)
             raise ModelNotReadyError(self.name)
         return serving

@@ -54,15 +54,11 @@ class LoadedModel:
     _output_names: list[str] = field(repr=False)
     _run_fast: Any = field(repr=False, default=None)
     """The session's C++ ``run``, skipping the Python wrapper's per-call checks (inputs are
-    checked by ``validation`` already); the public ``run`` if that is not there."""
+    checked by ``validation`` already)."""
     _map_outputs: tuple[int, ...] = field(repr=False, default=())
     """Indexes of the ZipMap outputs (lists of dicts), turned into object arrays per row."""
     _float32_maps: frozenset[int] = field(repr=False, default=frozenset())
     """The ZipMap outputs whose values are ``tensor(float)``: kept float32 (see rows_of)."""
-
-    @property
-    def schema(self) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
-        return self.inputs, self.outputs
 
     @property
     def batch_input(self) -> str | None:
@@ -106,39 +102,38 @@ def _verify_files(published: PublishedModel) -> Path:
     """Check every file the manifest lists (or the model file against ``sha256``); refuse a
     file that is not a regular file inside the version directory. Returns the model file."""
     manifest = published.manifest
+
+    def refused(reason: str, kind: str) -> ModelLoadError:
+        return ModelLoadError(manifest.name, manifest.version, reason, kind)
+
+    expected = dict(manifest.files) or {manifest.model_file: manifest.sha256}
+    expected.pop(MANIFEST_FILE, None)
     try:
         model_file = published.model_file
-        expected = dict(manifest.files) or {manifest.model_file: manifest.sha256}
-        expected.pop(MANIFEST_FILE, None)
         if manifest.model_file not in expected:
             raise VolumeError(
                 f"the manifest's files do not list its model_file {manifest.model_file!r}"
             )
         paths = {relative: published.file(relative) for relative in expected}
-        if manifest.files:  # a listing: nothing unlisted may sit beside it (onnxruntime could
-            # read an unverified external data file)
-            extra = sorted(
-                path.relative_to(published.directory).as_posix()
-                for path in published.directory.rglob("*")
-                if not path.is_dir()
-                and path.name != MANIFEST_FILE
-                and path.relative_to(published.directory).as_posix() not in expected
-            )
-            if extra:
-                raise VolumeError(f"files the manifest does not list: {', '.join(extra[:5])}")
+        # With a listing nothing unlisted may sit beside it (onnxruntime could read an
+        # unverified external data file).
+        extra = sorted(
+            relative
+            for path in (published.directory.rglob("*") if manifest.files else ())
+            if not path.is_dir() and path.name != MANIFEST_FILE
+            and (relative := path.relative_to(published.directory).as_posix()) not in expected
+        )  # fmt: skip
+        if extra:
+            raise VolumeError(f"files the manifest does not list: {', '.join(extra[:5])}")
     except VolumeError as exc:
-        raise ModelLoadError(manifest.name, manifest.version, str(exc), "volume") from None
+        raise refused(str(exc), "volume") from None
     for relative, want in expected.items():
         try:
             got = sha256_file(paths[relative])
         except OSError as exc:
-            raise ModelLoadError(
-                manifest.name, manifest.version, f"cannot read {relative}: {exc.strerror}", "volume"
-            ) from None
+            raise refused(f"cannot read {relative}: {exc.strerror}", "volume") from None
         if got != want:
-            raise ModelLoadError(
-                manifest.name,
-                manifest.version,
+            raise refused(
                 f"the sha256 of {relative} differs from the manifest's (partial or corrupt file)",
                 "checksum",
             )
@@ -160,25 +155,14 @@ def _load_failure(exc: Exception) -> str:
     return f"onnxruntime cannot load it: {exc}"
 
 
-def _warmup_feeds(inputs: tuple[TensorSpec, ...]) -> dict[str, Array]:
-    return {spec.name: sample_array(spec.onnx_type, spec.shape) for spec in inputs}
-
-
-def _fast_run(session: ort.InferenceSession) -> Any:
-    inner = getattr(session, "_sess", None)
-    if inner is not None and callable(getattr(inner, "run", None)):
-        return inner.run
-    return lambda names, feeds, options: session.run(names, dict(feeds), options)
-
-
 def load_version(
     published: PublishedModel,
     options: LoadOptions,
-    expected_schema: tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]] | None = None,
+    same_schema_as: LoadedModel | None = None,
 ) -> LoadedModel:
-    """Verify, load, check against ``expected_schema`` (the serving version's) and warm up,
-    within ``options.timeout_s`` (a warm-up past it is stopped with onnxruntime's terminate flag;
-    a load past it is abandoned in its thread).
+    """Verify, load, check that its inputs and outputs are ``same_schema_as``'s (the serving
+    version's) and warm up, within ``options.timeout_s`` (a warm-up past it is stopped with
+    onnxruntime's terminate flag; a load past it is abandoned in its thread).
 
     Raises:
         ModelLoadError: anything that makes the version unfit to serve; the caller keeps the
@@ -188,7 +172,7 @@ def load_version(
     try:
         return within(
             options.timeout_s,
-            lambda run_options: _load(published, options, expected_schema, run_options),
+            lambda run_options: _load(published, options, same_schema_as, run_options),
             f"load-{manifest.name}",
         )
     except TimeoutError:
@@ -232,7 +216,7 @@ def within(seconds: float, work: Callable[[ort.RunOptions], T], name: str) -> T:
 def _load(
     published: PublishedModel,
     options: LoadOptions,
-    expected_schema: tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]] | None,
+    same_schema_as: LoadedModel | None,
     run_options: ort.RunOptions,
 ) -> LoadedModel:
     manifest = published.manifest
@@ -260,8 +244,9 @@ def _load(
         )
     except UnsupportedTensorType as exc:
         raise ModelLoadError(name, version, f"an input or output has {exc}", "type") from exc
-    if expected_schema is not None and (inputs, outputs) != expected_schema:
-        want = "; ".join(spec.describe() for spec in (*expected_schema[0], *expected_schema[1]))
+    like = same_schema_as
+    if like is not None and (inputs, outputs) != (like.inputs, like.outputs):
+        want = "; ".join(spec.describe() for spec in (*like.inputs, *like.outputs))
         got = "; ".join(spec.describe() for spec in (*inputs, *outputs))
         raise ModelLoadError(
             name,
@@ -272,7 +257,7 @@ def _load(
             "schema",
         )
     output_names = [spec.name for spec in outputs]
-    feeds = _warmup_feeds(inputs)
+    feeds = {spec.name: sample_array(spec.onnx_type, spec.shape) for spec in inputs}
     warmup_us = float("inf")  # unknown: the model runs in a thread
     try:
         session.run(output_names, feeds, run_options)
@@ -307,7 +292,7 @@ def _load(
         inline=warmup_us <= options.inline_max_us,
         metrics=ModelMetrics(name, version),
         _output_names=output_names,
-        _run_fast=_fast_run(session),
+        _run_fast=session._sess.run,
         _map_outputs=tuple(i for i, spec in enumerate(outputs) if spec.sequence_of_maps),
         _float32_maps=frozenset(
             i

@@ -9,12 +9,13 @@ are each written once, below. No web framework here.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from server import predict, routing, v2
 from server.auth import BearerToken
@@ -61,9 +62,8 @@ class Kind(StrEnum):
     UNKNOWN_V2 = "a path under /v2 no route has"
 
 
-_V2 = frozenset(
-    {Kind.INFER, Kind.MODEL, Kind.MODEL_READY, Kind.SERVER, Kind.LIVE, Kind.READY, Kind.UNKNOWN_V2}
-)
+_V2 = frozenset(kind for kind in Kind if "/v2" in kind.value)
+"""Open Inference Protocol routes: their errors are ``{"error": "..."}``."""
 _OPEN = frozenset({Kind.LIVE, Kind.READY, Kind.METRICS})
 """Routes without authentication: the probes and the scrape."""
 _INFERENCE = frozenset({Kind.PREDICT, Kind.INFER})
@@ -79,8 +79,7 @@ class Route:
     """The local port the request arrived on (``/metrics`` may be served on one port only)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
+class Answer(NamedTuple):
     status: int
     body: bytes
     headers: list[tuple[bytes, bytes]]
@@ -104,14 +103,15 @@ class _Parsed:
     single: bool
 
 
+@dataclass(slots=True)
 class _Trace:
     """What one request reached, for its metrics."""
 
-    __slots__ = ("model", "name")
+    name: str | None
+    model: LoadedModel | None = None
 
-    def __init__(self, name: str | None) -> None:
-        self.name = name
-        self.model: LoadedModel | None = None
+
+Handler = Callable[[Route, Header, Body, _Trace], Awaitable[Answer]]
 
 
 class Pipeline:
@@ -126,19 +126,9 @@ class Pipeline:
             max_rows=settings.batch_max_rows, window_s=settings.batch_window_us / 1e6
         )
         self._shadows = Shadows(settings.shadow_tolerance, settings.load_timeout_seconds)
-        self._handlers = {
-            Kind.PREDICT: self._predict,
-            Kind.INFER: self._infer,
-            Kind.MODEL: self._model,
-            Kind.MODEL_READY: self._model_ready,
-            Kind.SERVER: self._server,
-            Kind.LIVE: self._live,
-            Kind.READY: self._ready,
-            Kind.MODELS: self._models,
-            Kind.METRICS: self._metrics,
-            Kind.UNKNOWN: self._unknown,
-            Kind.UNKNOWN_V2: self._unknown,
-        }
+        self._handlers: dict[Kind, Handler] = {
+            kind: getattr(self, f"_{kind.name.lower()}") for kind in Kind
+        }  # Kind.MODEL_READY -> self._model_ready, ...
 
     async def __call__(self, route: Route, header: Header, body: Body) -> Answer:
         """The answer to one request; never raises."""
@@ -256,12 +246,10 @@ class Pipeline:
 
     async def _predict(self, route: Route, header: Header, body: Body, trace: _Trace) -> Answer:
         model, shadow = self._route_prediction(route.name, header, trace)
-        raw = body if type(body) is bytes and len(body) <= self._limit else await self._read(body)
+        raw = await self._read(body)
         large = len(raw) > INLINE_MAX_BODY_BYTES
-        if large:
-            feeds, single = await asyncio.to_thread(predict.parse, raw, model.inputs)
-        else:
-            feeds, single = predict.parse(raw, model.inputs)
+        parse = functools.partial(predict.parse, raw, model.inputs)
+        feeds, single = await asyncio.to_thread(parse) if large else parse()
         outputs = await self._batcher.infer(model, feeds, inline=not large)
         return self._predicted(_Parsed(model, shadow, feeds, single), outputs)
 
@@ -281,11 +269,7 @@ class Pipeline:
         model, shadow = routing.route(serving, header, route.version)
         trace.model = model
 
-        def decode() -> tuple[v2.InferRequest, dict[str, Array], list[v2.OutputChoice]]:
-            request = v2.parse_request(raw, header_length)
-            chosen = v2.choose_outputs(request, model.outputs)
-            return request, v2.feeds(request, model.inputs), chosen
-
+        decode = functools.partial(v2.decode, raw, header_length, model.inputs, model.outputs)
         large = len(raw) > INLINE_MAX_BODY_BYTES
         request, feeds, chosen = await asyncio.to_thread(decode) if large else decode()
         outputs = await self._batcher.infer(model, feeds, inline=not large)
@@ -337,7 +321,7 @@ class Pipeline:
                 "ready": serving is not None,
                 "version": serving.current.version if serving else None,
                 "sha256": serving.current.sha256 if serving else None,
-                "lastError": holder.attempts.last_error,
+                "lastError": holder.last_error,
             }
             if serving is not None and serving.candidate is not None:
                 rollout = serving.rollout
@@ -351,6 +335,8 @@ class Pipeline:
 
     async def _unknown(self, route: Route, header: Header, body: Body, trace: _Trace) -> Answer:
         raise NotFoundError
+
+    _unknown_v2 = _unknown
 
     async def _metrics(self, route: Route, header: Header, body: Body, trace: _Trace) -> Answer:
         """Prometheus metrics; with SERVER_METRICS_PORT, only on that port."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 from contracts.rollout import Rollout
@@ -25,19 +24,23 @@ from server.metrics import LOAD_SECONDS, LOADED, REFUSALS, SWAPS
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class SyncOptions:
-    load: LoadOptions
-    allow_schema_change: bool = False
-
-
 class VolumeSync:
     """Called at start and on every change of the volume; safe to call again and again."""
 
-    def __init__(self, volume: Path, table: ModelTable, options: SyncOptions) -> None:
+    def __init__(
+        self,
+        volume: Path,
+        table: ModelTable,
+        load: LoadOptions,
+        *,
+        allow_schema_change: bool = False,
+    ) -> None:
+        """``allow_schema_change``: serve a new version whose inputs or outputs differ from the
+        serving one's even if models.yaml does not acknowledge the change."""
         self._volume = volume
         self._table = table
-        self._options = options
+        self._load_options = load
+        self._allow_schema_change = allow_schema_change
         self._lock = threading.Lock()
 
     def sync(self) -> None:
@@ -50,7 +53,7 @@ class VolumeSync:
                     self._sync_model(holder)
                 except Exception as exc:  # one model's surprise never stops the others
                     log.exception("syncing %s failed", name)
-                    holder.attempts.last_error = self._public(f"syncing failed: {exc}")
+                    holder.last_error = self._public(f"syncing failed: {exc}")
             for name in self._table.names():
                 if name not in names:
                     log.warning("model %s left the volume; no longer served", name)
@@ -68,50 +71,42 @@ class VolumeSync:
             return resolve(self._volume, holder.name, role)
         except VolumeError as exc:
             reason = self._public(str(exc))
-            if holder.attempts.last_error != reason:
+            if holder.last_error != reason:
                 log.error("cannot read %s/%s: %s", holder.name, role, reason)
                 SWAPS.labels(holder.name, role, "failed").inc()
-            holder.attempts.last_error = reason
+            holder.last_error = reason
             return None
 
     def _load(
         self, holder: ModelHolder, published: PublishedModel, role: str, like: LoadedModel | None
     ) -> LoadedModel | None:
         directory = str(published.directory)
-        if directory in holder.attempts.failed_directories:
+        if directory in holder.failed_directories:
             return None
         accepted = (
-            self._options.allow_schema_change
-            or published.manifest.breaking_change_acknowledged is not None
+            self._allow_schema_change or published.manifest.breaking_change_acknowledged is not None
         )
-        expected = None if like is None or accepted else like.schema
+        expected = None if accepted else like
         try:
-            model = load_version(published, self._options.load, expected)
+            model = load_version(published, self._load_options, expected)
         except ModelLoadError as exc:
-            holder.attempts.failed_directories[directory] = exc.reason
-            holder.attempts.last_error = self._public(str(exc))
+            holder.failed_directories[directory] = exc.reason
+            holder.last_error = self._public(str(exc))
             SWAPS.labels(holder.name, role, "failed").inc()
             REFUSALS.labels(holder.name, role, exc.kind).inc()
-            log.error(
-                "%s; still serving %s",
-                exc,
-                like.version if like is not None else "nothing",
-                extra={"model": holder.name, "version": published.manifest.version, "role": role},
-            )
+            extra = {"model": holder.name, "version": published.manifest.version, "role": role}
+            serving = like.version if like is not None else "nothing"
+            log.error("%s; still serving %s", exc, serving, extra=extra)
             return None
         SWAPS.labels(holder.name, role, "loaded").inc()
         LOAD_SECONDS.labels(holder.name).observe(model.load_seconds)
         LOADED.labels(holder.name, model.version, model.sha256, role).set(1)
         log.info(
             "loaded %s version %s as %s in %.3fs (warm-up %.0fus, %s)",
-            holder.name,
-            model.version,
-            role,
-            model.load_seconds,
-            model.warmup_us,
+            holder.name, model.version, role, model.load_seconds, model.warmup_us,
             "inline" if model.inline else "threaded",
             extra={"model": holder.name, "version": model.version, "role": role},
-        )
+        )  # fmt: skip
         return model
 
     def _sync_model(self, holder: ModelHolder) -> None:
@@ -144,17 +139,15 @@ class VolumeSync:
             if rollout is not None and rollout.candidate_version != candidate.version:
                 log.warning(
                     "rollout of %s names candidate %s but %s is published; not routing to it",
-                    holder.name,
-                    rollout.candidate_version,
-                    candidate.version,
-                )
+                    holder.name, rollout.candidate_version, candidate.version,
+                )  # fmt: skip
                 rollout = None
 
         new = Serving(current=current, candidate=candidate, rollout=rollout)
         if new != old:
             holder.serving = new
             if current is not (old.current if old else None):
-                holder.attempts.last_error = None
+                holder.last_error = None
             self._retire(old, new)
 
     @staticmethod

@@ -52,6 +52,19 @@ def check_media_type(content_type: str | None, header_length: str | None) -> Non
         raise UnsupportedMediaTypeError(content_type)
 
 
+def decode(
+    raw: bytes,
+    header_length: str | None,
+    inputs: Sequence[TensorSpec],
+    outputs: Sequence[TensorSpec],
+) -> tuple[InferRequest, dict[str, Array], list[OutputChoice]]:
+    """The request's bytes -> (the request, its feeds checked against ``inputs``, the
+    ``outputs`` it asks for)."""
+    request = parse_request(raw, header_length)
+    chosen = choose_outputs(request, outputs)
+    return request, read_inputs(request.body["inputs"], inputs, decode_binary(request)), chosen
+
+
 def parse_request(raw: bytes, header_length: str | None) -> InferRequest:
     """Split ``raw`` into the JSON header and the binary tensors it announces."""
     json_part, rest = raw, b""
@@ -136,10 +149,6 @@ def _decode_strings(name: str, data: bytes) -> Array:
             raise InvalidInputError(f"input {name!r}: a BYTES element is not UTF-8") from None
         offset += 4 + size
     return np.array(values, dtype=str)  # checked and cast like JSON strings
-
-
-def feeds(request: InferRequest, specs: Sequence[TensorSpec]) -> dict[str, Array]:
-    return read_inputs(request.body["inputs"], specs, decode_binary(request))
 
 
 def read_inputs(

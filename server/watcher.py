@@ -52,7 +52,8 @@ class VolumeWatcher:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def _call(self) -> None:
+    def sync_now(self) -> None:
+        """Run ``on_change`` once, now; a failure is logged (the next change or rescan retries)."""
         try:
             self._on_change()
         except Exception:  # the loop boundary: keep watching whatever happened
@@ -76,9 +77,9 @@ class VolumeWatcher:
                     step=20,
                     raise_interrupt=False,
                 ):
-                    self._call()
+                    self.sync_now()
             except Exception:
                 log.exception("watching %s failed; restarting the watcher", self._volume)
                 self._stop.wait(1.0)
             else:
-                self._call()
+                self.sync_now()

@@ -22,7 +22,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -36,7 +36,7 @@ from gunicorn.workers.base import Worker
 from server.errors import error_body, is_v2
 
 if TYPE_CHECKING:  # gunicorn imports this module in the master: keep onnxruntime out of it
-    from server.pipeline import Answer, Pipeline
+    from server.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,9 @@ class _Shared:
     """Per-worker state every connection sees."""
 
     app: Any
-    pipeline: Pipeline | None
-    """The pipeline /predict goes to; None: everything goes to the ASGI app."""
+    """The ASGI app every route but /predict goes to (server.app.ServerApp)."""
+    pipeline: Pipeline
+    """The pipeline /predict goes to."""
     max_body_bytes: int
     keepalive: float
     body_timeout: float = 30.0
@@ -155,6 +156,7 @@ class HttpProtocol(asyncio.Protocol):
         self._lingering = False  # answered and half-closed: reading the rest away
         self._eof = False  # the client has closed its side
         self._in_message = False  # between the first byte of a request and its end
+        self._declares_body = False  # the current request's head announces a body
         self._expect_continue = False  # a "100 Continue" is owed when this request's turn comes
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -171,10 +173,7 @@ class HttpProtocol(asyncio.Protocol):
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._transport = transport  # type: ignore[assignment]  # uvloop sets TCP_NODELAY
         peer = transport.get_extra_info("peername")
         local = transport.get_extra_info("sockname")
         self._peer = tuple(peer[:2]) if isinstance(peer, tuple) else None
@@ -270,6 +269,8 @@ class HttpProtocol(asyncio.Protocol):
                 length = int(value)  # httptools has checked that it is a number
             elif name == b"expect":
                 expect = value
+        chunked = any(name == b"transfer-encoding" for name, _ in self._headers)
+        self._declares_body = bool(length) or chunked
         if length is not None and length > self._shared.max_body_bytes:
             # Refused on the head alone: the body is never read into memory.
             self._refuse_too_large()
@@ -300,22 +301,21 @@ class HttpProtocol(asyncio.Protocol):
         """Answer this request as it is (its body past the limit, or not read) and read no
         more: the pipeline or the app answers 413 from its length."""
         self._refused = True
-        self._in_message = False
-        self._expect_continue = False
-        path, _, query = self._url.partition(b"?")
-        body = b"".join(self._body)
-        self._enqueue(
-            _Request(self._parser.get_method(), path, query, self._headers, body, keep_alive=False)
-        )
+        self._enqueue(self._request_read(keep_alive=False))
 
     def on_message_complete(self) -> None:
         if self._refused:
             return
-        if self._parser.should_upgrade() and self._has_body():
+        if self._parser.should_upgrade() and self._declares_body:
             # httptools skips the body of an upgrade request (curl --http2 sends one with its
             # POST): read the request again without the upgrade (see data_received).
             self._held_head = self._head_without_upgrade()
             return
+        keep_alive = self._parser.should_keep_alive() and not self._shared.stopping
+        self._enqueue(self._request_read(keep_alive))
+
+    def _request_read(self, keep_alive: bool) -> _Request:
+        """The request read so far (the whole of it, or as much as was read of a refused one)."""
         self._in_message = False
         self._expect_continue = False
         url = self._url
@@ -327,21 +327,14 @@ class HttpProtocol(asyncio.Protocol):
                 path, query = url, b""
         else:
             path, _, query = url.partition(b"?")
-        request = _Request(
+        return _Request(
             method=self._parser.get_method(),
             path=path,
             query=query,
             headers=self._headers,
             body=b"".join(self._body) if len(self._body) != 1 else self._body[0],
-            keep_alive=self._parser.should_keep_alive() and not self._shared.stopping,
+            keep_alive=keep_alive,
             http_version=self._parser.get_http_version(),
-        )
-        self._enqueue(request)
-
-    def _has_body(self) -> bool:
-        return any(
-            (name == b"content-length" and value.strip() != b"0") or name == b"transfer-encoding"
-            for name, value in self._headers
         )
 
     def _head_without_upgrade(self) -> bytes:
@@ -367,13 +360,11 @@ class HttpProtocol(asyncio.Protocol):
             self._transport.pause_reading()
 
     def _refuse(self, status: int, description: str, *extra: tuple[bytes, bytes]) -> None:
-        self._refuse_answer(_refusal(status, description, *extra))
-
-    def _refuse_answer(self, answer: _Answer) -> None:
-        """Queue ``answer`` behind the requests already read, and read no more requests."""
+        """Queue this refusal behind the requests already read, and read no more requests."""
         self._refused = True
         self._in_message = False
         self._expect_continue = False
+        answer = _refusal(status, description, *extra)
         request = _Request(b"", b"", b"", [], b"", keep_alive=False, refusal=answer)
         self._enqueue(request)
 
@@ -428,7 +419,7 @@ class HttpProtocol(asyncio.Protocol):
         if request.refusal is not None:
             self.respond(request, *request.refusal)
             return
-        if self._shared.pipeline is not None and request.method == b"POST":
+        if request.method == b"POST":
             fast, name = _predict_route(request.path)
             if fast:
                 arrived = self._shared.arrived
@@ -436,7 +427,7 @@ class HttpProtocol(asyncio.Protocol):
                     self._loop.call_soon(_answer_arrived, self._shared)
                 arrived.append((self, request, name))
                 return
-        self._loop.create_task(self._answer(request))
+        self.answer_later(request, self._asgi(request))
 
     def respond(
         self, request: _Request, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
@@ -469,18 +460,13 @@ class HttpProtocol(asyncio.Protocol):
         else:
             transport.close()
 
-    def answer_later(self, request: _Request, answer: Coroutine[Any, Any, Answer]) -> None:
-        self._loop.create_task(self._respond_when_done(request, answer))
+    def answer_later(self, request: _Request, answer: Awaitable[_Answer]) -> None:
+        """Respond with ``answer`` once it is done (the ASGI app's, or the pipeline's)."""
+        self._loop.create_task(self._answer(request, answer))
 
-    async def _respond_when_done(
-        self, request: _Request, answer: Coroutine[Any, Any, Answer]
-    ) -> None:
-        done = await answer
-        self.respond(request, done.status, done.body, done.headers)
-
-    async def _answer(self, request: _Request) -> None:
+    async def _answer(self, request: _Request, answer: Awaitable[_Answer]) -> None:
         try:
-            status, body, headers = await self._asgi(request)
+            status, body, headers = await answer
         except Exception:
             log.exception("unexpected error answering %s", request.path.decode("latin-1"))
             status, body, headers = _refusal(500, "see the server log", path=request.path)
@@ -502,32 +488,29 @@ class HttpProtocol(asyncio.Protocol):
             "client": self._peer,
             "server": self._local,
         }
-        sent_body = False
-        disconnected = asyncio.Event()
+        body_sent = False
+        finished = asyncio.Event()
 
         async def receive() -> dict[str, Any]:
-            nonlocal sent_body
-            if not sent_body:
-                sent_body = True
-                return {"type": "http.request", "body": request.body, "more_body": False}
-            await disconnected.wait()
-            return {"type": "http.disconnect"}
+            nonlocal body_sent
+            if body_sent:
+                await finished.wait()
+                return {"type": "http.disconnect"}
+            body_sent = True
+            return {"type": "http.request", "body": request.body, "more_body": False}
 
-        status = 500
-        headers: list[tuple[bytes, bytes]] = []
-        chunks: list[bytes] = []
+        messages: list[dict[str, Any]] = []
 
         async def send(message: dict[str, Any]) -> None:
-            nonlocal status, headers
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-                headers = [(bytes(k), bytes(v)) for k, v in message.get("headers", [])]
-            elif message["type"] == "http.response.body":
-                chunks.append(bytes(message.get("body", b"")))
+            messages.append(message)
 
         await self._shared.app(scope, receive, send)
-        disconnected.set()
-        return status, b"".join(chunks), headers
+        finished.set()
+        starts = [m for m in messages if m["type"] == "http.response.start"] or [{"status": 500}]
+        start: dict[str, Any] = starts[0]
+        body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+        headers = [(bytes(k), bytes(v)) for k, v in start.get("headers", [])]
+        return int(start["status"]), body, headers
 
 
 def _answer_arrived(shared: _Shared) -> None:
@@ -537,7 +520,6 @@ def _answer_arrived(shared: _Shared) -> None:
     if not arrived:  # answered already
         return
     pipeline = shared.pipeline
-    assert pipeline is not None
     answers = pipeline.predict_now(
         [(name, request.header, request.body) for _, request, name in arrived]
     )
@@ -545,7 +527,7 @@ def _answer_arrived(shared: _Shared) -> None:
         if answer is None:
             connection.answer_later(request, pipeline.predict(name, request.header, request.body))
         else:
-            connection.respond(request, answer.status, answer.body, answer.headers)
+            connection.respond(request, *answer)
 
 
 def _predict_route(path: bytes) -> tuple[bool, str | None]:
@@ -563,41 +545,6 @@ def _expire(shared: _Shared) -> None:
     now = time.monotonic()
     for connection in list(shared.connections):
         connection.expire(now, shared.keepalive)
-
-
-class _AsgiLifespan:
-    """Runs the ASGI lifespan protocol (startup/shutdown) of the app."""
-
-    def __init__(self, app: Any) -> None:
-        self._app = app
-        self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self._outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-
-    async def _run(self) -> None:
-        try:
-            await self._app(
-                {"type": "lifespan", "asgi": {"version": "3.0"}}, self._inbox.get, self._outbox.put
-            )
-        except Exception:
-            log.exception("the app's lifespan failed")
-            await self._outbox.put({"type": "lifespan.startup.failed"})
-
-    async def startup(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-        await self._inbox.put({"type": "lifespan.startup"})
-        message = await self._outbox.get()
-        if message["type"] != "lifespan.startup.complete":
-            raise RuntimeError(f"app startup failed: {message.get('message', message['type'])}")
-
-    async def shutdown(self) -> None:
-        if self._task is None or self._task.done():
-            return
-        await self._inbox.put({"type": "lifespan.shutdown"})
-        try:
-            await asyncio.wait_for(self._outbox.get(), timeout=10)
-        except TimeoutError:
-            log.warning("the app's lifespan shutdown did not finish in 10s")
 
 
 class HttpWorker(Worker):  # type: ignore[misc]
@@ -622,28 +569,25 @@ class HttpWorker(Worker):  # type: ignore[misc]
         from server.app import ServerApp
 
         app = self.wsgi
-        settings = app.settings if isinstance(app, ServerApp) else None
+        if not isinstance(app, ServerApp):
+            log.error("server.worker.HttpWorker serves server.app:get_app() only, not %r", app)
+            sys.exit(3)  # gunicorn's WORKER_BOOT_ERROR
         shared = _Shared(
             app=app,
-            pipeline=app.pipeline if isinstance(app, ServerApp) else None,
-            max_body_bytes=settings.max_body_bytes if settings else 8 << 20,
+            pipeline=app.pipeline,
+            max_body_bytes=app.settings.max_body_bytes,
             keepalive=float(self.cfg.keepalive),
-            body_timeout=settings.body_timeout_seconds if settings else 30.0,
+            body_timeout=app.settings.body_timeout_seconds,
         )
-        lifespan = _AsgiLifespan(app)
-        try:
-            await lifespan.startup()
-        except Exception:
-            log.exception("worker %s could not start the app", os.getpid())
-            sys.exit(3)  # gunicorn's WORKER_BOOT_ERROR
-        servers = []
-        for listener in self.sockets:
-            sock = socket.fromfd(listener.fileno(), listener.FAMILY, socket.SOCK_STREAM)
-            servers.append(
-                await loop.create_server(
-                    lambda: HttpProtocol(shared), sock=sock, backlog=self.cfg.backlog
-                )
+        app.start()
+        servers = [
+            await loop.create_server(
+                lambda: HttpProtocol(shared),
+                sock=socket.fromfd(listener.fileno(), listener.FAMILY, socket.SOCK_STREAM),
+                backlog=self.cfg.backlog,
             )
+            for listener in self.sockets
+        ]
         log.info("worker %s serving (fast HTTP worker)", os.getpid())
         ppid = self.ppid
         while self.alive:
@@ -662,17 +606,12 @@ class HttpWorker(Worker):  # type: ignore[misc]
             os.getpid(), len(shared.connections),
         )  # fmt: skip
         deadline = time.monotonic() + float(self.cfg.graceful_timeout)
-        swept = time.monotonic()
-        while time.monotonic() < deadline:
+        while shared.connections and time.monotonic() < deadline:
             for connection in list(shared.connections):
                 if connection.idle:
                     connection.close()
-            if not shared.connections:
-                break
-            if time.monotonic() - swept > 0.5:
-                swept = time.monotonic()
-                _expire(shared)
+            _expire(shared)
             await asyncio.sleep(0.05)
         for connection in list(shared.connections):
             connection.close()
-        await lifespan.shutdown()
+        app.stop()

@@ -12,7 +12,7 @@ import onnxruntime as ort
 
 from server.holder import ModelTable
 from server.load import LoadOptions
-from server.sync import SyncOptions, VolumeSync
+from server.sync import VolumeSync
 from tests.server.volume import publish_directory
 from tests.support.onnx_models import mlp_model, sha256_of
 
@@ -35,7 +35,7 @@ def _artifact(root: Path) -> Path:
 
 def _table(volume: Path) -> ModelTable:
     table = ModelTable()
-    VolumeSync(volume, table, SyncOptions(load=LoadOptions())).sync()
+    VolumeSync(volume, table, LoadOptions()).sync()
     return table
 
 
@@ -62,7 +62,7 @@ def test_tampered_external_data_is_refused(tmp_path: Path) -> None:
     data.write_bytes(b"\0" * data.stat().st_size)
     holder = _table(volume).get("net")
     assert holder.serving is None
-    assert "sha256 of onnx/net.onnx.data differs" in (holder.attempts.last_error or "")
+    assert "sha256 of onnx/net.onnx.data differs" in (holder.last_error or "")
 
 
 def test_a_model_file_the_manifest_does_not_list_is_refused(tmp_path: Path) -> None:
@@ -73,7 +73,7 @@ def test_a_model_file_the_manifest_does_not_list_is_refused(tmp_path: Path) -> N
     )
     holder = _table(volume).get("net")
     assert holder.serving is None
-    assert "do not list its model_file 'onnx/net.onnx'" in (holder.attempts.last_error or "")
+    assert "do not list its model_file 'onnx/net.onnx'" in (holder.last_error or "")
 
 
 def test_an_unlisted_file_beside_the_model_is_refused(tmp_path: Path) -> None:
@@ -87,4 +87,4 @@ def test_an_unlisted_file_beside_the_model_is_refused(tmp_path: Path) -> None:
     publish_directory(volume, "net", "1", artifact, "onnx/net.onnx", files=listed)
     holder = _table(volume).get("net")
     assert holder.serving is None
-    assert "does not list: onnx/extra.data" in (holder.attempts.last_error or "")
+    assert "does not list: onnx/extra.data" in (holder.last_error or "")

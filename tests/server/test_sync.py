@@ -10,7 +10,7 @@ from contracts.rollout import RolloutMode
 from server.errors import ModelNotFoundError, ModelNotReadyError, NoDefaultModelError
 from server.holder import ModelTable
 from server.load import LoadOptions
-from server.sync import SyncOptions, VolumeSync
+from server.sync import VolumeSync
 from tests.server.volume import publish_version, unlink
 from tests.support.onnx_models import write_corrupt, write_mlp
 
@@ -21,7 +21,7 @@ def volume(tmp_path: Path) -> Path:
 
 
 def _sync(volume: Path, table: ModelTable, **kwargs: bool) -> VolumeSync:
-    return VolumeSync(volume, table, SyncOptions(load=LoadOptions(), **kwargs))
+    return VolumeSync(volume, table, LoadOptions(), **kwargs)
 
 
 def test_empty_volume_is_not_ready(volume: Path) -> None:
@@ -49,18 +49,18 @@ def test_loads_swaps_and_keeps_old_on_failure(volume: Path, tmp_path: Path) -> N
     sync.sync()
     holder = table.get("m")
     assert holder.require().current is first
-    assert "onnxruntime cannot load" in (holder.attempts.last_error or "")
+    assert "onnxruntime cannot load" in (holder.last_error or "")
 
     other = write_mlp(tmp_path / "wide.onnx", seed=2, n_inputs=8)
     publish_version(volume, "m", "3", other.path)
     sync.sync()
     assert holder.require().current is first  # inputs changed: refused
-    assert "inputs/outputs changed" in (holder.attempts.last_error or "")
+    assert "inputs/outputs changed" in (holder.last_error or "")
 
     publish_version(volume, "m", "4", write_mlp(tmp_path / "b.onnx", seed=4).path)
     sync.sync()
     assert holder.require().current.version == "4"
-    assert holder.attempts.last_error is None
+    assert holder.last_error is None
 
 
 def test_schema_change_allowed_when_configured(volume: Path, tmp_path: Path) -> None:
@@ -90,7 +90,7 @@ def test_schema_change_acknowledged_on_the_version_is_swapped_in(
     publish_version(volume, "m", "3", write_mlp(tmp_path / "n.onnx", seed=3).path)
     sync.sync()
     assert holder.require().current.version == "2"
-    assert "breaking_change_acknowledged" in (holder.attempts.last_error or "")
+    assert "breaking_change_acknowledged" in (holder.last_error or "")
 
 
 def test_checksum_mismatch_is_refused(volume: Path, tmp_path: Path) -> None:
@@ -100,7 +100,7 @@ def test_checksum_mismatch_is_refused(volume: Path, tmp_path: Path) -> None:
     _sync(volume, table).sync()
     holder = table.get("m")
     assert holder.serving is None
-    assert "sha256" in (holder.attempts.last_error or "")
+    assert "sha256" in (holder.last_error or "")
 
 
 def test_candidate_with_rollout_then_removed(volume: Path, tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ def test_binary_inputs_are_decoded_by_datatype() -> None:
         floats,
     )  # fmt: skip
     request = v2.parse_request(raw, length)
-    feeds = v2.feeds(request, [FLOATS])
+    feeds = v2.read_inputs(request.body["inputs"], [FLOATS], v2.decode_binary(request))
     assert feeds["x"].tolist() == [[1.5, -2.0]]
     assert feeds["x"].dtype == np.float32
 
@@ -47,7 +47,8 @@ def test_binary_strings_are_length_prefixed_utf8() -> None:
           "parameters": {"binary_data_size": len(data)}}],
         data,
     )  # fmt: skip
-    feeds = v2.feeds(v2.parse_request(raw, length), [TEXT])
+    request = v2.parse_request(raw, length)
+    feeds = v2.read_inputs(request.body["inputs"], [TEXT], v2.decode_binary(request))
     assert feeds["text"].tolist() == ["\u00e9t\u00e9", ""]
 
 

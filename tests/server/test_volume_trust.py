@@ -17,7 +17,7 @@ import pytest
 from contracts.volume import Manifest
 from server.holder import ModelTable
 from server.load import LoadOptions
-from server.sync import SyncOptions, VolumeSync
+from server.sync import VolumeSync
 from tests.server.volume import publish_version
 from tests.support.onnx_models import sha256_of, write_mlp
 
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.timeout(60)  # /dev/zero used to hang the sync thread f
 
 def _sync(volume: Path) -> ModelTable:
     table = ModelTable()
-    VolumeSync(volume, table, SyncOptions(load=LoadOptions(timeout_s=20))).sync()
+    VolumeSync(volume, table, LoadOptions(timeout_s=20)).sync()
     return table
 
 
@@ -49,7 +49,7 @@ def volume(tmp_path: Path) -> Path:
 def _assert_refused_and_good_served(table: ModelTable, name: str, words: str) -> None:
     holder = table.get(name)
     assert holder.serving is None
-    assert words in (holder.attempts.last_error or ""), holder.attempts.last_error
+    assert words in (holder.last_error or ""), holder.last_error
     assert table.get("zz-good").require().current.version == "1"
 
 
@@ -95,7 +95,7 @@ def test_a_listed_file_that_leaves_the_version_directory_is_never_read(
     _edit_manifest(directory, files={"model.onnx": model.sha256, "weights.bin": "0" * 64})
     table = _sync(volume)
     _assert_refused_and_good_served(table, "a-link", "resolves outside its version directory")
-    assert "0" * 64 not in (table.get("a-link").attempts.last_error or "")
+    assert "0" * 64 not in (table.get("a-link").last_error or "")
 
 
 def test_a_device_inside_the_version_is_not_a_regular_file(volume: Path, tmp_path: Path) -> None:
@@ -111,7 +111,7 @@ def test_reasons_name_no_internal_path_and_no_digest(volume: Path, tmp_path: Pat
     model = write_mlp(tmp_path / "e.onnx", seed=6)
     directory = publish_version(volume, "a-corrupt", "1", model.path, sha256="f" * 64)
     table = _sync(volume)
-    reason = table.get("a-corrupt").attempts.last_error or ""
+    reason = table.get("a-corrupt").last_error or ""
     assert "sha256 of model.onnx differs" in reason
     assert str(volume) not in reason
     assert str(directory) not in reason

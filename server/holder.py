@@ -101,11 +101,8 @@ class ModelTable:
         set, every model when none serves. Empty when ready."""
         holders = self.holders
         if self.required:
-            return sorted(
-                name
-                for name in self.required
-                if getattr(holders.get(name), "serving", None) is None
-            )
+            served = {name for name, holder in holders.items() if holder.serving is not None}
+            return sorted(self.required - served)
         if any(holder.serving is not None for holder in holders.values()):
             return []
         return sorted(holders)

@@ -58,8 +58,7 @@ def decode(
     inputs: Sequence[TensorSpec],
     outputs: Sequence[TensorSpec],
 ) -> tuple[InferRequest, dict[str, Array], list[OutputChoice]]:
-    """The request's bytes -> (the request, its feeds checked against ``inputs``, the
-    ``outputs`` it asks for)."""
+    """The request's bytes -> (the request, its feeds, the ``outputs`` it asks for)."""
     request = parse_request(raw, header_length)
     chosen = choose_outputs(request, outputs)
     return request, read_inputs(request.body["inputs"], inputs, decode_binary(request)), chosen

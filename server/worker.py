@@ -92,6 +92,8 @@ class _Shared:
     stopping: bool = False
     arrived: list[tuple[HttpProtocol, _Request, str | None]] = field(default_factory=list)
     """The predictions of this loop turn, answered together once its reads are done."""
+    answer_after_parse: bool = False
+    """A lone connection's bytes are being parsed: answered right after (data_received)."""
 
 
 def _response(
@@ -137,9 +139,8 @@ class HttpProtocol(asyncio.Protocol):
 
     A request that cannot be served as sent (malformed, head or body over the limits, unknown
     method) is queued as a refusal, answered in its turn (a body over the limit by the
-    pipeline, which counts it), and then the connection closes; what
-    the client still sends is read away for a while first ("lingering close"), so that it sees
-    the answer instead of a reset.
+    pipeline, which counts it), then the connection closes; what the client still sends is
+    read away for a while first ("lingering close"), so that it sees the answer, not a reset.
     """
 
     def __init__(self, shared: _Shared) -> None:
@@ -201,11 +202,20 @@ class HttpProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_active = time.monotonic()
+        shared = self._shared
+        # Alone, nothing to join: its predictions are answered once parsed (see _next).
+        alone = shared.answer_after_parse = len(shared.connections) == 1
+        try:
+            self._parse(data)
+        finally:
+            shared.answer_after_parse = False
+        if alone and shared.arrived:
+            _answer_arrived(shared)
+
+    def _parse(self, data: bytes) -> None:
         while not self._refused:  # after a refusal the input is read away or ignored
             try:
                 self._parser.feed_data(data)
-                if self._shared.arrived and len(self._shared.connections) == 1:
-                    _answer_arrived(self._shared)  # no other connection to join: answer now
                 return
             except httptools.HttpParserUpgrade as exc:
                 # No protocol switch here (h2c, websocket): RFC 9110 lets a server ignore
@@ -264,22 +274,20 @@ class HttpProtocol(asyncio.Protocol):
             return
         length: int | None = None
         expect = b""
+        chunked = False
         for name, value in self._headers:
             if name == b"content-length":
                 length = int(value)  # httptools has checked that it is a number
             elif name == b"expect":
                 expect = value
-        chunked = any(name == b"transfer-encoding" for name, _ in self._headers)
+            elif name == b"transfer-encoding":
+                chunked = True
         self._declares_body = bool(length) or chunked
         if length is not None and length > self._shared.max_body_bytes:
             # Refused on the head alone: the body is never read into memory.
             self._refuse_too_large()
             return
-        if (
-            expect
-            and expect.lower() == b"100-continue"
-            and self._parser.get_http_version() == "1.1"
-        ):
+        if expect and expect.lower() == b"100-continue" and version == "1.1":
             self._expect_continue = True
             if not self._busy and not self._queue:
                 self._send_continue()
@@ -423,7 +431,7 @@ class HttpProtocol(asyncio.Protocol):
             fast, name = _predict_route(request.path)
             if fast:
                 arrived = self._shared.arrived
-                if not arrived:
+                if not arrived and not self._shared.answer_after_parse:
                     self._loop.call_soon(_answer_arrived, self._shared)
                 arrived.append((self, request, name))
                 return

@@ -93,8 +93,7 @@ def _json(value: Any) -> Answer:
     return Answer(200, dumps(value), [(b"content-type", JSON)])
 
 
-@dataclass(frozen=True, slots=True)
-class _Parsed:
+class _Parsed(NamedTuple):
     """A ``/predict`` request routed and decoded."""
 
     model: LoadedModel
@@ -232,7 +231,7 @@ class Pipeline:
     ) -> tuple[LoadedModel, LoadedModel | None]:
         """(the version that answers, the version that shadows it) for a ``/predict``."""
         content_type = header("content-type")
-        if media_type(content_type) != "application/json":
+        if content_type != "application/json" and media_type(content_type) != "application/json":
             raise UnsupportedMediaTypeError(content_type)
         holder = self._table.default() if name is None else self._table.get(name)
         trace.name = holder.name

@@ -21,7 +21,7 @@ TOOLS_STAMP := $(TOOLS_VENV)/.installed
 MLFLOW2_VENV := .venv-mlflow2
 MLFLOW2_STAMP := $(MLFLOW2_VENV)/.installed
 
-.PHONY: help locale install up test test-unit lint fmt models schema bench bench-plan soak lock clean
+.PHONY: help locale install up test test-unit lint fmt models schema bench bench-cost bench-plan soak lock clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -72,6 +72,10 @@ bench: $(STAMP)  ## Server vs the Node.js gateway under wrk (keep-alive); writes
 	@command -v node >/dev/null || { echo "Node.js 20 and npm are needed for the competitor (bench/node)"; exit 1; }
 	cd bench/node && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund --loglevel=error
 	$(PY) bench/serve_bench.py
+
+bench-cost: $(STAMP)  ## Instructions per /predict under callgrind: repeatable, to compare commits
+	@command -v valgrind >/dev/null || { echo "installing valgrind (Debian package)"; apt-get update -qq && apt-get install -y -qq valgrind; }
+	$(PY) bench/request_cost.py
 
 bench-plan: $(STAMP)  ## Reconciler plan cost: 200 models x 5 versions against a local MLflow
 	$(PY) bench/plan_bench.py

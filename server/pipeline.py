@@ -180,8 +180,7 @@ class Pipeline:
 
     def _admit(self, kind: Kind, header: Header) -> None:
         """Authentication, and a declared length past the limit before the body is read."""
-        if self.token is not None:
-            self.authorize(kind, header)
+        self.authorize(kind, header)
         length = header("content-length")
         if length is not None and length.isdigit() and int(length) > self._limit:
             raise BodyTooLargeError(int(length), self._limit)
@@ -231,7 +230,7 @@ class Pipeline:
     ) -> tuple[LoadedModel, LoadedModel | None]:
         """(the version that answers, the version that shadows it) for a ``/predict``."""
         content_type = header("content-type")
-        if content_type != "application/json" and media_type(content_type) != "application/json":
+        if media_type(content_type) != "application/json":
             raise UnsupportedMediaTypeError(content_type)
         holder = self._table.default() if name is None else self._table.get(name)
         trace.name = holder.name

@@ -15,8 +15,8 @@ JSON = b"application/json"
 
 def media_type(content_type: str | None) -> str | None:
     """``application/json; charset=utf-8`` -> ``application/json`` (lower case); None if absent."""
-    if content_type is None:
-        return None
+    if content_type is None or content_type == "application/json":  # the common case as is
+        return content_type
     return content_type.partition(";")[0].strip().lower()
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Protocol
+from typing import Any
 
 import falcon.asgi
 
@@ -24,13 +24,6 @@ from server.watcher import VolumeWatcher
 log = logging.getLogger(__name__)
 
 
-class Background(Protocol):
-    """A thread that runs while the app serves (the volume watcher, the metrics flusher)."""
-
-    def start(self) -> None: ...
-    def stop(self) -> None: ...
-
-
 class ServerApp:
     """The ASGI app gunicorn serves: the Falcon app, the pipeline the lean worker hands
     ``/predict`` to, and the threads that run while it serves: ``start`` and ``stop``, called
@@ -42,7 +35,7 @@ class ServerApp:
         self.falcon = falcon_app
         self.pipeline = pipeline
         self.settings = settings
-        self.background: list[Background] = []
+        self.background: list[VolumeWatcher | MetricsFlusher] = []
         falcon_app.add_middleware(self)  # process_startup / process_shutdown below
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:

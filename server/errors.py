@@ -39,7 +39,7 @@ class NoDefaultModelError(ServerError):
 
 
 class ModelNotReadyError(ServerError):
-    """503. ``reason`` is shown to clients: never a path or a digest (see ``refused``)."""
+    """503. ``reason`` is shown to clients: never a path or a digest (see ``REFUSED``)."""
 
     status, title = 503, "Model not ready"
 
@@ -49,10 +49,8 @@ class ModelNotReadyError(ServerError):
         detail = f": {reason}" if reason else ""
         super().__init__(f"{what} is not loaded yet{detail}; retry shortly")
 
-    @classmethod
-    def refused(cls, name: str) -> ModelNotReadyError:
-        """Its published version was refused; the reason is for operators (GET /models, log)."""
-        return cls(name, "its published version was refused (GET /models or the log say why)")
+    REFUSED = "its published version was refused (GET /models or the log say why)"
+    """The reason when a version was refused: why is for operators, not clients."""
 
 
 class InvalidInputError(ServerError):

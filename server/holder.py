@@ -39,9 +39,8 @@ class ModelHolder:
     def require(self) -> Serving:
         serving = self.serving
         if serving is None:
-            if self.last_error:
-                raise ModelNotReadyError.refused(self.name)
-            raise ModelNotReadyError(self.name)
+            reason = ModelNotReadyError.REFUSED if self.last_error else ""
+            raise ModelNotReadyError(self.name, reason)
         return serving
 
 

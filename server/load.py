@@ -227,6 +227,9 @@ def _load(
     session_options.intra_op_num_threads = options.intra_op_threads
     session_options.inter_op_num_threads = 1
     session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Errors only: onnxruntime's warnings are plain text, one per call for some converters'
+    # defaults (onnxmltools' label shape [1]); what fails is raised and answered anyway.
+    session_options.log_severity_level = 3
     try:
         session = ort.InferenceSession(
             str(model_file), session_options, providers=["CPUExecutionProvider"]

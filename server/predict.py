@@ -51,7 +51,8 @@ def rows_from_data(data: Any, spec: TensorSpec, what: str = "'data'") -> tuple[A
             f"{what} must be a JSON array (one row or a list of rows); expected {spec.describe()}"
         )
     array = as_array(data, what, spec)
-    single = array.ndim == len(spec.shape) - 1 and spec.batch_dynamic
+    # One row: the batch axis is dynamic, or fixed at 1 (torch.onnx.export's default).
+    single = array.ndim == len(spec.shape) - 1 and bool(spec.shape) and spec.shape[0] in (None, 1)
     if single:
         array = array[np.newaxis, ...]
     return spec.check_array(array, what if not single else f"{what} (one row)"), single

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +13,9 @@ from watchfiles import Change, watch
 from contracts.volume import TMP_PREFIX
 
 log = logging.getLogger(__name__)
+
+_TICK_MS = 200
+"""How often the watch wakes without events, to start a rescan when one is due."""
 
 
 def _not_scratch(change: Change, path: str) -> bool:
@@ -66,18 +70,23 @@ class VolumeWatcher:
                 self._stop.wait(self._rescan_ms / 1000)
                 continue
             try:
-                for _changes in watch(
+                # Changes before the watch began have no event: its first tick syncs too.
+                synced_at: float | None = None
+                for changes in watch(
                     self._volume,
                     watch_filter=_not_scratch,
                     stop_event=self._stop,
                     force_polling=self._force_polling,
                     poll_delay_ms=self._poll_delay_ms,
-                    rust_timeout=self._rescan_ms,
+                    rust_timeout=min(self._rescan_ms, _TICK_MS),
                     yield_on_timeout=True,
                     step=20,
                     raise_interrupt=False,
                 ):
-                    self.sync_now()
+                    now = time.monotonic()
+                    if changes or synced_at is None or now - synced_at >= self._rescan_ms / 1000:
+                        synced_at = now
+                        self.sync_now()
             except Exception:
                 log.exception("watching %s failed; restarting the watcher", self._volume)
                 self._stop.wait(1.0)

@@ -97,3 +97,36 @@ def test_every_converter_model_is_ready_on_its_own(served: Deployment) -> None:
         url = f"{served.pipeline.server_url}/v2/models/{name}/ready"
         assert httpx.get(url, timeout=10).status_code == 200, name
     assert httpx.get(f"{served.pipeline.server_url}/v2/health/ready", timeout=10).status_code == 200
+
+
+ONE_INPUT_KINDS = tuple(kind for kind in KINDS if kind != "sklearn-column-transformer")  # 2 inputs
+
+
+@pytest.mark.parametrize("kind", ONE_INPUT_KINDS)
+def test_one_row_without_its_batch_axis_answers_that_row(
+    served: Deployment, converted: Callable[[str], ConvertedModel], kind: str
+) -> None:
+    """``{"data": row}``: also for torch.onnx.export's default, whose batch axis is fixed at 1."""
+    model, name = converted(kind), served.names[kind]
+    (input_name, rows), *others = model.rows.items()
+    assert not others, f"{kind} takes several inputs"
+    body = post(served.pipeline, f"/models/{name}/predict", {"data": rows[0]})
+
+    expected = model.expected({input_name: rows[:1]})
+    first = next(iter(expected.values()))
+    assert_same(body["prediction"], first[0] if isinstance(first, list) else first)
+
+
+def test_converter_defaults_leave_no_onnxruntime_warnings_in_the_log(
+    served: Deployment, converted: Callable[[str], ConvertedModel]
+) -> None:
+    """onnxmltools' LightGBM declares its label output [1] and returns one label per row:
+    onnxruntime would write a plain-text warning per request into the JSON log."""
+    model, name = converted("lightgbm-classifier"), served.names["lightgbm-classifier"]
+    for _ in range(3):
+        post(served.pipeline, f"/models/{name}/predict", model.predict_body())
+    server = served.pipeline.server
+    assert server is not None
+    log = server.log_path.read_text(errors="replace")
+    assert "VerifyOutputSizes" not in log, server.log_tail()
+    assert "[W:onnxruntime" not in log, server.log_tail()

@@ -6,7 +6,9 @@ the same session, beside in-process onnxruntime on the same model, prints req/s,
 checks the bar of issue 5 and writes docs/benchmarks.md.
 
 Environment: BENCH_DURATION (seconds per wrk run, default 5), BENCH_ROUNDS (default 3),
-BENCH_WORKERS (processes per server, default 2), BENCH_OUTPUT (default docs/benchmarks.md).
+BENCH_WORKERS (processes per server, default 2), BENCH_OUTPUT (default docs/benchmarks.md),
+BENCH_SERVERS (default python,node,python-uvicorn), BENCH_BASELINE (a git revision: its server
+runs too, as "python-<revision>", interleaved with the others, to compare commits on one machine).
 """
 
 from __future__ import annotations
@@ -135,13 +137,20 @@ def in_process(model_file: Path, n_inputs: int, batch: int) -> Result:
     )
 
 
-def start_python(volume: Path, logs: Path, worker_class: str) -> tuple[Process, str]:
+def start_python(
+    volume: Path, logs: Path, worker_class: str, tree: Path | None = None
+) -> tuple[Process, str]:
+    """``python -m server``; with ``tree``, the server package of that source tree."""
     port = free_port()
+    env = {"SERVER_WORKER_CLASS": worker_class}
+    if tree is not None:  # ahead of the editable install of this checkout
+        env["PYTHONPATH"] = str(tree)
     process = Process(
         f"python-server-{port}",
         python_module("server", "--volume", str(volume), "--host", "127.0.0.1",
                       "--port", str(port), "--workers", str(WORKERS)),
-        env={"SERVER_WORKER_CLASS": worker_class},
+        env=env,
+        cwd=tree,
         log_dir=logs,
     ).start()  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -221,19 +230,34 @@ class Row:
 
 
 SERVERS = [s for s in os.environ.get("BENCH_SERVERS", "python,node,python-uvicorn").split(",") if s]
+BASELINE = os.environ.get("BENCH_BASELINE", "")
+
+
+def baseline_tree(revision: str, work: Path) -> Path:
+    """The server and contracts packages of ``revision``, extracted under ``work``."""
+    tree = work / "baseline"
+    tree.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", revision, "server", "contracts"],
+        check=True, capture_output=True,
+    ).stdout  # fmt: skip
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
 
 
 def start_servers(
-    volume: Path, model_file: Path, name: str, logs: Path
+    volume: Path, model_file: Path, name: str, logs: Path, baseline: Path | None
 ) -> tuple[list[Process], dict[str, str]]:
     processes, urls = [], {}
-    for server in SERVERS:
+    for server in SERVERS + ([f"python-{BASELINE}"] if baseline else []):
         if server == "node":
             process, url = start_node(model_file, name, logs)
         elif server == "python-uvicorn":
             process, url = start_python(volume, logs, "uvicorn_worker.UvicornWorker")
-        else:
+        elif server == "python":
             process, url = start_python(volume, logs, "server.worker.HttpWorker")
+        else:
+            process, url = start_python(volume, logs, "server.worker.HttpWorker", baseline)
         processes.append(process)
         urls[server] = url
     return processes, urls
@@ -250,13 +274,14 @@ def main() -> int:
     rows: list[Row] = []
     started = time.time()
     load_before = os.getloadavg()
+    baseline = baseline_tree(BASELINE, work) if BASELINE else None
     try:
         for name, shape in MODELS.items():
             model_file = work / f"{name}.onnx"
             onnx.save(mlp_model(seed=1, **shape), model_file)
             volume = work / f"volume-{name}"
             publish_version(volume, name, "1", model_file)
-            processes, urls = start_servers(volume, model_file, name, work)
+            processes, urls = start_servers(volume, model_file, name, work, baseline)
             try:
                 for batch in BATCHES:
                     body_file = work / f"{name}-{batch}.json"
@@ -346,10 +371,26 @@ def bar(rows: list[Row]) -> str:
     ratio = c32["python"].rps / c32["node"].rps
     throughput_ok = ratio >= 1.25
     latency_ok = c1["python"].p50_us <= c1["node"].p50_us
-    return (
+    verdict = (
         f"Bar (tiny model, batch 1): req/s at c32 = {ratio:.2f}x Node (need >= 1.25x): "
         f"{'MET' if throughput_ok else 'NOT MET'}; p50 at c1 = {c1['python'].p50_us:.0f}us vs "
         f"Node {c1['node'].p50_us:.0f}us (need <=): {'MET' if latency_ok else 'NOT MET'}"
+    )
+    return verdict + "".join(against_baseline(row) for row in rows if row.batch == 1)
+
+
+def against_baseline(row: Row) -> str:
+    """The row's python figures against the baseline commit's (within 5 %: req/s and p50)."""
+    before = row.results.get(f"python-{BASELINE}")
+    if before is None:
+        return ""
+    now = row.results["python"]
+    rps, p50 = now.rps / before.rps, now.p50_us / before.p50_us
+    within = rps >= 0.95 and p50 <= 1.05
+    return (
+        f"\n\n{row.model} batch 1 c{row.concurrency} against {BASELINE}: req/s {rps:.2f}x, "
+        f"p50 {now.p50_us:.0f} vs {before.p50_us:.0f}us ({p50:.2f}x) (need within 5 %): "
+        f"{'MET' if within else 'NOT MET'}"
     )
 
 
@@ -374,7 +415,13 @@ def write_report(
         " uvloop + httptools, Falcon ASGI app for every route but /predict, orjson, dynamic "
         "batching). python-uvicorn: the same app under `uvicorn_worker.UvicornWorker` (Falcon "
         "answers /predict too). node: bench/node/server.js (Fastify + onnxruntime-node, "
-        "node:cluster).",
+        "node:cluster)."
+        + (
+            f" python-{BASELINE}: the server package of commit {BASELINE}, same worker class "
+            "and settings, from `git archive`."
+            if BASELINE
+            else ""
+        ),
         "- in-process: onnxruntime `session.run` alone in one thread, same model and batch (no "
         "HTTP, no JSON): the floor.",
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in found.items()) + ".",
@@ -397,7 +444,8 @@ def write_report(
         line += f" {ratio:.2f}x | {row.local.rps:.0f} | {row.local.p50_us:.0f} |"
         lines.append(line)
     errors = sum(result.errors for row in rows for result in row.results.values())
-    lines += ["", f"**{verdict}**", "", f"Non-200 answers or socket errors in all runs: {errors}."]
+    lines += ["", *(f"- **{part}**" for part in verdict.split("\n\n"))]
+    lines += ["", f"Non-200 answers or socket errors in all runs: {errors}."]
     lines += ["", DESIGN_NOTES.strip()]
     previous = OUTPUT.read_text() if OUTPUT.exists() else ""
     kept = previous.find("\n" + KEPT_HEADING)

@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -264,6 +265,7 @@ def start_servers(
 
 
 def main() -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers on the way out
     if shutil.which("wrk") is None:
         print("wrk not found: `apt-get install wrk` (make bench does it)", file=sys.stderr)
         return 1
@@ -376,7 +378,7 @@ def bar(rows: list[Row]) -> str:
         f"{'MET' if throughput_ok else 'NOT MET'}; p50 at c1 = {c1['python'].p50_us:.0f}us vs "
         f"Node {c1['node'].p50_us:.0f}us (need <=): {'MET' if latency_ok else 'NOT MET'}"
     )
-    return verdict + "".join(against_baseline(row) for row in rows if row.batch == 1)
+    return verdict + "".join(against_baseline(row) for row in rows)
 
 
 def against_baseline(row: Row) -> str:
@@ -388,7 +390,8 @@ def against_baseline(row: Row) -> str:
     rps, p50 = now.rps / before.rps, now.p50_us / before.p50_us
     within = rps >= 0.95 and p50 <= 1.05
     return (
-        f"\n\n{row.model} batch 1 c{row.concurrency} against {BASELINE}: req/s {rps:.2f}x, "
+        f"\n\n{row.model} batch {row.batch} c{row.concurrency} against {BASELINE}: "
+        f"req/s {rps:.2f}x, "
         f"p50 {now.p50_us:.0f} vs {before.p50_us:.0f}us ({p50:.2f}x) (need within 5 %): "
         f"{'MET' if within else 'NOT MET'}"
     )

@@ -8,12 +8,12 @@ cost with: run it in each checkout (``git archive <commit> | tar -x -C /tmp/othe
 
 What is counted: one request's bytes handed to ``server.worker.HttpProtocol.data_received``
 (httptools parsing, the pipeline's checks, routing, JSON decoding and validation, onnxruntime,
-encoding, metrics, the answer's bytes) plus one turn of the uvloop event loop, for the tiny
-model of ``make bench``, after 1,000 warm-up requests. Not counted: the kernel (socket reads
-and writes) and the time the process sleeps.
+encoding, metrics, the answer's bytes) plus one turn of the uvloop event loop, for the tiny and
+the medium model of ``make bench`` (one row), after 1,000 warm-up requests. Not counted: the
+kernel (socket reads and writes) and the time the process sleeps.
 
 Usage: ``python bench/request_cost.py [REQUESTS]`` (default 1,000; it runs itself under
-``valgrind --tool=callgrind``, about a minute).
+``valgrind --tool=callgrind`` once per model, about a minute each).
 """
 
 from __future__ import annotations
@@ -29,16 +29,25 @@ from pathlib import Path
 ROOT = Path.cwd()
 sys.path.insert(0, str(ROOT))
 
-BODY = b'{"data": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6]}'
-REQUEST = (
-    b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nContent-Type: application/json\r\n"
-    b"Content-Length: %d\r\n\r\n%s" % (len(BODY), BODY)
-)
+MODELS = {  # as in bench/serve_bench.py
+    "tiny": {"n_inputs": 16, "hidden": 64, "n_outputs": 4},
+    "medium": {"n_inputs": 256, "hidden": 1024, "n_outputs": 16},
+}
 WARM_UP = 1000
 INNER = "--inner"
 
 
-def _requests(count: int) -> None:
+def request_for(n_inputs: int) -> bytes:
+    """``POST /predict`` with one row, as curl sends it."""
+    row = ", ".join(f"{0.1 * (index + 1):.1f}" for index in range(n_inputs))  # 0.1, 0.2, ...
+    body = b'{"data": [%s]}' % row.encode()
+    return (
+        b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+
+
+def _requests(model: str, count: int) -> None:
     """Under callgrind: warm up, then ``count`` requests inside ``sorted`` (the toggle)."""
     import uvloop
 
@@ -50,7 +59,9 @@ def _requests(count: int) -> None:
 
     work = Path(tempfile.mkdtemp(prefix="request-cost-"))
     volume = work / "volume"
-    publish_version(volume, "tiny", "1", write_mlp(work / "tiny.onnx", seed=1).path)
+    shape = MODELS[model]
+    publish_version(volume, model, "1", write_mlp(work / f"{model}.onnx", seed=1, **shape).path)
+    request = request_for(shape["n_inputs"])
     # Under valgrind the warm-up is slow: keep the model on the event loop, as it is natively.
     app = app_from_env({"SERVER_VOLUME": str(volume), "SERVER_INLINE_MAX_US": "1000000000"})
     loop = uvloop.new_event_loop()
@@ -69,7 +80,7 @@ def _requests(count: int) -> None:
         pass
 
     def one(_: int) -> int:
-        protocol.data_received(REQUEST)
+        protocol.data_received(request)
         loop.run_until_complete(turn())
         return 0
 
@@ -84,27 +95,35 @@ def _requests(count: int) -> None:
 
 
 def main() -> int:
-    count = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1] != INNER else 1000
-    if len(sys.argv) > 2 and sys.argv[2] == INNER:
-        _requests(count)
+    if len(sys.argv) > 3 and sys.argv[3] == INNER:
+        _requests(sys.argv[1], int(sys.argv[2]))
         return 0
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
     if shutil.which("valgrind") is None:
         print("valgrind not found: apt-get install valgrind", file=sys.stderr)
         return 1
+    for model in MODELS:
+        per_request = _instructions(model, count)
+        if per_request is None:
+            return 1
+        print(f"{per_request:,.0f} instructions per POST /predict ({model}, {count} requests)")
+    return 0
+
+
+def _instructions(model: str, count: int) -> float | None:
+    """Instructions per request of ``model``, or None (the failure printed)."""
     with tempfile.TemporaryDirectory() as scratch:
         completed = subprocess.run(
             ["valgrind", "--tool=callgrind", "--collect-atstart=no",
              "--toggle-collect=builtin_sorted", f"--callgrind-out-file={scratch}/out",
-             sys.executable, __file__, str(count), INNER],
+             sys.executable, __file__, model, str(count), INNER],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
     collected = re.search(r"Collected\s*:\s*(\d+)", completed.stderr)
     if completed.returncode != 0 or collected is None:
         print(completed.stdout + completed.stderr[-4000:], file=sys.stderr)
-        return 1
-    per_request = int(collected.group(1)) / count
-    print(f"{per_request:,.0f} instructions per POST /predict (tiny model, {count} requests)")
-    return 0
+        return None
+    return int(collected.group(1)) / count
 
 
 if __name__ == "__main__":

@@ -65,11 +65,15 @@ class _Request:
     keep_alive: bool
     http_version: str = "1.1"
     refusal: _Answer | None = None  # answered as is (malformed, too large): then close
+    by_name: dict[bytes, bytes] | None = None  # the headers by name, when no name repeats
 
     def header(self, name: str) -> str | None:
         """The header's value; several headers of that name joined by a comma, or the last
         one of a header that may appear once (Content-Type): as Falcon reads them."""
         wanted = name.lower().encode("latin-1")
+        if self.by_name is not None:  # no name repeated: one lookup
+            value = self.by_name.get(wanted)
+            return None if value is None else value.decode("latin-1")
         found = [value for key, value in self.headers if key == wanted]
         if len(found) < 2:
             return found[0].decode("latin-1") if found else None
@@ -335,14 +339,16 @@ class HttpProtocol(asyncio.Protocol):
                 path, query = url, b""
         else:
             path, _, query = url.partition(b"?")
+        headers, by_name = self._headers, dict(self._headers)
         return _Request(
             method=self._parser.get_method(),
             path=path,
             query=query,
-            headers=self._headers,
+            headers=headers,
             body=b"".join(self._body) if len(self._body) != 1 else self._body[0],
             keep_alive=keep_alive,
             http_version=self._parser.get_http_version(),
+            by_name=by_name if len(by_name) == len(headers) else None,
         )
 
     def _head_without_upgrade(self) -> bytes:

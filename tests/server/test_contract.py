@@ -552,6 +552,10 @@ DISAGREEMENTS = [
     Case("repeated-content-type", "POST", PREDICT, predict_body(ROW), (*JSON, *JSON),
          check=_one_row),
     Case("repeated-content-type-infer", "POST", V2_INFER, v2_body(), (*JSON, *JSON)),
+    Case("repeated-content-type-last-counts", "POST", PREDICT, predict_body(ROW),
+         (("Content-Type", "text/plain"), *JSON), check=_one_row),
+    Case("repeated-content-type-last-refused", "POST", PREDICT, predict_body(ROW),
+         (*JSON, ("Content-Type", "text/plain")), status=415, words=("text/plain",)),
 ]
 # fmt: on
 

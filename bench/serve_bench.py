@@ -232,6 +232,7 @@ class Row:
 
 SERVERS = [s for s in os.environ.get("BENCH_SERVERS", "python,node,python-uvicorn").split(",") if s]
 BASELINE = os.environ.get("BENCH_BASELINE", "")
+BASELINE_SERVER = f"python-{BASELINE}"
 
 
 def baseline_tree(revision: str, work: Path) -> Path:
@@ -250,7 +251,7 @@ def start_servers(
     volume: Path, model_file: Path, name: str, logs: Path, baseline: Path | None
 ) -> tuple[list[Process], dict[str, str]]:
     processes, urls = [], {}
-    for server in SERVERS + ([f"python-{BASELINE}"] if baseline else []):
+    for server in SERVERS + ([BASELINE_SERVER] if baseline else []):
         if server == "node":
             process, url = start_node(model_file, name, logs)
         elif server == "python-uvicorn":
@@ -383,7 +384,7 @@ def bar(rows: list[Row]) -> str:
 
 def against_baseline(row: Row) -> str:
     """The row's python figures against the baseline commit's (within 5 %: req/s and p50)."""
-    before = row.results.get(f"python-{BASELINE}")
+    before = row.results.get(BASELINE_SERVER)
     if before is None:
         return ""
     now = row.results["python"]
@@ -420,7 +421,7 @@ def write_report(
         "answers /predict too). node: bench/node/server.js (Fastify + onnxruntime-node, "
         "node:cluster)."
         + (
-            f" python-{BASELINE}: the server package of commit {BASELINE}, same worker class "
+            f" {BASELINE_SERVER}: the server package of commit {BASELINE}, same worker class "
             "and settings, from `git archive`."
             if BASELINE
             else ""

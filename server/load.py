@@ -17,6 +17,7 @@ import onnxruntime as ort
 from contracts.digest import sha256_file
 from contracts.tensors import UnsupportedTensorType, sample_array
 from contracts.volume import MANIFEST_FILE, PublishedModel, VolumeError
+from server import batch_axis
 from server.batcher import Array
 from server.errors import InferenceError, InvalidInputError, ModelLoadError
 from server.metrics import ModelMetrics
@@ -50,6 +51,10 @@ class LoadedModel:
     warmup_us: float
     inline: bool
     """Its warm-up was cheaper than a thread hop: it runs on the event loop."""
+    batch_input: str | None
+    """The input requests are joined on, or None: each runs alone (server.batch_axis)."""
+    per_row: tuple[bool, ...]
+    """For each output, whether it has one item per input row (a one-row answer unwraps it)."""
     metrics: ModelMetrics
     _output_names: list[str] = field(repr=False)
     _run_fast: Any = field(repr=False, default=None)
@@ -59,13 +64,6 @@ class LoadedModel:
     """Indexes of the ZipMap outputs (lists of dicts), turned into object arrays per row."""
     _float32_maps: frozenset[int] = field(repr=False, default=frozenset())
     """The ZipMap outputs whose values are ``tensor(float)``: kept float32 (see rows_of)."""
-
-    @property
-    def batch_input(self) -> str | None:
-        """The input requests can be joined on: the only one, with a dynamic batch axis."""
-        if len(self.inputs) == 1 and self.inputs[0].batch_dynamic:
-            return self.inputs[0].name
-        return None
 
     @property
     def batch_rows(self) -> Any:
@@ -282,6 +280,14 @@ def _load(
             "in a thread",
             name, version, exc,
         )  # fmt: skip
+    batch_input, per_row = None, None
+    if warmup_us != float("inf"):
+
+        def probe(feeds: Mapping[str, Array]) -> list[Array]:
+            outs = session.run(output_names, feeds, run_options)
+            return [rows_of(out) if isinstance(out, list) else out for out in outs]
+
+        batch_input, per_row = batch_axis.judge(f"{name} version {version}", inputs, probe)
     return LoadedModel(
         name=name,
         version=version,
@@ -293,6 +299,8 @@ def _load(
         load_seconds=time.perf_counter() - started,
         warmup_us=warmup_us,
         inline=warmup_us <= options.inline_max_us,
+        batch_input=batch_input,
+        per_row=per_row or (True,) * len(outputs),
         metrics=ModelMetrics(name, version),
         _output_names=output_names,
         _run_fast=session._sess.run,

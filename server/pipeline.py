@@ -247,7 +247,8 @@ class Pipeline:
         model, shadow, feeds, single = request
         if shadow is not None:
             self._shadows.submit(shadow, feeds, outputs)
-        data = predict.encode(model.name, model.version, model.outputs, outputs, single)
+        one_row = model.per_row if single else ()
+        data = predict.encode(model.name, model.version, model.outputs, outputs, one_row)
         version = model.version.encode("latin-1", errors="replace")
         return Answer(200, data, [(b"content-type", JSON), (b"x-model-version", version)])
 

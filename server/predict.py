@@ -28,11 +28,21 @@ def parse(raw: bytes, specs: Sequence[TensorSpec]) -> tuple[dict[str, Array], bo
 
 
 def encode(
-    name: str, version: str, specs: Sequence[TensorSpec], outputs: list[Array], single: bool
+    name: str,
+    version: str,
+    specs: Sequence[TensorSpec],
+    outputs: list[Array],
+    one_row: Sequence[bool],
 ) -> bytes:
     """The answer: the first output as ``prediction``; all of them under ``outputs`` when
-    several."""
-    values = [jsonable(out[0] if single else out) for out in outputs]
+    several. ``one_row``: for a one-row request, for each output whether it is that row's item
+    (an output with an item per row); empty for a batch."""
+    if one_row:
+        values = [
+            jsonable(out[0] if row else out) for out, row in zip(outputs, one_row, strict=True)
+        ]
+    else:
+        values = [jsonable(out) for out in outputs]
     body: dict[str, Any] = {"model": name, "modelVersion": version, "prediction": values[0]}
     if len(values) > 1:
         body["outputs"] = {spec.name: value for spec, value in zip(specs, values, strict=True)}

@@ -265,10 +265,11 @@ def lightgbm_classifier(directory: Path) -> ConvertedModel:
     return ConvertedModel("lightgbm-classifier", directory, {"input": IRIS_ROWS})
 
 
-def torch_export(directory: Path, seed: int = 0) -> ConvertedModel:
+def torch_export(directory: Path, seed: int = 0, *, dynamic_batch: bool = False) -> ConvertedModel:
     """``torch.onnx.export`` at its defaults (dynamo): model.onnx + model.onnx.data.
 
     ``seed`` sets the initial weights: another seed, another version of the same model.
+    ``dynamic_batch``: the batch axis dynamic (``dynamic_axes``, as most exports ask), not 1.
     """
     import contextlib
     import io
@@ -290,7 +291,13 @@ def torch_export(directory: Path, seed: int = 0) -> ConvertedModel:
     # The exporter prints its progress and warns about its own internals; neither is ours.
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        torch.onnx.export(Classifier().eval(), (torch.zeros(1, 4),), str(directory / "model.onnx"))
+        torch.onnx.export(
+            Classifier().eval(),
+            (torch.zeros(1, 4),),
+            str(directory / "model.onnx"),
+            input_names=["x"],
+            dynamic_axes={"x": {0: "batch"}} if dynamic_batch else None,
+        )
     return ConvertedModel("torch-export", directory, {"x": IRIS_ROWS[:1]})
 
 

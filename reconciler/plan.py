@@ -530,8 +530,14 @@ def _progressive_changes(
     wanted = model.production()
     stable = stable_version(actual)
     state = read_progressive(actual)
-    if wanted is None or stable is None or stable.sha256 == wanted.sha256:
-        # Nothing to roll out: no Production version yet, or models.yaml's is served.
+    if (
+        wanted is None
+        or stable is None
+        or stable.sha256 == wanted.sha256
+        or actual.moved_off_production(wanted.sha256)
+    ):
+        # Nothing to roll out: no Production version yet, models.yaml's is served, or it was
+        # served until a hand change in MLflow (undone at once, like any drift).
         yield from changes
         yield from _progressive_ended(model, actual, state)
         return

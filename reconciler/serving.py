@@ -285,7 +285,9 @@ def _model_moves(model: ModelSpec, actual: ActualModel) -> Iterator[ServingMove]
     yield from _canary_move(model, actual, served)
     if production is not None:
         becoming = _becoming(model.name, production, actual)
-        if not any(v.sha256 == production.sha256 for v in served):
+        if not any(v.sha256 == production.sha256 for v in served) and not (
+            actual.moved_off_production(production.sha256)
+        ):
             yield ServingMove(
                 model.name,
                 f"stage {Stage.PRODUCTION.value}",

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from contracts.registry import MANAGED_TAG, SHA256_TAG, TAG_PREFIX, Stage
+from contracts.registry import MANAGED_TAG, SHA256_TAG, STAGE_TAG, TAG_PREFIX, Stage
 
 LOCK_TAG = f"{TAG_PREFIX}apply-lock"
 """Marks the registered model that is the apply lock: only such a model is ever deleted."""
@@ -66,6 +66,17 @@ class ActualModel:
 
     def version(self, number: str) -> ActualVersion | None:
         return next((v for v in self.versions if v.version == number), None)
+
+    def moved_off_production(self, sha256: str) -> bool:
+        """Whether the version ``sha256`` is the one apply last made Production (its stage tag
+        says so) and MLflow's stage was moved off it since (by hand): putting it back undoes
+        drift, a return to what clients had, not a new version for them."""
+        found = self.by_sha256().get(sha256)
+        return (
+            found is not None
+            and found.stage is not Stage.PRODUCTION
+            and found.tags.get(STAGE_TAG) == Stage.PRODUCTION.value
+        )
 
 
 @dataclass(frozen=True, slots=True)

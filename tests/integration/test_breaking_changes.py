@@ -22,6 +22,7 @@ from tests.integration.test_reconciler import (  # noqa: F401 (fixtures)
     cli,
     client,
     stages,
+    transition_by_hand,
 )
 from tests.reconciler.logging_fixture import restore_logging  # noqa: F401 (autouse)
 from tests.support.converters import (
@@ -114,6 +115,48 @@ def test_a_breaking_change_is_planned_refused_then_applied_once_acknowledged(
     code, out, _ = cli("plan")
     assert code == 0, out
     assert says_no_changes(out), out
+
+
+def test_a_breaking_version_made_production_by_hand_is_undone_without_a_review(
+    cli: Cli,  # noqa: F811
+    client: MlflowClient,  # noqa: F811
+    unique_name: str,
+) -> None:
+    """Found in a new user's trial: someone moves Production by hand to an old version whose
+    signature differs (the servers refuse it and keep serving models.yaml's); putting
+    models.yaml's version back is drift undone at once, not a breaking change to acknowledge
+    nor a progressive rollout from the hand-set version."""
+    models = cli.models_file.parent / "models"
+    v1 = classifier(models / "four.onnx", 4)
+    v2 = classifier(models / "five.onnx", 5)
+    steps = {"steps": [50], "pause_seconds": 1, "min_requests": 1}
+    declared = {
+        "name": unique_name,
+        "progressive": steps,
+        "versions": [
+            {**v1, "stage": "Archived"},
+            {**v2, "stage": "Production", "breaking_change_acknowledged": "clients send five"},
+        ],
+    }
+    cli.write([{"name": unique_name, "versions": [{**v1, "stage": "Production"}]}])
+    assert cli("apply")[0] == 0
+    cli.write([{**declared, "progressive": None}])
+    code, out, err = cli("apply")
+    assert code == 0, out + err
+    cli.write([declared])
+    assert stages(client, unique_name) == {"1": "Archived", "2": "Production"}
+
+    transition_by_hand(client, unique_name, "1", "Production")
+    transition_by_hand(client, unique_name, "2", "Archived")
+    code, out, err = cli("plan")
+    assert code == 2, out + err
+    assert f"~ stage {unique_name} v2: Archived -> Production    # stage differs" in out
+    assert "BREAKING" not in out
+    assert "progressive rollout" not in out
+    code, out, err = cli("apply")
+    assert code == 0, out + err
+    assert stages(client, unique_name) == {"1": "Archived", "2": "Production"}
+    assert says_no_changes(cli("plan")[1])
 
 
 def test_behaviour_on_the_sample_is_planned_and_a_limit_refuses_then_lets_through(

@@ -47,6 +47,8 @@ class BehaviourDiff:
 
     def summary(self) -> str:
         """``1 of 3 row(s) differ, largest difference 0.0123``."""
+        if not self.outputs:
+            return f"not compared: no output in common ({', '.join(self.not_compared)})"
         text = f"{self.differing_rows} of {self.rows} row(s) differ"
         if self.max_abs_difference is not None:
             text += f", largest difference {self.max_abs_difference:.6g}"

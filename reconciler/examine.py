@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from reconciler.signature import load_session, signature_of
-from reconciler.trial import EXIT_REFUSED, feeds
+from reconciler.trial import EXIT_REFUSED, error_text, feeds
 
 
 def _jsonable(value: Any) -> Any:
@@ -38,11 +38,6 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:500]
-
-
 def examine(model_file: Path, row_sets: Mapping[str, Any]) -> dict[str, Any]:
     session = load_session(model_file)
     names = [arg.name for arg in session.get_outputs()]
@@ -54,7 +49,7 @@ def examine(model_file: Path, row_sets: Mapping[str, Any]) -> dict[str, Any]:
                 name: _jsonable(value) for name, value in zip(names, values, strict=True)
             }
         except Exception as exc:  # onnxruntime's own types; UnsupportedTensorType
-            outputs[rows_from] = {"error": _first_line(exc)}
+            outputs[rows_from] = {"error": error_text(exc)}
     return {"signature": signature_of(session).to_dict(), "outputs": outputs}
 
 
@@ -64,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         row_sets = json.loads(sys.stdin.read() or "{}")
         answer = examine(Path(args[0]), row_sets)
     except Exception as exc:  # the model does not load
-        print(json.dumps({"error": _first_line(exc)}))
+        print(json.dumps({"error": error_text(exc)}))
         return EXIT_REFUSED
     print(json.dumps(answer, allow_nan=False))
     return 0

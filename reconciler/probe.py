@@ -31,6 +31,7 @@ from reconciler.serving import (
 from reconciler.signature import Signature
 from reconciler.spec import Desired, SampleInput
 from reconciler.state import RegistryState
+from reconciler.trial import error_text
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,7 @@ class Artifacts(Protocol):
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return mask_credentials(text)[:300]
+    return mask_credentials(error_text(exc, 100_000))[:300]  # masked whole, then cut
 
 
 @dataclass(frozen=True, slots=True)

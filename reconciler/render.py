@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from contracts.redact import mask_credentials
 from reconciler.plan import Action, Change, Kind, Plan, Target, progressive_text
-from reconciler.serving import SignatureReview
+from reconciler.serving import REFUSED_VERDICT, SignatureReview
 from reconciler.signature import TensorDiff, TensorSpec, Verdict
 
 if TYPE_CHECKING:
@@ -264,7 +264,10 @@ def _signature_markdown(reviews: tuple[SignatureReview, ...]) -> list[str]:
     for item in reviews:
         # Names, dims and reasons come from models.yaml and from the model files: never markup.
         headline = f"**{_prose(item.headline())}**"
-        if item.breaking:
+        if item.breaking and item.move.acknowledged is None:
+            before, code, after = REFUSED_VERDICT
+            headline += f" {_prose(before)} {_code(code)} {_prose(after)}"
+        elif item.breaking:
             headline += f" {_prose(item.verdict_line())}"
         lines += [headline, ""]
         for line in item.behaviour_lines():

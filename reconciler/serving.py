@@ -23,6 +23,13 @@ from reconciler.state import ActualModel, ActualVersion, RegistryState
 ACKNOWLEDGE_FIELD = "breaking_change_acknowledged"
 """The version field of models.yaml that lets a breaking change through."""
 
+REFUSED_VERDICT = (
+    "BREAKING: apply refuses it; if clients are ready, set",
+    f"{ACKNOWLEDGE_FIELD}: <reason>",
+    "on this version in models.yaml",
+)
+"""The verdict on a breaking change not acknowledged: prose, the field to set (code), prose."""
+
 SignatureKey = tuple[str, str]
 """(model, ``sha256:<hex>`` or ``v<number>``): how a version's signature is looked up."""
 
@@ -202,10 +209,8 @@ class SignatureReview:
             return "no breaking change"
         if self.move.acknowledged is not None:
             return f"BREAKING, acknowledged in models.yaml: {self.move.acknowledged}"
-        return (
-            f"BREAKING: apply refuses it; if clients are ready, set `{ACKNOWLEDGE_FIELD}: "
-            f"<reason>` on this version in models.yaml"
-        )
+        before, code, after = REFUSED_VERDICT
+        return f"{before} `{code}` {after}"
 
     def to_dict(self) -> dict[str, Any]:
         move = self.move

@@ -63,7 +63,7 @@ def run(model_file: Path, sample: Any) -> int:
         if not defaulted:
             raise
         raise ValueError(
-            f'{_first_line(exc)} (the gate fed zeros, "" or False to {", ".join(defaulted)}: '
+            f'{error_text(exc)} (the gate fed zeros, "" or False to {", ".join(defaulted)}: '
             "declare sample_input with values the model accepts)"
         ) from exc
     if not outputs:
@@ -77,9 +77,10 @@ def _given(sample: Any, name: str, inputs: Sequence[Any]) -> bool:
     return sample is not None and bool(inputs) and inputs[0].name == name
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:500]
+def error_text(exc: BaseException, limit: int = 500) -> str:
+    """``exc``'s message on one line (onnxruntime's run over several: the dimensions that
+    differ are on the second), at most ``limit`` characters."""
+    return (" ".join(str(exc).split()) or type(exc).__name__)[:limit]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -88,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sample = json.loads(sys.stdin.read() or "null")
         count = run(Path(args[0]), sample)
     except Exception as exc:  # onnxruntime raises its own types; UnsupportedTensorType, ValueError
-        print(json.dumps({"error": _first_line(exc)}))
+        print(json.dumps({"error": error_text(exc)}))
         return EXIT_REFUSED
     print(json.dumps({"outputs": count}))
     return 0

@@ -146,9 +146,10 @@ class VolumeSync:
         new = Serving(current=current, candidate=candidate, rollout=rollout)
         if new != old:
             holder.serving = new
-            if current is not (old.current if old else None):
-                holder.last_error = None
             self._retire(old, new)
+        served = published is not None and published.directory == current.directory
+        if served and (published_candidate is None or candidate is not None):
+            holder.last_error = None  # what the volume names is served: nothing refused
 
     @staticmethod
     def _retire(old: Serving | None, new: Serving | None) -> None:

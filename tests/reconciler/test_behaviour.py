@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 
 from contracts.registry import MANAGED_TAG, SHA256_TAG, STAGE_TAG, Stage
@@ -19,11 +20,12 @@ from reconciler.plan import make_plan
 from reconciler.probe import SignatureProbe
 from reconciler.serving import Evidence, refusals
 from reconciler.spec import Desired, ModelsFile
+from reconciler.trial import error_text
 from tests.reconciler.fakes import FakeRegistry
 from tests.reconciler.test_apply import AUDIT, LOCK, make_desired
 from tests.reconciler.test_plan import A, B, actual, desired, managed
 from tests.reconciler.test_plan_signatures import S, key, promote_b
-from tests.support.onnx_models import BuiltModel, mlp_model, sha256_of
+from tests.support.onnx_models import BuiltModel, mlp_model, sha256_of, write_mlp
 
 F = np.float32
 ZIPMAP_A = [{0: 0.9, 1: 0.1}, {0: 0.2, 1: 0.8}]
@@ -92,8 +94,10 @@ def test_predictions_compared(
 
 
 def test_summary() -> None:
-    found = BehaviourDiff(3, 1, 0.0123, (), ("new",))
+    found = BehaviourDiff(3, 1, 0.0123, (OutputDiff("y", 1, 0.0123),), ("new",))
     assert found.summary() == "1 of 3 row(s) differ, largest difference 0.0123 (not compared: new)"
+    nothing = compare_predictions({"label": [1]}, {"output_label": [1]}, [])
+    assert nothing.summary() == "not compared: no output in common (label, output_label)"
 
 
 # --- limits in the plan (pure) ------------------------------------------------------------------
@@ -333,3 +337,17 @@ def test_the_evaluation_file_is_compared_too_and_never_read_outside_the_reposito
     assert isinstance(refused, str)
     assert refused.startswith(f"cannot read ../{outside.name}: ")
     assert "outside" in refused or "repository" in refused
+
+
+def test_an_onnxruntime_error_is_shown_whole_on_one_line(tmp_path: Path) -> None:
+    """onnxruntime says which dimension differs on its second line (a new user's trial saw
+    "Got invalid dimensions for input: X for the following indices" and nothing after)."""
+    session = ort.InferenceSession(
+        str(write_mlp(tmp_path / "m.onnx").path), providers=["CPUExecutionProvider"]
+    )
+    with pytest.raises(Exception) as caught:  # onnxruntime's errors are untyped
+        session.run(None, {"input": np.zeros((1, 10), np.float32)})
+    assert "\n" in str(caught.value)
+    text = error_text(caught.value)
+    assert "\n" not in text
+    assert "index: 1 Got: 10 Expected: 16" in text

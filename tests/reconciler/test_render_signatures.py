@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from markdown_it import MarkdownIt
+
 from contracts.registry import Stage
 from reconciler import render
 from reconciler.plan import Plan, make_plan
@@ -70,8 +72,10 @@ def test_markdown_has_a_signature_table_with_the_breaking_row() -> None:
     assert (
         f"**m stage Production\\: v1 \\-\\> {NEW_B}\\: 1 breaking\\, 1 compatible change\\(s\\)** "
         "BREAKING\\: apply refuses it\\; if clients are ready\\, set "
-        "\\`breaking\\_change\\_acknowledged\\: \\<reason\\>\\` on this version in models\\.yaml"
+        "` breaking_change_acknowledged: <reason> ` on this version in models\\.yaml"
     ) in lines
+    rendered = MarkdownIt("commonmark").enable("table").render("\n".join(lines))
+    assert "set <code>breaking_change_acknowledged: &lt;reason&gt;</code> on this" in rendered
     assert (
         "| ! breaking | input ` x ` | ` tensor(float)[N,4] ` | ` tensor(float)[N,5] ` | "
         "dim 1\\: 4 \\-\\> 5 \\(fixed size changed\\) |"

@@ -57,6 +57,11 @@ def test_loads_swaps_and_keeps_old_on_failure(volume: Path, tmp_path: Path) -> N
     assert holder.require().current is first  # inputs changed: refused
     assert "inputs/outputs changed" in (holder.last_error or "")
 
+    publish_version(volume, "m", "1", first.directory / "model.onnx")  # current back to 1
+    sync.sync()
+    assert holder.require().current is first
+    assert holder.last_error is None  # what the volume names is served: no refusal to show
+
     publish_version(volume, "m", "4", write_mlp(tmp_path / "b.onnx", seed=4).path)
     sync.sync()
     assert holder.require().current.version == "4"

@@ -11,7 +11,7 @@ from typing import Any
 
 import falcon.asgi
 
-from server.errors import add_error_serializer
+from server.errors import add_error_serializer, error_body, is_v2
 from server.holder import ModelTable
 from server.load import LoadOptions
 from server.metrics import MetricsFlusher
@@ -39,6 +39,18 @@ class ServerApp:
         falcon_app.add_middleware(self)  # process_startup / process_shutdown below
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        version = scope.get("http_version", "1.1") if scope["type"] == "http" else "1.1"
+        if version not in ("1.0", "1.1", "2"):  # uvicorn hands HTTP/0.9 on; Falcon: a 500
+            description = f"malformed HTTP request: HTTP/{version} is not HTTP/1.x"
+            body = error_body(is_v2(scope["path"]), "Bad Request", description)
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", b"%d" % len(body)),
+                (b"connection", b"close"),
+            ]
+            await send({"type": "http.response.start", "status": 400, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
         await self.falcon(scope, receive, send)
 
     def start(self) -> None:

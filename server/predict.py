@@ -13,7 +13,7 @@ import numpy as np
 from server.batcher import Array
 from server.errors import InvalidInputError
 from server.validation import TensorSpec, as_array
-from server.wire import dumps, jsonable, parse_json
+from server.wire import dumps, jsonable, parse_json, tensors_hold_strings
 
 
 def parse(raw: bytes, specs: Sequence[TensorSpec]) -> tuple[dict[str, Array], bool]:
@@ -24,7 +24,7 @@ def parse(raw: bytes, specs: Sequence[TensorSpec]) -> tuple[dict[str, Array], bo
             'the body must be a JSON object {"data": [...]} with one row or a list of '
             'rows, or {"data": {"<input name>": rows, ...}}'
         )
-    return feeds_from_data(body["data"], specs)
+    return feeds_from_data(body["data"], specs, strings=tensors_hold_strings(raw, body))
 
 
 def encode(
@@ -49,7 +49,9 @@ def encode(
     return dumps(body)
 
 
-def rows_from_data(data: Any, spec: TensorSpec, what: str = "'data'") -> tuple[Array, bool]:
+def rows_from_data(
+    data: Any, spec: TensorSpec, what: str = "'data'", *, strings: bool = True
+) -> tuple[Array, bool]:
     """The ``{"data": ...}`` body -> (array with a batch axis, whether it was one row).
 
     One row has the model's rank minus one (``[..16 numbers..]`` for ``float32[N,16]``); a batch
@@ -60,7 +62,7 @@ def rows_from_data(data: Any, spec: TensorSpec, what: str = "'data'") -> tuple[A
         raise InvalidInputError(
             f"{what} must be a JSON array (one row or a list of rows); expected {spec.describe()}"
         )
-    array = as_array(data, what, spec)
+    array = as_array(data, what, spec, strings=strings)
     # One row: the batch axis is dynamic, or fixed at 1 (torch.onnx.export's default).
     single = array.ndim == len(spec.shape) - 1 and bool(spec.shape) and spec.shape[0] in (None, 1)
     if single:
@@ -68,7 +70,9 @@ def rows_from_data(data: Any, spec: TensorSpec, what: str = "'data'") -> tuple[A
     return spec.check_array(array, what if not single else f"{what} (one row)"), single
 
 
-def feeds_from_data(data: Any, specs: Sequence[TensorSpec]) -> tuple[dict[str, Array], bool]:
+def feeds_from_data(
+    data: Any, specs: Sequence[TensorSpec], *, strings: bool = True
+) -> tuple[dict[str, Array], bool]:
     """The ``/predict`` ``data``: rows of the only input, or ``{input name: rows}`` for any
     number of inputs -> (feeds, whether it was one row)."""
     if type(data) is not dict:  # JSON objects decode to dict
@@ -78,7 +82,7 @@ def feeds_from_data(data: Any, specs: Sequence[TensorSpec]) -> tuple[dict[str, A
                 f"the model takes several inputs ({names}): send 'data' as an object "
                 '{"<input name>": rows, ...}'
             )
-        rows, single = rows_from_data(data, specs[0])
+        rows, single = rows_from_data(data, specs[0], strings=strings)
         return {specs[0].name: rows}, single
     expected = {spec.name for spec in specs}
     if set(data) != expected:
@@ -92,7 +96,8 @@ def feeds_from_data(data: Any, specs: Sequence[TensorSpec]) -> tuple[dict[str, A
     feeds: dict[str, Array] = {}
     singles = set()
     for spec in specs:
-        rows, single = rows_from_data(data[spec.name], spec, f"'data'[{spec.name!r}]")
+        what = f"'data'[{spec.name!r}]"
+        rows, single = rows_from_data(data[spec.name], spec, what, strings=strings)
         feeds[spec.name] = rows
         singles.add(single)
     if len(singles) > 1:

@@ -13,11 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from contracts.tensors import UnsupportedTensorType, numpy_dtype, onnx_type_of_v2
 from server.batcher import Array
 from server.errors import InvalidInputError, UnsupportedMediaTypeError
 from server.validation import TensorSpec, as_array, check_shape
-from server.wire import JSON, dumps, jsonable, media_type, parse_json
+from server.wire import JSON, dumps, jsonable, media_type, parse_json, tensors_hold_strings
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 """The binary extension's header: the JSON part's length; tensor bytes follow it."""
@@ -32,6 +31,8 @@ class InferRequest:
     body: dict[str, Any]
     binary: dict[str, bytes]
     """Input name -> its raw bytes (inputs sent with ``binary_data_size``)."""
+    strings: bool = True
+    """Whether the JSON tensors may hold strings (server.wire.tensors_hold_strings)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,14 +62,17 @@ def decode(
     """The request's bytes -> (the request, its feeds, the ``outputs`` it asks for)."""
     request = parse_request(raw, header_length)
     chosen = choose_outputs(request, outputs)
-    return request, read_inputs(request.body["inputs"], inputs, decode_binary(request)), chosen
+    feeds = read_inputs(request.body["inputs"], inputs, request.binary, strings=request.strings)
+    return request, feeds, chosen
 
 
 def parse_request(raw: bytes, header_length: str | None) -> InferRequest:
     """Split ``raw`` into the JSON header and the binary tensors it announces."""
     json_part, rest = raw, b""
     if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(raw):
+        if not (header_length.isascii() and header_length.isdigit()) or int(header_length) > len(
+            raw
+        ):
             raise InvalidInputError(
                 f"{HEADER_LENGTH} must be the JSON header's length, at most the body's "
                 f"{len(raw)} bytes"
@@ -98,7 +102,7 @@ def parse_request(raw: bytes, header_length: str | None) -> InferRequest:
         raise InvalidInputError(
             f"the body has {len(rest) - offset} bytes after the tensors its inputs declare"
         )
-    return InferRequest(body=body, binary=binary)
+    return InferRequest(body, binary, tensors_hold_strings(json_part, body))
 
 
 def _parameters(item: Any) -> Mapping[str, Any]:
@@ -106,36 +110,28 @@ def _parameters(item: Any) -> Mapping[str, Any]:
     return parameters if isinstance(parameters, Mapping) else {}
 
 
-def decode_binary(request: InferRequest) -> dict[str, Array]:
-    """The binary inputs as flat arrays of their declared datatype (shape checked later)."""
-    decoded: dict[str, Array] = {}
-    if not request.binary:
-        return decoded
-    items = {
-        str(item.get("name")): item for item in request.body["inputs"] if isinstance(item, Mapping)
-    }
-    for name, data in request.binary.items():
-        datatype = items[name].get("datatype")
-        try:
-            dtype = numpy_dtype(onnx_type_of_v2(str(datatype)))
-        except UnsupportedTensorType as exc:
-            raise InvalidInputError(f"input {name!r}: {exc}") from None
-        if dtype.kind == "O":
-            decoded[name] = _decode_strings(name, data)
-        elif len(data) % dtype.itemsize:
-            raise InvalidInputError(
-                f"input {name!r} has {len(data)} bytes, not a whole number of {datatype} values"
-            )
-        else:
-            decoded[name] = np.frombuffer(data, dtype=dtype.newbyteorder("<")).astype(dtype)
-    return decoded
+def decode_binary(spec: TensorSpec, data: bytes, count: int) -> Array:
+    """An input sent as binary tensor data, as a flat array of its (checked) datatype; BYTES
+    past ``count`` elements (what its shape holds) are not decoded."""
+    name = spec.name
+    if spec.dtype.kind == "O":
+        return _decode_strings(name, data, count)
+    if len(data) % spec.dtype.itemsize:
+        raise InvalidInputError(
+            f"input {name!r} has {len(data)} bytes, not a whole number of {spec.datatype} values"
+        )
+    return np.frombuffer(data, dtype=spec.dtype.newbyteorder("<")).astype(spec.dtype)
 
 
-def _decode_strings(name: str, data: bytes) -> Array:
+def _decode_strings(name: str, data: bytes, count: int) -> Array:
     """BYTES: each element is a 4-byte little-endian length and that many bytes (UTF-8)."""
     values: list[str] = []
     offset = 0
     while offset < len(data):
+        if len(values) == count:
+            raise InvalidInputError(
+                f"input {name!r} holds more than the {count} values of its shape"
+            )
         if offset + 4 > len(data):
             raise InvalidInputError(f"input {name!r}: a BYTES element is cut short")
         size = int.from_bytes(data[offset : offset + 4], "little")
@@ -147,17 +143,22 @@ def _decode_strings(name: str, data: bytes) -> Array:
         except UnicodeDecodeError:
             raise InvalidInputError(f"input {name!r}: a BYTES element is not UTF-8") from None
         offset += 4 + size
-    return np.array(values, dtype=str)  # checked and cast like JSON strings
+    strings = np.empty(len(values), dtype=object)  # never padded to the longest
+    strings[:] = values
+    return strings
 
 
 def read_inputs(
     inputs: Any,
     specs: Sequence[TensorSpec],
-    binary: Mapping[str, Array] | None = None,
+    binary: Mapping[str, bytes] | None = None,
+    *,
+    strings: bool = True,
 ) -> dict[str, Array]:
     """The V2 ``inputs`` list -> feeds, each checked against the model's input of that name.
 
-    ``binary``: the inputs sent with the binary tensor data extension, already decoded."""
+    ``binary``: the inputs sent with the binary tensor data extension, decoded once their
+    datatype and shape are checked; ``strings``: whether the JSON tensors may hold strings."""
     by_name = {spec.name: spec for spec in specs}
     expected = ", ".join(spec.describe() for spec in specs)
     if not isinstance(inputs, list) or not inputs:
@@ -179,8 +180,10 @@ def read_inputs(
                 f"for {spec.describe()}"
             )
         shape = check_shape(item.get("shape"), f"input {name!r}")
-        data = binary.get(spec.name) if binary else None
-        array = data if data is not None else as_array(item.get("data"), f"input {name!r}", spec)
+        if binary and spec.name in binary:
+            array = decode_binary(spec, binary[spec.name], math.prod(shape))
+        else:
+            array = as_array(item.get("data"), f"input {name!r}", spec, strings=strings)
         if array.size != math.prod(shape):
             raise InvalidInputError(
                 f"input {name!r} has {array.size} values; shape {shape} needs {math.prod(shape)}"

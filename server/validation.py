@@ -16,7 +16,7 @@ from contracts.tensors import numpy_dtype, v2_datatype
 from server.errors import InvalidInputError
 
 # Which kinds of JSON-decoded arrays each target kind accepts (JSON integers feed float inputs).
-_ACCEPTED_KINDS = {"f": "fiu", "i": "iu", "u": "iu", "b": "b", "O": "U"}  # ranges: _cast
+_ACCEPTED_KINDS = {"f": "fiu", "i": "iu", "u": "iu", "b": "b", "O": "UO"}  # ranges: _cast
 _KIND_WORDS = {
     "f": "numbers with a fraction",
     "i": "integers",
@@ -117,7 +117,17 @@ def _cast(array: np.ndarray[Any, Any], spec: TensorSpec, what: str) -> np.ndarra
         ) from None
 
 
-def as_array(data: Any, what: str, spec: TensorSpec) -> np.ndarray[Any, Any]:
+def as_array(
+    data: Any, what: str, spec: TensorSpec, *, strings: bool = True
+) -> np.ndarray[Any, Any]:
+    """JSON ``data`` as an array for ``spec``. ``strings``: it may hold strings (False when the
+    caller counted none, server.wire.tensors_hold_strings). Strings are read as Python objects,
+    never into numpy's fixed-width strings: one long string among a million short ones would
+    be padded to gigabytes."""
+    if strings or spec.dtype.kind == "O":
+        objects = _objects(data, what, spec)
+        if spec.dtype.kind == "O":
+            return objects
     try:
         array = np.asarray(data)
     except (ValueError, TypeError) as exc:
@@ -126,11 +136,32 @@ def as_array(data: Any, what: str, spec: TensorSpec) -> np.ndarray[Any, Any]:
         ) from None
     if spec.dtype.kind in "iu" and array.dtype.kind in "fO" and array.size:
         array = _whole_numbers(data, array, what, spec)
-    if array.dtype.kind == "O" and spec.dtype.kind != "O":
+    if array.dtype.kind == "O":  # (a string input's array is made above)
         raise InvalidInputError(
             f"{what} holds mixed values or nulls; expected {spec.dtype.name} for {spec.describe()}"
         )
     return array
+
+
+def _objects(data: Any, what: str, spec: TensorSpec) -> np.ndarray[Any, Any]:
+    """``data`` as an object array: for a string input strings only, for the others none."""
+    objects = np.asarray(data, dtype=object)
+    kinds = {type(value) for value in objects.flat}
+    if spec.dtype.kind == "O" and kinds and kinds != {str}:
+        if kinds & {list, dict}:
+            raise InvalidInputError(
+                f"{what} is not a rectangular array; expected {spec.describe()}"
+            )
+        found = "strings and other values" if str in kinds else _KIND_WORDS.get(
+            np.asarray(objects.tolist()).dtype.kind, "mixed values or nulls")  # fmt: skip
+        raise InvalidInputError(
+            f"{what} has {found}; expected {spec.dtype.name} values for {spec.describe()}"
+        )
+    if spec.dtype.kind != "O" and str in kinds:
+        raise InvalidInputError(
+            f"{what} has strings; expected {spec.dtype.name} values for {spec.describe()}"
+        )
+    return objects
 
 
 def _whole_numbers(

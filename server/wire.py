@@ -27,6 +27,32 @@ def parse_json(raw: bytes) -> Any:
         raise InvalidJsonError(str(exc)) from None
 
 
+def tensors_hold_strings(raw: bytes, body: Any) -> bool:
+    """Whether the tensors of the JSON ``body`` parsed from ``raw`` (the values of its ``data``
+    keys) may hold strings: ``raw`` has more quotes (``"`` or ``\\u0022``) than the rest of
+    ``body`` needs. A C-speed count instead of a look at every value."""
+    return raw.count(b'"') + raw.count(b"\\u0022") > _quotes(body)
+
+
+def _quotes(value: Any) -> int:
+    """The quotes the JSON text of ``value`` has outside its tensors (a ``data`` key's value;
+    its keys when it is an object of named inputs)."""
+    if isinstance(value, str):
+        return 2 + value.count('"')
+    if isinstance(value, dict):
+        total = 0
+        for key, item in value.items():
+            total += _quotes(key)
+            if key != "data":
+                total += _quotes(item)
+            elif isinstance(item, dict):  # named inputs: their names
+                total += sum(_quotes(name) for name in item)
+        return total
+    if isinstance(value, list):
+        return sum(_quotes(item) for item in value)
+    return 0
+
+
 def dumps(value: Any) -> bytes:
     return orjson.dumps(value, option=JSON_OPTIONS)
 

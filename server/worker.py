@@ -167,6 +167,7 @@ class HttpProtocol(asyncio.Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._held_head = b""  # an upgrade request's head, to parse its body again
         self._head_bytes = 0
+        self._head_received = 0  # bytes read since a head began, while it is incomplete
         self._body: list[bytes] = []
         self._body_size = 0
         self._peer: tuple[str, int] | None = None
@@ -209,10 +210,14 @@ class HttpProtocol(asyncio.Protocol):
         shared = self._shared
         # Alone, nothing to join: its predictions are answered once parsed (see _next).
         alone = shared.answer_after_parse = len(shared.connections) == 1
+        if self._head_started is not None:  # a head arriving over several reads
+            self._head_received += len(data)
         try:
             self._parse(data)
         finally:
             shared.answer_after_parse = False
+        if self._head_started is not None and self._head_received > _MAX_HEAD_BYTES:
+            self._head_too_large()  # one header value without an end: httptools holds it whole
         if alone and shared.arrived:
             _answer_arrived(shared)
 
@@ -245,7 +250,7 @@ class HttpProtocol(asyncio.Protocol):
         self._head_started = self._message_started = time.monotonic()
         self._url = b""
         self._headers = []
-        self._head_bytes = 0
+        self._head_bytes = self._head_received = 0
         self._body = []
         self._body_size = 0
 

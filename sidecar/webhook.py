@@ -119,13 +119,14 @@ def verify(
         raise WebhookRejectedError(
             f"timestamp {sent_at} is {now - sent_at:.0f}s away from now (limit {max_age:.0f}s)"
         )
-    expected = sign(secret, delivery_id, timestamp, body)
-    offered = [part.strip() for part in signature.split(" ")]
-    if not any(hmac.compare_digest(expected, candidate) for candidate in offered):
+    expected = sign(secret, delivery_id, timestamp, body).encode()
+    offered = [part.strip().encode("utf-8", "replace") for part in signature.split(" ")]
+    if not any(hmac.compare_digest(expected, candidate) for candidate in offered):  # as bytes:
+        # compare_digest refuses str with non-ASCII characters (a TypeError, once a 500)
         raise WebhookRejectedError("signature does not match (wrong secret or altered body)")
     try:
         payload = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: 100,000 nested brackets
         raise MalformedDeliveryError("body is not JSON") from None
     if not isinstance(payload, dict):
         raise MalformedDeliveryError("body is not a JSON object")

@@ -313,6 +313,24 @@ def test_huge_headers_are_refused(served: Served) -> None:
     served.assert_same_worker()
 
 
+def test_a_header_value_without_an_end_is_refused(served: Served) -> None:
+    """httptools hands a header over when its value ends: one that never ends was read on for
+    2,000 MiB (a hostile tester's), the worker at 600 MB and 100 % CPU, other requests stalled."""
+    with Raw(served.url) as raw:
+        raw.send(b"GET /v2/health/live HTTP/1.1\r\nHost: t\r\nX-Big: ")
+        for _ in range(
+            64
+        ):  # 4 MiB, never ending; the refusal comes within the first 64 KiB + a read
+            try:
+                raw.send(b"a" * 65536)
+            except OSError:  # refused and closed while sending
+                break
+        reply = raw.reply()
+        assert reply.status == 431, reply
+        assert raw.closed_by_server()
+    served.assert_same_worker()
+
+
 DEEP = b'{"data": ' + b"[" * 5000 + b"]" * 5000 + b"}"
 NESTED = b'{"data": ' + b"[" * 60 + b"1" + b"]" * 60 + b"}"
 BAD_BODIES: list[tuple[str, bytes, str | None, int]] = [

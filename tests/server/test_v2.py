@@ -3,6 +3,8 @@ filter, media types; the refusals a careless or hostile client meets."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import orjson
 import pytest
@@ -35,7 +37,7 @@ def test_binary_inputs_are_decoded_by_datatype() -> None:
         floats,
     )  # fmt: skip
     request = v2.parse_request(raw, length)
-    feeds = v2.read_inputs(request.body["inputs"], [FLOATS], v2.decode_binary(request))
+    feeds = v2.read_inputs(request.body["inputs"], [FLOATS], request.binary)
     assert feeds["x"].tolist() == [[1.5, -2.0]]
     assert feeds["x"].dtype == np.float32
 
@@ -48,7 +50,7 @@ def test_binary_strings_are_length_prefixed_utf8() -> None:
         data,
     )  # fmt: skip
     request = v2.parse_request(raw, length)
-    feeds = v2.read_inputs(request.body["inputs"], [TEXT], v2.decode_binary(request))
+    feeds = v2.read_inputs(request.body["inputs"], [TEXT], request.binary)
     assert feeds["text"].tolist() == ["\u00e9t\u00e9", ""]
 
 
@@ -61,9 +63,10 @@ def test_binary_strings_are_length_prefixed_utf8() -> None:
         ([{"name": "x", "shape": [1, 2], "datatype": "FP32"}], b"\0" * 8, None, "after the"),
         ([{"name": "x"}], b"", "abc", "Inference-Header-Content-Length"),
         ([{"name": "x"}], b"", "999999", "Inference-Header-Content-Length"),
+        ([{"name": "x"}], b"", "\u00b2", "Inference-Header-Content-Length"),  # isdigit() says yes
     ],
     ids=["size-past-the-end", "negative", "bool-size", "trailing-bytes", "length-text",
-         "length-past-the-end"],
+         "length-past-the-end", "length-superscript-digit"],
 )  # fmt: skip
 def test_framing_errors_are_400(
     inputs: list[dict[str, object]], tensors: bytes, length: str | None, words: str
@@ -73,25 +76,34 @@ def test_framing_errors_are_400(
         v2.parse_request(raw, length or real_length)
 
 
+ONE_FLOAT = TensorSpec.from_onnxruntime("x", "tensor(float)", [None])
+ONE_TEXT = TensorSpec.from_onnxruntime("x", "tensor(string)", [None])
+
+
 @pytest.mark.parametrize(
-    ("datatype", "data", "words"),
+    ("spec", "datatype", "data", "words"),
     [
-        ("FP32", b"\0" * 7, "whole number"),
-        ("BYTES", b"\x05\0\0\0ab", "cut short"),
-        ("BYTES", b"\x02\0", "cut short"),
-        ("BYTES", _strings(b"\xff"), "not UTF-8"),
-        ("BF16", b"\0\0", "not supported"),
+        (ONE_FLOAT, "FP32", b"\0" * 7, "whole number"),
+        (ONE_TEXT, "BYTES", b"\x05\0\0\0ab", "cut short"),
+        (ONE_TEXT, "BYTES", b"\x02\0", "cut short"),
+        (ONE_TEXT, "BYTES", _strings(b"\xff"), "not UTF-8"),
+        (ONE_TEXT, "BYTES", _strings(b"a", b"b"), "more than the 1 values of its shape"),
+        (ONE_FLOAT, "BF16", b"\0\0", "datatype 'BF16'; expected 'FP32'"),
+        # Checked before a byte is decoded (a million empty strings once took 2 GB):
+        (ONE_FLOAT, "BYTES", _strings(b"x" * 250, *[b""] * 1000), "datatype 'BYTES'"),
     ],
-)
-def test_bad_tensor_bytes_are_400(datatype: str, data: bytes, words: str) -> None:
+    ids=["fp32-cut", "bytes-cut", "bytes-length-cut", "not-utf8", "beyond-the-shape",
+         "unsupported-datatype", "bytes-to-a-float-input"],
+)  # fmt: skip
+def test_bad_tensor_bytes_are_400(spec: TensorSpec, datatype: str, data: bytes, words: str) -> None:
     raw, length = _binary_request(
         [{"name": "x", "shape": [1], "datatype": datatype,
           "parameters": {"binary_data_size": len(data)}}],
         data,
     )  # fmt: skip
     request = v2.parse_request(raw, length)
-    with pytest.raises(InvalidInputError, match=words):
-        v2.decode_binary(request)
+    with pytest.raises(InvalidInputError, match=re.escape(words)):
+        v2.read_inputs(request.body["inputs"], [spec], request.binary)
 
 
 def test_outputs_filter_and_binary_answer() -> None:

@@ -4,17 +4,20 @@ and server.v2)."""
 from __future__ import annotations
 
 import re
+import tracemalloc
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 
+from server import predict
 from server.errors import InvalidInputError
 from server.predict import feeds_from_data, rows_from_data
 from server.v2 import read_inputs as v2_inputs
 from server.v2 import tensor_metadata
 from server.validation import TensorSpec, check_shape
-from server.wire import jsonable
+from server.wire import jsonable, tensors_hold_strings
 
 FLOAT_16 = TensorSpec.from_onnxruntime("input", "tensor(float)", ["N", 16])
 INT_3 = TensorSpec.from_onnxruntime("ids", "tensor(int64)", [None, 3])
@@ -132,7 +135,7 @@ def test_named_inputs_one_row_and_batches() -> None:
         ({"x": [1.5]}, "missing: ['colour']"),
         ({"x": [1.5], "colour": ["a"], "y": [1]}, "unknown: ['y']"),
         ({"x": [1.5], "colour": [["a"], ["b"]]}, "mixes one row and lists of rows"),
-        ({"x": ["a"], "colour": ["a"]}, "'data'['x'] (one row) has strings"),
+        ({"x": ["a"], "colour": ["a"]}, "'data'['x'] has strings"),
     ],
 )
 def test_named_inputs_refused(data: Any, words: str) -> None:
@@ -189,3 +192,61 @@ def test_zipmap_outputs_are_sequences_of_maps() -> None:
     assert tensor_metadata(spec) == {"name": "p", "datatype": "BYTES", "shape": [-1]}
     assert jsonable({"a": 0.5}) == {"a": 0.5}
     assert jsonable("label") == "label"
+
+
+# --- strings are never padded to the longest (a hostile tester's 8 MB body took 2 GB) ---------
+
+TEXT_ONLY = TensorSpec.from_onnxruntime("text", "tensor(string)", [None])
+FLOAT_1 = TensorSpec.from_onnxruntime("x", "tensor(float)", [None])
+LONG_AND_MANY = ["x" * 2000, *[""] * 100_000]
+"""200 KB of JSON that numpy's fixed-width strings make 800 MB (2000 characters x 4 bytes each)."""
+
+
+def _peak_bytes(work: Any) -> int:
+    tracemalloc.start()
+    try:
+        work()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_strings_for_a_number_input_are_refused_without_padding() -> None:
+    raw = orjson.dumps({"data": LONG_AND_MANY})
+    assert tensors_hold_strings(raw, orjson.loads(raw))
+
+    def refuse() -> None:
+        with pytest.raises(InvalidInputError, match="has strings; expected float32"):
+            predict.parse(raw, [FLOAT_1])
+
+    assert _peak_bytes(refuse) < 50_000_000
+
+
+def test_strings_for_a_string_input_are_python_strings_not_padded() -> None:
+    raw = orjson.dumps({"data": LONG_AND_MANY})
+    feeds: dict[str, Any] = {}
+    peak = _peak_bytes(lambda: feeds.update(predict.parse(raw, [TEXT_ONLY])[0]))
+    assert peak < 50_000_000
+    assert feeds["text"].dtype == object
+    assert feeds["text"].tolist() == LONG_AND_MANY
+    with pytest.raises(InvalidInputError, match="has strings and other values"):
+        predict.parse(orjson.dumps({"data": ["a", 1]}), [TEXT_ONLY])
+    with pytest.raises(InvalidInputError, match="has integers; expected object"):
+        predict.parse(orjson.dumps({"data": [1, 2]}), [TEXT_ONLY])
+
+
+@pytest.mark.parametrize(
+    ("raw", "strings"),
+    [
+        (b'{"data": [1.5, 2]}', False),
+        (b'{"data": {"a": [1], "b\\"c": [2]}}', False),  # quotes in names are counted
+        (b'{"data": [1, "2"]}', True),
+        (b'{"data": [1, "\\u0022"]}', True),
+        # A quote written as \u0022 in a key cannot hide the quotes of a string in the tensor:
+        (b'{"\\u0022\\u0022": 1, "data": [1, ""]}', True),
+        (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]}', False),
+        (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": ["1"]}]}', True),
+    ],
+)
+def test_strings_in_tensors_are_counted_from_the_quotes(raw: bytes, strings: bool) -> None:
+    assert tensors_hold_strings(raw, orjson.loads(raw)) is strings

@@ -133,6 +133,18 @@ def test_http_1_0_is_answered_then_closed(url: str) -> None:
         assert raw.closed_by_server()
 
 
+@pytest.mark.parametrize(
+    "line", [b"GET /v2/health/live", b"GET /v2/health/live HTTP/0.9"], ids=["none", "0.9"]
+)
+def test_a_request_line_without_http_1x_is_400(url: str, line: bytes) -> None:
+    """uvicorn hands such a request on to the app, where Falcon answered 500 (a tester's)."""
+    with Raw(url) as raw:
+        raw.send(line + b"\r\nHost: x\r\n\r\n")
+        reply = raw.reply()
+        assert reply.status == 400, reply
+        assert b"is not HTTP/1.x" in reply.body
+
+
 def test_expect_100_continue(url: str) -> None:
     with Raw(url) as raw:
         head = http_request(

@@ -54,11 +54,27 @@ def test_a_delivery_signed_by_mlflow_is_accepted_and_names_the_model() -> None:
             "missing",
         ),
         (lambda: {**headers(), "X-MLflow-Timestamp": "yesterday"}, BODY, "unix seconds"),
+        # compare_digest raised TypeError on a non-ASCII str (a 500, found by a tester):
+        (lambda: {**headers(), "X-MLflow-Signature": "v1,\u00e9"}, BODY, "signature"),
     ],
-    ids=["wrong-secret", "altered-body", "stale", "future", "unsigned", "bad-timestamp"],
+    ids=[
+        "wrong-secret",
+        "altered-body",
+        "stale",
+        "future",
+        "unsigned",
+        "bad-timestamp",
+        "non-ascii-signature",
+    ],
 )
 def test_forged_stale_or_unsigned_deliveries_are_rejected(
     make: Callable[[], dict[str, str]], body: str, reason: str
 ) -> None:
     with pytest.raises(WebhookRejectedError, match=reason):
         verify(SECRET, make(), body.encode(), now=time.time(), max_age=300)
+
+
+def test_a_signed_body_nested_past_the_recursion_limit_is_refused_as_malformed() -> None:
+    body = "[" * 100_000 + "]" * 100_000
+    with pytest.raises(WebhookRejectedError, match="not JSON"):
+        verify(SECRET, headers(body=body), body.encode(), now=time.time(), max_age=300)

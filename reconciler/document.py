@@ -11,7 +11,9 @@ reading its own few lines.
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,7 @@ from ruamel.yaml.events import (
 )
 from ruamel.yaml.reader import ReaderError
 
+from reconciler import sources
 from reconciler.errors import Problem, SpecError
 
 MAX_FILE_BYTES = 1 << 20
@@ -58,11 +61,21 @@ def round_trip_yaml() -> YAML:
     return yaml
 
 
+_OUTSIDE = (
+    "a symbolic link to a file outside the repository: models.yaml is a file of the repository"
+)
+
+
 def read(path: Path) -> Any:
     """The round-trip document in ``path`` (None if empty); SpecError with a located problem."""
     name = str(path)
+    if not sources.inside_repository(path):  # a pull request's link to /etc/shadow: its lines
+        raise SpecError([Problem(name, 0, "", _OUTSIDE)])  # would be quoted in the plan
     try:
-        with path.open("rb") as handle:  # bounded read: /dev/zero or a huge file stop here
+        # Not blocking (a FIFO), a regular file only, a bounded read (/dev/zero, a huge file).
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise SpecError([Problem(name, 0, "", "not a regular file: models.yaml is text")])
             data = handle.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise SpecError([Problem(name, 0, "", f"cannot read: {exc.strerror or exc}")]) from None

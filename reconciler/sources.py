@@ -72,7 +72,14 @@ def resolve(models_file: Path, source: str) -> Path:
         )
     if any(part.casefold() == GIT_DIR for part in resolved.relative_to(root).parts):
         raise SourceError(source, f"inside {GIT_DIR}: git's own files are never a model")
+    if resolved == root:  # its .git would be read and hashed with the model
+        raise SourceError(source, "the whole repository: give the folder of the model's files")
     return resolved
+
+
+def inside_repository(models_file: Path) -> bool:
+    """Whether models.yaml, followed if it is a link, is a file of its repository."""
+    return Path(os.path.realpath(models_file)).is_relative_to(repository_root(models_file))
 
 
 def identify(models_file: Path, source: str) -> tuple[Path, str]:

@@ -429,15 +429,36 @@ def test_git_files_are_never_a_source(repo: Path, source: str) -> None:
     assert _refusal(path).endswith("source: inside .git: git's own files are never a model")
 
 
-def test_a_models_yaml_linked_from_elsewhere_does_not_move_the_repository(repo: Path) -> None:
+def test_a_models_yaml_linked_from_elsewhere_is_refused_unread(repo: Path) -> None:
+    """A pull request's models.yaml -> /etc/shadow had each account's line quoted as an
+    unknown field in the plan (a tester's)."""
     elsewhere = repo.parent / "elsewhere"
     built = write_mlp(elsewhere / "m.onnx")
     target = _declare(elsewhere, "../elsewhere/m.onnx", sha256=built.sha256)
-    (repo / "models.yaml").symlink_to(target)
     assert spec.load(target).local_path("../elsewhere/m.onnx") == built.path
+    (repo / "models.yaml").symlink_to(target)
     assert _refusal(repo / "models.yaml").endswith(
-        f"source: leaves the repository ({repo}); sources are files in it"
+        "a symbolic link to a file outside the repository: models.yaml is a file of the repository"
     )
+    secret = repo.parent / "shadow"
+    secret.write_text("root:$6$secret-hash:20228:0:99999:7:::\n")
+    (repo / "other.yaml").symlink_to(secret)
+    assert "secret-hash" not in _refusal(repo / "other.yaml")
+    (repo / "inside.yaml").symlink_to(repo / "models.yaml")  # a link within is followed
+    assert _refusal(repo / "inside.yaml").endswith("outside the repository: models.yaml is a "
+                                                   "file of the repository")  # fmt: skip
+
+
+def test_a_models_yaml_that_is_a_fifo_is_refused_without_blocking(repo: Path) -> None:
+    os.mkfifo(repo / "models.yaml")  # reading it would block for ever
+    assert _refusal(repo / "models.yaml").endswith("not a regular file: models.yaml is text")
+
+
+def test_the_whole_repository_is_not_a_directory_source(repo: Path) -> None:
+    """Its .git was listed and hashed with the model (`source: .`, or `examples/..`)."""
+    for source in (".", "models/.."):
+        path = _declare(repo, source)
+        assert _refusal(path).endswith("the whole repository: give the folder of the model's files")
 
 
 def test_a_special_file_is_refused_without_reading_it(repo: Path) -> None:

@@ -153,9 +153,10 @@ def run(args: argparse.Namespace, settings: ReconcilerSettings) -> int:
         _print(spec.json_schema())
         return EXIT_OK
     if args.command == "add-version":
-        from reconciler.edit import add_version, sample_input_from_json
+        from reconciler.edit import add_version, roles_changed, sample_input_from_json
 
         sample = None if args.sample_input is None else sample_input_from_json(args.sample_input)
+        before = spec.load(args.file, check_files=False) if args.file.exists() else None
         entry = add_version(
             args.file,
             model=args.model,
@@ -167,6 +168,8 @@ def run(args: argparse.Namespace, settings: ReconcilerSettings) -> int:
             sample_input=sample,
         )
         _print(f"added to {args.file}: {args.model} {entry['source']} sha256 {entry['sha256']}\n")
+        changed = roles_changed(before, spec.load(args.file, check_files=False), args.model)
+        _print("".join(f"  and in {args.file}: {args.model} {words}\n" for words in changed))
         return EXIT_OK
     if args.command == "validate":
         desired = spec.load(args.file, check_files=not args.no_files, lock_name=settings.lock_name)

@@ -200,3 +200,24 @@ def _replace_checked(path: Path, text: str) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(scratch)
+
+
+def roles_changed(before: spec.Desired | None, after: spec.Desired, model: str) -> list[str]:
+    """What else an add-version changed in ``model``'s other versions, in words: ``1a2b3c4d5e6f
+    stage Production -> Archived``, ``1a2b3c4d5e6f alias live removed``."""
+    if before is None:
+        return []
+    old = {v.sha256: v for m in before.file.models if m.name == model for v in m.versions}
+    words = []
+    for version in (v for m in after.file.models if m.name == model for v in m.versions):
+        was = old.get(version.sha256)
+        if was is None:
+            continue
+        if was.stage != version.stage:
+            words.append(f"{version.sha256[:12]} stage {was.stage.value} -> {version.stage.value}")
+        words += [
+            f"{version.sha256[:12]} alias {alias} removed"
+            for alias in was.aliases
+            if alias not in version.aliases
+        ]
+    return words

@@ -570,7 +570,7 @@ def _progressive_changes(
         target,
         before=stable.version,
         after=progressive.steps_text(progressive.steps_of(model.progressive.steps)),
-        reason=f"a new Production version: apply registers and gates it and starts the first "
+        reason=f"Production moves to it step by step: apply gates it and starts the first "
         f"step; v{stable.version} stays Production until `promote` has passed every step",
     )
 

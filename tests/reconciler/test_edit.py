@@ -277,3 +277,17 @@ def test_the_command_line_takes_a_sample_input_and_refuses_a_bad_one_leaving_the
     [version] = spec.load(path).file.models[0].versions
     assert (version.sample_input, version.stage) == ([["0.5", "x"]], Stage.STAGING)
     assert '        sample_input: [["0.5", "x"]]\n' in path.read_text()
+    capsys.readouterr()
+    v2 = make_onnx("v2.onnx", seed=2)
+    argv = ["add-version", "-f", str(path), "--model", "m", "--source", "models/v2.onnx"]
+    assert main([*argv, "--stage", "Production"]) == 0
+    v3 = make_onnx("v3.onnx", seed=3)
+    argv = ["add-version", "-f", str(path), "--model", "m", "--source", "models/v3.onnx"]
+    assert main([*argv, "--stage", "Production"]) == 0
+    assert (
+        capsys.readouterr().out.splitlines()[-2:]
+        == [  # what else it changed, said
+            f"added to {path}: m models/v3.onnx sha256 {v3.sha256}",
+            f"  and in {path}: m {v2.sha256[:12]} stage Production -> Archived",
+        ]
+    )

@@ -92,6 +92,8 @@ class _Shared:
     keepalive: float
     body_timeout: float = 30.0
     """Most seconds one request (head and body) may take to arrive, however it trickles."""
+    max_connections: int = 1000
+    """gunicorn's ``worker_connections``: a connection beyond it is closed when accepted."""
     connections: set[HttpProtocol] = field(default_factory=set)
     stopping: bool = False
     arrived: list[tuple[HttpProtocol, _Request, str | None]] = field(default_factory=list)
@@ -184,6 +186,9 @@ class HttpProtocol(asyncio.Protocol):
         local = transport.get_extra_info("sockname")
         self._peer = tuple(peer[:2]) if isinstance(peer, tuple) else None
         self._local = tuple(local[:2]) if isinstance(local, tuple) else None
+        if len(self._shared.connections) >= self._shared.max_connections:
+            transport.close()  # idle sockets by the thousand ran the worker out of descriptors
+            return
         self._shared.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -597,6 +602,7 @@ class HttpWorker(Worker):  # type: ignore[misc]
             max_body_bytes=app.settings.max_body_bytes,
             keepalive=float(self.cfg.keepalive),
             body_timeout=app.settings.body_timeout_seconds,
+            max_connections=int(self.cfg.worker_connections),
         )
         app.start()
         servers = [

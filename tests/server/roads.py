@@ -291,9 +291,14 @@ class _ThreadLoop(uvloop.Loop):  # type: ignore[misc]
 
 
 def _gunicorn_worker(
-    worker_class: str, app: Any, listeners: list[_Listener], keepalive: int
+    worker_class: str,
+    app: Any,
+    listeners: list[_Listener],
+    keepalive: int,
+    settings: Mapping[str, str] | None = None,
 ) -> Any:
-    """An instance of ``worker_class`` as gunicorn's arbiter makes one (before its fork)."""
+    """An instance of ``worker_class`` as gunicorn's arbiter makes one (before its fork);
+    ``settings``: more of gunicorn's (``worker_connections``...)."""
     from gunicorn.config import Config
     from gunicorn.glogging import Logger
     from gunicorn.util import load_class
@@ -301,6 +306,8 @@ def _gunicorn_worker(
     cfg = Config()
     cfg.set("keepalive", str(keepalive))
     cfg.set("graceful_timeout", "5")
+    for name, value in (settings or {}).items():
+        cfg.set(name, value)
     cls = load_class(worker_class)
     worker = cls(1, os.getppid(), listeners, None, 30, cfg, Logger(cfg))
     worker.wsgi = app  # what Worker.load_wsgi() sets from the app gunicorn loaded
@@ -315,10 +322,20 @@ class WorkerServer(SocketRoad):
     stop at once: each worker notices within half a second).
     """
 
-    def __init__(self, road: str, app: Any, *, ports: Sequence[int] = (0,), keepalive: int = 5):
+    def __init__(
+        self,
+        road: str,
+        app: Any,
+        *,
+        ports: Sequence[int] = (0,),
+        keepalive: int = 5,
+        settings: Mapping[str, str] | None = None,
+    ):
         self._listeners = [_Listener(port) for port in ports]
         super().__init__(road, [listener.port for listener in self._listeners])
-        self._worker = _gunicorn_worker(WORKER_ROADS[road], app, self._listeners, keepalive)
+        self._worker = _gunicorn_worker(
+            WORKER_ROADS[road], app, self._listeners, keepalive, settings
+        )
         self._failure: list[BaseException] = []
         self._server: Any = None
         self._thread = threading.Thread(target=self._main, name=f"{road}-{self.port}", daemon=True)

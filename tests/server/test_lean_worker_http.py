@@ -11,14 +11,23 @@ import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import orjson
 import pytest
 
-from tests.server.roads import Raw, WorkerServer, app_from_env, http_request
+from tests.server.roads import (
+    Raw,
+    WorkerServer,
+    app_from_env,
+    http_request,
+    read_reply,
+    serving_worker,
+)
 from tests.server.volume import publish_version
 from tests.support.metrics import sample_sum
 from tests.support.onnx_models import write_mlp
+from tests.support.waiting import wait_until
 
 LIMIT = 20_000  # SERVER_MAX_BODY_BYTES of this server
 KEEPALIVE = 2  # seconds (gunicorn --keep-alive)
@@ -329,6 +338,38 @@ def test_a_header_value_without_an_end_is_refused(served: Served) -> None:
         assert reply.status == 431, reply
         assert raw.closed_by_server()
     served.assert_same_worker()
+
+
+def test_connections_beyond_worker_connections_are_closed_at_once(tmp_path: Path) -> None:
+    """21,000 idle sockets once ran the worker out of descriptors (the volume watcher logged
+    EMFILE and could miss a swap): past gunicorn's worker_connections each is closed."""
+    volume = tmp_path / "volume"
+    publish_version(volume, "tiny", "1", write_mlp(tmp_path / "tiny.onnx", seed=1).path)
+    app = app_from_env({"SERVER_VOLUME": str(volume)})
+    live = http_request("GET", "/v2/health/live")
+    options = {"settings": {"worker_connections": "3"}, "keepalive": 60}  # idle ones stay
+    with serving_worker("lean-worker", app, **options) as server:
+        held = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(3)]
+        try:
+            for sock in held:  # each accepted: answered, and kept open
+                sock.sendall(live)
+                assert read_reply(sock)[0].status == 200
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as beyond:
+                assert beyond.recv(1) == b""  # closed by the server, unanswered
+            held.pop().close()
+
+            def served_again() -> bool:
+                with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+                    sock.sendall(live)
+                    try:
+                        return read_reply(sock)[0].status == 200
+                    except (OSError, EOFError, ValueError):  # closed (refused) before an answer
+                        return False
+
+            wait_until(served_again, timeout=10, what="a connection served once one closed")
+        finally:
+            for sock in held:
+                sock.close()
 
 
 DEEP = b'{"data": ' + b"[" * 5000 + b"]" * 5000 + b"}"

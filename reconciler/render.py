@@ -275,8 +275,12 @@ def _signature_markdown(reviews: tuple[SignatureReview, ...]) -> list[str]:
         if item.diffs:
             lines += ["| | Tensor | Served | Becoming | What changed |", "|---|---|---|---|---|"]
             lines += [
-                f"| {VERDICT_SYMBOLS[diff.verdict]} {diff.verdict.value} | "
-                f"{diff.side} {_code(diff.name)} | {_tensor_cell(diff.served)} | "
+                (
+                    f"| {VERDICT_SYMBOLS[diff.verdict]} {diff.verdict.value} | "
+                    if item.compared
+                    else "| | "  # nothing served to compare with: no verdict
+                )
+                + f"{diff.side} {_code(diff.name)} | {_tensor_cell(diff.served)} | "
                 f"{_tensor_cell(diff.becoming)} | {_prose('; '.join(diff.reasons))} |"
                 for diff in item.diffs
             ]

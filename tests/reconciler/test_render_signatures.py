@@ -62,6 +62,14 @@ def test_text_lists_a_first_signature_without_verdicts() -> None:
     ]
 
 
+def test_markdown_lists_a_first_signature_without_verdicts() -> None:
+    plan = make_plan(
+        desired([{"source": "s3://b/1", "sha256": A, "stage": "Production"}]), actual(), sigs(A=S)
+    )
+    lines = render.markdown(plan).splitlines()
+    assert "| | input ` x ` | (none) | ` tensor(float)[N,4] ` |  |" in lines  # not "= unchanged"
+
+
 def test_markdown_has_a_signature_table_with_the_breaking_row() -> None:
     lines = render.markdown(breaking_plan()).splitlines()
     assert (

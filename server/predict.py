@@ -24,7 +24,7 @@ def parse(raw: bytes, specs: Sequence[TensorSpec]) -> tuple[dict[str, Array], bo
             'the body must be a JSON object {"data": [...]} with one row or a list of '
             'rows, or {"data": {"<input name>": rows, ...}}'
         )
-    return feeds_from_data(body["data"], specs, strings=tensors_hold_strings(raw, body))
+    return feeds_from_data(body["data"], specs, tensors_hold_strings(raw, body))
 
 
 def encode(
@@ -50,7 +50,7 @@ def encode(
 
 
 def rows_from_data(
-    data: Any, spec: TensorSpec, what: str = "'data'", *, strings: bool = True
+    data: Any, spec: TensorSpec, what: str = "'data'", strings: bool = True
 ) -> tuple[Array, bool]:
     """The ``{"data": ...}`` body -> (array with a batch axis, whether it was one row).
 
@@ -62,7 +62,7 @@ def rows_from_data(
         raise InvalidInputError(
             f"{what} must be a JSON array (one row or a list of rows); expected {spec.describe()}"
         )
-    array = as_array(data, what, spec, strings=strings)
+    array = as_array(data, what, spec, strings)
     # One row: the batch axis is dynamic, or fixed at 1 (torch.onnx.export's default).
     single = array.ndim == len(spec.shape) - 1 and bool(spec.shape) and spec.shape[0] in (None, 1)
     if single:
@@ -71,7 +71,7 @@ def rows_from_data(
 
 
 def feeds_from_data(
-    data: Any, specs: Sequence[TensorSpec], *, strings: bool = True
+    data: Any, specs: Sequence[TensorSpec], strings: bool = True
 ) -> tuple[dict[str, Array], bool]:
     """The ``/predict`` ``data``: rows of the only input, or ``{input name: rows}`` for any
     number of inputs -> (feeds, whether it was one row)."""
@@ -82,7 +82,7 @@ def feeds_from_data(
                 f"the model takes several inputs ({names}): send 'data' as an object "
                 '{"<input name>": rows, ...}'
             )
-        rows, single = rows_from_data(data, specs[0], strings=strings)
+        rows, single = rows_from_data(data, specs[0], "'data'", strings)
         return {specs[0].name: rows}, single
     expected = {spec.name for spec in specs}
     if set(data) != expected:
@@ -97,7 +97,7 @@ def feeds_from_data(
     singles = set()
     for spec in specs:
         what = f"'data'[{spec.name!r}]"
-        rows, single = rows_from_data(data[spec.name], spec, what, strings=strings)
+        rows, single = rows_from_data(data[spec.name], spec, what, strings)
         feeds[spec.name] = rows
         singles.add(single)
     if len(singles) > 1:

@@ -183,7 +183,7 @@ def read_inputs(
         if binary and spec.name in binary:
             array = decode_binary(spec, binary[spec.name], math.prod(shape))
         else:
-            array = as_array(item.get("data"), f"input {name!r}", spec, strings=strings)
+            array = as_array(item.get("data"), f"input {name!r}", spec, strings)
         if array.size != math.prod(shape):
             raise InvalidInputError(
                 f"input {name!r} has {array.size} values; shape {shape} needs {math.prod(shape)}"

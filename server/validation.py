@@ -117,9 +117,7 @@ def _cast(array: np.ndarray[Any, Any], spec: TensorSpec, what: str) -> np.ndarra
         ) from None
 
 
-def as_array(
-    data: Any, what: str, spec: TensorSpec, *, strings: bool = True
-) -> np.ndarray[Any, Any]:
+def as_array(data: Any, what: str, spec: TensorSpec, strings: bool = True) -> np.ndarray[Any, Any]:
     """JSON ``data`` as an array for ``spec``. ``strings``: it may hold strings (False when the
     caller counted none, server.wire.tensors_hold_strings). Strings are read as Python objects,
     never into numpy's fixed-width strings: one long string among a million short ones would

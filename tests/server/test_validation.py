@@ -17,7 +17,7 @@ from server.predict import feeds_from_data, rows_from_data
 from server.v2 import read_inputs as v2_inputs
 from server.v2 import tensor_metadata
 from server.validation import TensorSpec, check_shape
-from server.wire import jsonable, tensors_hold_strings
+from server.wire import SMALL_BODY_BYTES, jsonable, tensors_hold_strings
 
 FLOAT_16 = TensorSpec.from_onnxruntime("input", "tensor(float)", ["N", 16])
 INT_3 = TensorSpec.from_onnxruntime("ids", "tensor(int64)", [None, 3])
@@ -249,4 +249,6 @@ def test_strings_for_a_string_input_are_python_strings_not_padded() -> None:
     ],
 )
 def test_strings_in_tensors_are_counted_from_the_quotes(raw: bytes, strings: bool) -> None:
+    raw += b" " * SMALL_BODY_BYTES  # a small body is read as numpy reads it: nothing to count
     assert tensors_hold_strings(raw, orjson.loads(raw)) is strings
+    assert not tensors_hold_strings(raw.strip(), orjson.loads(raw))

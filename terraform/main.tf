@@ -38,6 +38,11 @@ resource "digitalocean_kubernetes_cluster" "main" {
   surge_upgrade = true
   # `terraform destroy` also deletes the load balancer (and volumes) Kubernetes created.
   destroy_all_associated_resources = true
+  # The state keeps a cluster-admin kubeconfig (`kube_config`), and pull-request plans can read
+  # the state: the token it holds expires after this many seconds (the provider's default is 7
+  # days). A refresh after expiry fetches a new one, which needs a token with write scope
+  # (kubernetes:access_cluster): the `plan` job on main runs in `infrastructure-plan`.
+  kubeconfig_expire_seconds = var.kubeconfig_expire_seconds
 
   maintenance_policy {
     day        = var.maintenance_day
@@ -147,8 +152,9 @@ resource "digitalocean_container_registry" "main" {
 
 # ---- TLS for the public load balancer: a Let's Encrypt certificate DigitalOcean renews --------
 # DigitalOcean answers the ACME challenge itself, so the domain's DNS must be served by
-# DigitalOcean (Networking > Domains). The load balancer refers to it by UUID (overlay setting
-# certificate-id, from the output server_certificate_id).
+# DigitalOcean (Networking > Domains). The load balancer refers to it by NAME (overlay setting
+# certificate-name, from the output server_certificate_name): a Let's Encrypt certificate gets a
+# new UUID at every renewal, its name stays (and is unique within the account).
 resource "digitalocean_certificate" "server" {
   name    = "${var.name}-server"
   type    = "lets_encrypt"

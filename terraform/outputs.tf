@@ -85,9 +85,9 @@ output "server_hostname" {
   value       = local.server_hostname
 }
 
-output "server_certificate_id" {
-  description = "UUID of the server's TLS certificate (overlay setting certificate-id, repository variable SERVER_CERTIFICATE_ID)."
-  value       = digitalocean_certificate.server.uuid
+output "server_certificate_name" {
+  description = "Name of the server's TLS certificate, which stays the same when Let's Encrypt renews it (the UUID changes): overlay setting certificate-name, repository variable SERVER_CERTIFICATE_NAME."
+  value       = digitalocean_certificate.server.name
 }
 
 output "overlay_settings" {
@@ -97,7 +97,7 @@ output "overlay_settings" {
     "artifacts-destination" = "s3://${digitalocean_spaces_bucket.artifacts.name}/mlflow"
     "s3-endpoint-url"       = "https://${var.region}.digitaloceanspaces.com"
     "s3-region"             = var.region
-    "certificate-id"        = digitalocean_certificate.server.uuid
+    "certificate-name"      = digitalocean_certificate.server.name
     "server-hostname"       = local.server_hostname
   } : "${key}=${value}\n"])
 }

@@ -67,6 +67,17 @@ variable "maintenance_start_time" {
   }
 }
 
+variable "kubeconfig_expire_seconds" {
+  description = "Lifetime in seconds of the cluster-admin kubeconfig Terraform fetches and keeps in its state (kube_config): short, because whoever reads the state can use it until then."
+  type        = number
+  default     = 3600
+
+  validation {
+    condition     = var.kubeconfig_expire_seconds > 0 && floor(var.kubeconfig_expire_seconds) == var.kubeconfig_expire_seconds
+    error_message = "kubeconfig_expire_seconds must be a whole number of seconds above 0 (0 would mean the provider's default of 7 days)."
+  }
+}
+
 variable "node_size" {
   description = "Droplet size slug of the cluster's nodes (doctl kubernetes options sizes)."
   type        = string
@@ -171,7 +182,7 @@ variable "registry_tier" {
 
   validation {
     condition     = contains(["starter", "basic", "professional"], var.registry_tier)
-    error_message = "registry_tier must be starter, basic or professional (mlgitops pushes 3 repositories: basic or more)."
+    error_message = "registry_tier must be starter, basic or professional (mlgitops pushes 4 repositories: basic or more)."
   }
 }
 

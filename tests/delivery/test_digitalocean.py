@@ -6,9 +6,12 @@ manifests rendered by ``kubectl kustomize``, docker-compose.yml and the workflow
 
 from __future__ import annotations
 
+import fnmatch
+import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -98,10 +101,33 @@ def test_destroy_leaves_no_load_balancer_behind(terraform: dict[str, Any]) -> No
     assert cluster.get("destroy_all_associated_resources") is True
 
 
-def test_tls_certificate_comes_from_terraform(terraform: dict[str, Any]) -> None:
+def test_tls_certificate_comes_from_terraform_and_is_named_not_numbered(
+    terraform: dict[str, Any],
+) -> None:
+    """The load balancer named the certificate by UUID: stale after the first renewal."""
     (certificate,) = terraform["resource"]["digitalocean_certificate"].values()
     assert _unquote(certificate["type"]) == "lets_encrypt"
-    assert "uuid" in terraform["output"]["server_certificate_id"]["value"]
+    outputs = terraform["output"]
+    assert "server_certificate_id" not in outputs
+    value = outputs["server_certificate_name"]["value"]
+    assert "digitalocean_certificate.server.name" in value, value
+    settings = outputs["overlay_settings"]["value"]
+    assert re.search(
+        r'"certificate-name"\s*=\s*\S*digitalocean_certificate\.server\.name', settings
+    )
+    assert "uuid" not in settings, "a Let's Encrypt certificate's UUID changes at every renewal"
+
+
+def test_kubeconfig_in_the_state_is_short_lived(terraform: dict[str, Any]) -> None:
+    """The state (which pull-request plans can read) kept a cluster-admin token for 7 days."""
+    (cluster,) = terraform["resource"]["digitalocean_kubernetes_cluster"].values()
+    assert "var.kubeconfig_expire_seconds" in str(cluster["kubeconfig_expire_seconds"])
+    variable = terraform["variable"]["kubeconfig_expire_seconds"]
+    assert 0 < variable["default"] <= 3600
+    (validation,) = variable["validation"]
+    assert re.search(r"var\.kubeconfig_expire_seconds\s*>\s*0", validation["condition"]), (
+        "0 means the provider's 7 days"
+    )
 
 
 def test_overlay_settings_output_has_every_key_the_overlay_reads(
@@ -111,6 +137,66 @@ def test_overlay_settings_output_has_every_key_the_overlay_reads(
     example = (OVERLAY / "account.env.example").read_text(encoding="utf-8")
     keys = {line.split("=", 1)[0] for line in example.splitlines() if "=" in line}
     assert keys == set(re.findall(r'"([a-z0-9-]+)"\s*=', value)), value
+
+
+ACCOUNT_UNIQUE_VARIABLES = ("registry_name", "artifacts_bucket", "region", "domain")
+SETTINGS_FILE = TERRAFORM_DIR / "settings.auto.tfvars"
+
+
+def _ignored(directory: Path, name: str) -> bool:
+    """Whether ``name`` (a file directly in ``directory``, a child of the root) is ignored by the
+    root's and the directory's .gitignore: the last matching pattern wins, ``!`` re-includes."""
+    ignored = False
+    for folder in (ROOT, directory):
+        gitignore = folder / ".gitignore"
+        if not gitignore.is_file():
+            continue
+        for line in gitignore.read_text(encoding="utf-8").splitlines():
+            pattern = line.strip()
+            if not pattern or pattern.startswith("#"):
+                continue
+            negated = pattern.startswith("!")
+            pattern = pattern.removeprefix("!").rstrip("/")
+            if fnmatch.fnmatch(name, pattern.removeprefix("/")):
+                ignored = not negated
+    return ignored
+
+
+def _tfvalue(text: str) -> Any:
+    text = text.strip()
+    if text == "null":
+        return None
+    if text.startswith('"'):
+        return json.loads(text)
+    return int(text)
+
+
+def test_settings_live_in_a_committed_file_ci_reads_too(terraform: dict[str, Any]) -> None:
+    """server_subdomain and node counts went into the gitignored terraform.tfvars, which CI never
+    sees: it passes only the account-unique values as TF_VAR_*."""
+    assert SETTINGS_FILE.is_file(), "terraform/settings.auto.tfvars: the shared settings"
+    assert not _ignored(TERRAFORM_DIR, SETTINGS_FILE.name), "settings.auto.tfvars is committed"
+    assert _ignored(TERRAFORM_DIR, "terraform.tfvars"), "the account's values stay local"
+    assert _ignored(TERRAFORM_DIR, "tfplan"), "a saved plan holds state values in clear"
+    listed: dict[str, Any] = {}
+    for line in SETTINGS_FILE.read_text(encoding="utf-8").splitlines():
+        match = re.fullmatch(r"#?\s*([a-z_]+)\s*=\s*(.+)", line.strip())
+        if match:
+            listed[match.group(1)] = _tfvalue(match.group(2))
+    variables = terraform["variable"]
+    with_default = {name for name, body in variables.items() if "default" in body}
+    assert set(listed) == with_default, "every setting with a default, and only those"
+    for name, value in listed.items():
+        assert value == _unquote(variables[name]["default"]), f"{name}: not the default"
+    assert not set(ACCOUNT_UNIQUE_VARIABLES) & set(listed)
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "terraform.yml").read_text())
+    passed = {key.removeprefix("TF_VAR_") for key in workflow["env"] if key.startswith("TF_VAR_")}
+    assert passed == set(ACCOUNT_UNIQUE_VARIABLES), "CI gets these four, the rest from the file"
+    docs = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    assert "terraform/settings.auto.tfvars" in docs
+    readme = (TERRAFORM_DIR / "README.md").read_text(encoding="utf-8")
+    assert "settings.auto.tfvars" in readme
+    assert "`node_min = node_max = 1`" not in readme, "node counts belong in settings.auto.tfvars"
 
 
 def test_admin_database_uri_is_an_output(terraform: dict[str, Any]) -> None:
@@ -190,8 +276,11 @@ def test_overlay_holds_no_account_value() -> None:
     (config,) = [doc for (kind, name), doc in overlay.items() if name.startswith("mlflow-config")]
     assert config["data"]["artifacts-destination"] == example["artifacts-destination"]
     public = overlay[("Service", "server-public")]["metadata"]["annotations"]
-    certificate = public["service.beta.kubernetes.io/do-loadbalancer-certificate-id"]
-    assert certificate == example["certificate-id"]
+    certificate = public["service.beta.kubernetes.io/do-loadbalancer-certificate-name"]
+    assert certificate == example["certificate-name"]
+    assert "service.beta.kubernetes.io/do-loadbalancer-certificate-id" not in public, (
+        "the ID would take precedence over the name, and it changes at every renewal"
+    )
     assert ("ConfigMap", "image-tags") not in overlay, "the tags never reach the cluster"
 
 
@@ -322,8 +411,8 @@ def test_compose_images_exist_after_docker_hub_dropped_minio() -> None:
 
 # ---- GitHub Actions ------------------------------------------------------------------------------
 WORKFLOWS = ROOT / ".github" / "workflows"
-# Environments that hold write credentials, each limited to main (docs/deploy.md step 8).
-WRITE_ENVIRONMENTS = {"production", "infrastructure"}
+# Environments that hold write credentials, each limited to main (docs/deploy.md step 9).
+WRITE_ENVIRONMENTS = {"production", "infrastructure", "infrastructure-plan"}
 WRITE_SECRETS = re.compile(
     r"secrets\.(DIGITALOCEAN_TOKEN|SPACES_\w+|MLFLOW_WRITER_\w+|SERVER_AUTH_TOKEN)\b"
 )
@@ -399,6 +488,86 @@ def test_terraform_applies_exactly_the_plan_shown_after_approval() -> None:
     assert "-lockfile=readonly" in _runs(jobs["check"]), "providers from the committed lock file"
 
 
+def test_terraform_plans_main_with_write_scope_and_pull_requests_without_refresh() -> None:
+    """The main plan ran with the read-only token: once the stored kubeconfig expired, refreshing
+    the cluster fetched credentials (write scope kubernetes:access_cluster) and failed."""
+    text = (WORKFLOWS / "terraform.yml").read_text(encoding="utf-8")
+    jobs = _workflow("terraform.yml")["jobs"]
+    plan_pr, plan = jobs["plan-pr"], jobs["plan"]
+    assert plan["environment"] == "infrastructure-plan"
+    assert plan_pr["environment"] == "terraform-plan"
+    pr_plans = re.findall(r"^\s*terraform plan\b.*$", _runs(plan_pr), re.M)
+    assert pr_plans, "the pull request is planned"
+    assert all("-refresh=false" in line for line in pr_plans), pr_plans
+    assert "-refresh=false" not in _runs(plan), "the plan on main refreshes"
+    comment = next(
+        s["run"] for s in plan_pr["steps"] if "mlgitops-terraform-plan" in s.get("run", "")
+    )
+    assert "-refresh=false" in comment, "the comment says the state was not refreshed"
+    assert "last saved state" in comment
+    assert "TF_PLAN_PASSPHRASE" not in _job_text(plan_pr), "the PR's HCL never sees it"
+    header = text[: text.index("\nname:")]
+    for environment in ("terraform-plan", "infrastructure-plan", "infrastructure"):
+        assert environment in header, environment
+
+
+def test_scheduled_resume_never_cancels_a_queued_apply() -> None:
+    """GitHub keeps one pending run per concurrency group: a cron tick cancelled a queued apply."""
+    jobs = _workflow("models.yml")["jobs"]
+    apply, resume = jobs["apply"]["concurrency"], jobs["resume"]["concurrency"]
+    assert resume["group"] != apply["group"]
+    assert resume["cancel-in-progress"] is False
+    assert apply["cancel-in-progress"] is False
+    promote = (ROOT / "reconciler" / "promote.py").read_text(encoding="utf-8")
+    assert "apply_lock(" in promote, "promote and apply are serialised in MLflow instead"
+
+
+def _documented_secrets(docs: str) -> tuple[set[str], dict[str, set[str]]]:
+    """Repository secrets and, by environment, environment secrets the docs set with gh."""
+    repository = set(re.findall(r"^gh secret set ([A-Z_]+)\b", docs, re.M))
+    by_environment: dict[str, set[str]] = {}
+    for environment, name in re.findall(r"^gh secret set --env (\S+) ([A-Z_]+)\b", docs, re.M):
+        by_environment.setdefault(environment, set()).add(name)
+    return repository, by_environment
+
+
+def test_docs_set_every_environment_and_its_secrets() -> None:
+    """An environment missing from the docs' table (infrastructure-plan), or secrets without the
+    command that sets them in their environment."""
+    docs = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    repository, by_environment = _documented_secrets(docs)
+    used: dict[str, set[str]] = {}
+    for path in sorted(WORKFLOWS.glob("*.yml")):
+        for job in _workflow(path.name)["jobs"].values():
+            if "environment" in job:
+                names = set(re.findall(r"secrets\.([A-Z_]+)", _job_text(job))) - repository
+                used.setdefault(job["environment"], set()).update(names)
+    assert set(used) == set(by_environment), "every environment, with `gh secret set --env`"
+    for environment, names in used.items():
+        assert names == by_environment[environment], environment
+        assert re.search(rf"^\| `{re.escape(environment)}` \(", docs, re.M), f"table: {environment}"
+    variables = set(re.findall(r"^gh variable set ([A-Z_]+)\b", docs, re.M))
+    for path in sorted(WORKFLOWS.glob("*.yml")):
+        for name in re.findall(r"vars\.([A-Z_]+)", path.read_text(encoding="utf-8")):
+            assert name in variables, f"{path.name}: repository variable {name} is never set"
+
+
+def test_certificate_is_named_the_same_everywhere() -> None:
+    """The ID changed at every Let's Encrypt renewal: the name goes from Terraform to the LB."""
+    images = _workflow("images.yml")
+    step = next(s for s in images["jobs"]["deploy"]["steps"] if "account.env" in s.get("run", ""))
+    assert step["env"]["CERTIFICATE_NAME"] == "${{ vars.SERVER_CERTIFICATE_NAME }}"
+    assert "certificate-name=${CERTIFICATE_NAME}" in step["run"]
+    docs = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    assert 'gh variable set SERVER_CERTIFICATE_NAME --body "$(tf server_certificate_name)"' in docs
+    stale = re.compile(r"certificate[-_]id|CERTIFICATE_ID")
+    delivery = [ROOT / "docs" / "deploy.md", *TERRAFORM_DIR.glob("*"), *K8S_DIR.rglob("*"),
+                *(ROOT / ".github").rglob("*")]  # fmt: skip
+    for path in delivery:
+        if path.is_file() and path.suffix != ".hcl":
+            assert not stale.search(path.read_text(encoding="utf-8")), path
+
+
 def test_images_deploy_tested_commits_pinned_and_newest_only() -> None:
     images = _workflow("images.yml")
     trigger = images["on"]["workflow_run"]
@@ -429,3 +598,71 @@ def test_docs_build_for_amd64_and_ask_each_account_value_once() -> None:
     for variable in ("registry_name", "artifacts_bucket", "region", "domain"):
         assert f"{variable}" in docs, variable
     assert docs.count("cat > terraform/terraform.tfvars") == 1, "the values are asked once"
+
+
+def _docs_sections(docs: str) -> dict[str, str]:
+    """docs/deploy.md by numbered step ("9" -> its text) and by heading ("What is not safe yet")."""
+    sections: dict[str, str] = {}
+    for part in re.split(r"^## ", docs, flags=re.M)[1:]:
+        heading = part.split("\n", 1)[0]
+        number = re.match(r"(\d+)\. ", heading)
+        sections[number.group(1) if number else heading] = part
+    return sections
+
+
+# What each file's "docs/deploy.md step N" points at: a phrase of that step.
+STEP_REFERENCES = {
+    ".github/workflows/models.yml": "MLFLOW_TUNNEL_KUBECONFIG",
+    ".github/workflows/images.yml": "gh variable set",
+    ".github/actions/mlflow-tunnel/action.yml": "MLFLOW_TUNNEL_KUBECONFIG",
+    "deploy/k8s/base/mlflow-tunnel.yaml": "mlflow-tunnel-token",
+    "deploy/k8s/overlays/digitalocean/kustomization.yaml": "account.env",
+    "deploy/k8s/overlays/digitalocean/.gitignore": "account.env",
+    "terraform/.gitignore": "plan -out tfplan",
+    "terraform/outputs.tf": "records create",
+    "terraform/README.md": "terraform.tfvars",
+    "terraform/settings.auto.tfvars": "terraform.tfvars",
+}
+
+
+def test_step_numbers_in_comments_point_at_the_right_step() -> None:
+    """Comments named step 8 (and 6) after a step was added: 9 (and 7)."""
+    sections = _docs_sections((ROOT / "docs" / "deploy.md").read_text(encoding="utf-8"))
+    found = set()
+    for path in [*TERRAFORM_DIR.iterdir(), *K8S_DIR.rglob("*"), *(ROOT / ".github").rglob("*")]:
+        if not path.is_file() or path.suffix == ".hcl":
+            continue
+        text = path.read_text(encoding="utf-8")
+        references = re.findall(
+            r"docs/deploy\.md\s+(?:#\s+)?steps?\s+(\d+)((?:\s+and\s+\d+)?)", text
+        )
+        if not references:
+            continue
+        relative = path.relative_to(ROOT).as_posix()
+        found.add(relative)
+        assert relative in STEP_REFERENCES, f"{relative}: add what its step reference points at"
+        for first, more in references:
+            numbers = [first, *re.findall(r"\d+", more)]
+            assert any(STEP_REFERENCES[relative] in sections[n] for n in numbers), (
+                relative,
+                numbers,
+            )
+    assert found == set(STEP_REFERENCES), set(STEP_REFERENCES) - found
+
+
+def test_docs_name_the_limits_of_the_environments_and_the_state() -> None:
+    docs = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    sections = _docs_sections(docs)
+    github = sections["9"]
+    for phrase in ("public repository", "private", "GitHub Pro", "Team", "GitHub Enterprise"):
+        assert phrase in github, f"step 9: environment protection rules and plans: {phrase}"
+    unsafe = sections["What is not safe yet"]
+    assert re.search(r"Approving the `terraform-plan` environment[^.]*close to granting", unsafe)
+    assert "kubeconfig" in unsafe
+    assert "-refresh=false" in github, "the PR plan compares with the last state: say so"
+    assert re.search(r"read only: [^)]*\btag\b", github), "the read-only token reads tags"
+    assert re.search(r"custom scopes covering[^)]*\btag\b", sections["2"])
+    table = [line for line in github.splitlines() if line.startswith("| `models.yml`")]
+    assert any("every 10 minutes" in line and "promote" in line for line in table), table
+    assert any("merge to `main`" in line and "promote" in line for line in table), table
+    assert _workflow("models.yml")["on"]["schedule"] == [{"cron": "*/10 * * * *"}]

@@ -119,7 +119,10 @@ def test_workflows_do_what_the_gitops_loop_needs() -> None:
     assert "metrics-urls" in promote[0]["with"]["metrics-urls"]
     resume = models["jobs"]["resume"]
     assert models["on"]["schedule"], "a rollout whose runner died is resumed"
-    assert resume["concurrency"] == apply["concurrency"], "never beside an apply"
+    # Its own group: sharing the apply's, a cron tick cancelled a merge's pending apply (the
+    # reconciler's apply lock in MLflow keeps apply and promote apart).
+    assert resume["concurrency"]["group"] != apply["concurrency"]["group"]
+    assert resume["concurrency"]["cancel-in-progress"] is False
     assert any(step.get("uses") == "./.github/actions/promote" for step in resume["steps"])
     action = yaml.safe_load((ROOT / ".github/actions/promote/action.yml").read_text())
     action_script = "\n".join(step.get("run", "") for step in action["runs"]["steps"])
@@ -137,6 +140,7 @@ def test_workflows_do_what_the_gitops_loop_needs() -> None:
         assert command in check_steps
     plan_steps = "\n".join(step.get("run", "") for step in terraform["jobs"]["plan"]["steps"])
     assert "terraform plan" in plan_steps
+    assert terraform["jobs"]["plan"]["environment"] == "infrastructure-plan"
     assert terraform["jobs"]["apply"]["environment"] == "infrastructure"
 
     images = _workflow("images.yml")

@@ -11,14 +11,13 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from contracts.digest import DigestError, identity, list_files, sha256_file
 from contracts.registry import ONNX_FILE_NAME
 from reconciler.child import ChildTimeoutError, run_child
 from reconciler.errors import GateError, ReconcilerError, SourceError
 from reconciler.spec import SampleInput
-from reconciler.trial import feeds
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +97,6 @@ def fetch(downloader: Downloader, uri: str, scratch: Path) -> Fetched:
     except Exception as exc:  # each artifact store fails in its own way
         raise SourceError(uri, f"{type(exc).__name__}: {exc}") from exc
     return inspect(local, uri)
-
-
-def sample_feeds(session: Any, sample: SampleInput | None) -> dict[str, Any]:
-    """Inputs for one inference of an onnxruntime session: the declared sample where given,
-    else zeros, "" or False shaped by each input (contracts.tensors, as the server does)."""
-    return dict(feeds(session.get_inputs(), sample))
 
 
 class ProbeError(Exception):

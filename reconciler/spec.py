@@ -381,10 +381,6 @@ class Desired:
     path: Path
     file: ModelsFile
 
-    @property
-    def base_dir(self) -> Path:
-        return self.path.parent
-
     def local_path(self, source: str) -> Path | None:
         """The repository file or directory a path source names, resolved; None for a URI.
 

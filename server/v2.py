@@ -70,9 +70,8 @@ def parse_request(raw: bytes, header_length: str | None) -> InferRequest:
     """Split ``raw`` into the JSON header and the binary tensors it announces."""
     json_part, rest = raw, b""
     if header_length is not None:
-        if not (header_length.isascii() and header_length.isdigit()) or int(header_length) > len(
-            raw
-        ):
+        digits = header_length.isascii() and header_length.isdigit() and len(header_length) < 20
+        if not digits or int(header_length) > len(raw):  # (int() refuses 4,300 digits and more)
             raise InvalidInputError(
                 f"{HEADER_LENGTH} must be the JSON header's length, at most the body's "
                 f"{len(raw)} bytes"

@@ -42,23 +42,25 @@ SMALL_BODY_BYTES = 4096
 4 bytes a character: at most len(raw) ** 2 / 3 bytes): read as numpy reads it."""
 
 
-def _quotes(value: Any) -> int:
-    """The quotes the JSON text of ``value`` has outside its tensors (a ``data`` key's value;
-    its keys when it is an object of named inputs)."""
-    if isinstance(value, str):
-        return 2 + value.count('"')
-    if isinstance(value, dict):
-        total = 0
-        for key, item in value.items():
-            total += _quotes(key)
-            if key != "data":
-                total += _quotes(item)
-            elif isinstance(item, dict):  # named inputs: their names
-                total += sum(_quotes(name) for name in item)
-        return total
-    if isinstance(value, list):
-        return sum(_quotes(item) for item in value)
-    return 0
+def _quotes(body: Any) -> int:
+    """The quotes the JSON text of ``body`` has outside its tensors (a ``data`` key's value;
+    its keys when it is an object of named inputs). A loop, not recursion: orjson takes 1023
+    levels, more than Python's recursion limit."""
+    total, pending = 0, [body]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            total += 2 + value.count('"')
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                total += 2 + key.count('"')
+                if key != "data":
+                    pending.append(item)
+                elif isinstance(item, dict):  # named inputs: their names
+                    pending.extend(item.keys())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return total
 
 
 def dumps(value: Any) -> bytes:

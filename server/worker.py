@@ -215,8 +215,8 @@ class HttpProtocol(asyncio.Protocol):
         shared = self._shared
         # Alone, nothing to join: its predictions are answered once parsed (see _next).
         alone = shared.answer_after_parse = len(shared.connections) == 1
-        if self._head_started is not None:  # a head arriving over several reads
-            self._head_received += len(data)
+        if self._head_started is not None or not self._in_message:  # a head may be arriving
+            self._head_received += len(data)  # (zeroed when a head completes)
         try:
             self._parse(data)
         finally:
@@ -255,7 +255,7 @@ class HttpProtocol(asyncio.Protocol):
         self._head_started = self._message_started = time.monotonic()
         self._url = b""
         self._headers = []
-        self._head_bytes = self._head_received = 0
+        self._head_bytes = 16  # "POST  HTTP/1.1\r\n" around the URL
         self._body = []
         self._body_size = 0
 
@@ -267,7 +267,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name.lower(), value))
-        self._head_bytes += len(name) + len(value)
+        self._head_bytes += len(name) + len(value) + 4  # ": " and CRLF: 40,000 "a:" count too
         if self._head_bytes > _MAX_HEAD_BYTES:
             self._head_too_large()
 
@@ -277,6 +277,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._head_started = None
+        self._head_received = 0
         if self._refused:
             return
         version = self._parser.get_http_version()

@@ -51,6 +51,27 @@ def _detector(path: Path) -> Path:
     return path
 
 
+def _sorter(path: Path) -> Path:
+    """``x`` float[N,4] -> ``y``: the rows sorted ascending along the batch axis (TopK over
+    axis 0, K the row count): joined, each request would get another's row."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Shape", ["x"], ["shape"]),
+            helper.make_node("Slice", ["shape", "zero", "one"], ["rows"]),
+            helper.make_node("TopK", ["x", "rows"], ["y", "order"], axis=0, largest=0),
+        ],
+        "sorter",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        initializer=[
+            onnx.numpy_helper.from_array(np.array([0], np.int64), "zero"),
+            onnx.numpy_helper.from_array(np.array([1], np.int64), "one"),
+        ],
+    )
+    onnx.save(model_of(graph), path)
+    return path
+
+
 def _quantized(root: Path) -> Path:
     from onnxruntime.quantization import quantize_dynamic
 
@@ -65,6 +86,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {
         "quantized": _quantized(root),
         "detector": _detector(root / "detector.onnx"),
+        "sorter": _sorter(root / "sorter.onnx"),
         "mlp": write_mlp(root / "mlp.onnx").path,
     }
 
@@ -96,9 +118,11 @@ def test_what_the_probe_decides(table: ModelTable, models: dict[str, Path]) -> N
     assert "DynamicQuantizeLinear" in operators
     assert (quantized.batch_input, quantized.per_row) == (None, (True,))
     assert (detector.batch_input, detector.per_row) == (None, (True, False))
+    sorter = _loaded(table, "sorter")  # its probe rows in one order come back as they went
+    assert (sorter.batch_input, sorter.per_row) == (None, (True,))
 
 
-@pytest.mark.parametrize("name", ["quantized", "detector"])
+@pytest.mark.parametrize("name", ["quantized", "detector", "sorter"])
 def test_requests_arriving_together_get_the_answer_they_get_alone(
     table: ModelTable, models: dict[str, Path], name: str
 ) -> None:

@@ -340,6 +340,35 @@ def test_a_header_value_without_an_end_is_refused(served: Served) -> None:
     served.assert_same_worker()
 
 
+def test_a_head_of_many_short_headers_counts_its_framing(served: Served) -> None:
+    """40,000 "a:" headers made a 160 KB head of 40,000 tuples scanned per lookup (a tester's):
+    the limit counts each header's ": " and CRLF too."""
+    with Raw(served.url) as raw:
+        raw.send(b"GET /v2/health/live HTTP/1.1\r\nHost: t\r\n" + b"a:\r\n" * 40_000 + b"\r\n")
+        reply = raw.reply()
+        assert reply.status == 431, reply
+    served.assert_same_worker()
+
+
+def test_a_first_read_of_an_endless_header_is_counted(served: Served) -> None:
+    """The read a head begins in counts: 130 KB of one header value in one send was held."""
+    with Raw(served.url) as raw:
+        raw.send(b"POST /predict HTTP/1.1\r\nHost: t\r\nX: " + b"a" * 130_000)
+        reply = raw.reply()
+        assert reply.status == 431, reply
+    served.assert_same_worker()
+
+
+def test_pipelined_requests_past_the_head_limit_together_are_no_431(served: Served) -> None:
+    """Only one head counts against the limit, however many requests one read holds."""
+    one = request("POST", "/predict", BODY, headers={"X-Pad": "p" * 2000})
+    with Raw(served.url) as raw:
+        raw.send(one * 60)  # 60 requests, about 130 KB at once
+        for _ in range(60):
+            reply = raw.reply()
+            assert reply.status == 200, reply
+
+
 def test_connections_beyond_worker_connections_are_closed_at_once(tmp_path: Path) -> None:
     """21,000 idle sockets once ran the worker out of descriptors (the volume watcher logged
     EMFILE and could miss a swap): past gunicorn's worker_connections each is closed."""

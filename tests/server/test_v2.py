@@ -64,9 +64,10 @@ def test_binary_strings_are_length_prefixed_utf8() -> None:
         ([{"name": "x"}], b"", "abc", "Inference-Header-Content-Length"),
         ([{"name": "x"}], b"", "999999", "Inference-Header-Content-Length"),
         ([{"name": "x"}], b"", "\u00b2", "Inference-Header-Content-Length"),  # isdigit() says yes
+        ([{"name": "x"}], b"", "0" * 4400 + "9", "Inference-Header-Content-Length"),  # int() fails
     ],
     ids=["size-past-the-end", "negative", "bool-size", "trailing-bytes", "length-text",
-         "length-past-the-end", "length-superscript-digit"],
+         "length-past-the-end", "length-superscript-digit", "length-4400-digits"],
 )  # fmt: skip
 def test_framing_errors_are_400(
     inputs: list[dict[str, object]], tensors: bytes, length: str | None, words: str

@@ -252,3 +252,9 @@ def test_strings_in_tensors_are_counted_from_the_quotes(raw: bytes, strings: boo
     raw += b" " * SMALL_BODY_BYTES  # a small body is read as numpy reads it: nothing to count
     assert tensors_hold_strings(raw, orjson.loads(raw)) is strings
     assert not tensors_hold_strings(raw.strip(), orjson.loads(raw))
+
+
+def test_a_body_nested_past_the_recursion_limit_outside_its_tensors_is_counted() -> None:
+    """orjson takes 1023 levels; the count walked them recursively (a RecursionError, a 500)."""
+    raw = b'{"data": [' + b"0.5, " * 1000 + b'0.5], "p": ' + b"[" * 1000 + b"]" * 1000 + b"}"
+    assert not tensors_hold_strings(raw, orjson.loads(raw))

@@ -185,6 +185,10 @@ def _check_bounds(name: str, events: Any) -> None:
                 )
         if isinstance(event, CollectionStartEvent | AliasEvent):
             refuse_complex_key(event)
+        tag = getattr(event, "tag", None)
+        if tag is not None and isinstance(event, CollectionStartEvent | ScalarEvent):
+            # `!custom x` was read as x, the tag dropped without a word: say it instead.
+            raise refuse(event, f"YAML tag {tag}: models.yaml takes plain values, write it out")
         if isinstance(event, CollectionStartEvent):
             if len(stack) >= MAX_DEPTH:
                 raise refuse(event, f"nested deeper than {MAX_DEPTH} levels")

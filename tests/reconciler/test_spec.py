@@ -207,6 +207,11 @@ def test_every_problem_is_reported_with_its_line(
                      id="too-large"),
         pytest.param(b"- m\n", "1: the file must be a mapping with a `models:` list",
                      id="not-a-mapping"),
+        pytest.param(b"models:\n  - name: !custom m\n", "2: models[0].name: YAML tag !custom: "
+                     "models.yaml takes plain values, write it out", id="local-tag"),
+        pytest.param(b"models: !!python/object:os.system []\n", "1: models: YAML tag "
+                     "tag:yaml.org,2002:python/object:os.system: models.yaml takes plain values, "
+                     "write it out", id="python-tag"),
     ],
 )  # fmt: skip
 def test_unreadable_documents_are_one_located_problem(

@@ -27,6 +27,11 @@ def parse_json(raw: bytes) -> Any:
         raise InvalidJsonError(str(exc)) from None
 
 
+SMALL_BODY_BYTES = 4096
+"""A body this small pads its strings to at most 5.6 MB (n strings of the longest's length,
+4 bytes a character: at most len(raw) ** 2 / 3 bytes): read as numpy reads it."""
+
+
 def tensors_hold_strings(raw: bytes, body: Any) -> bool:
     """Whether the tensors of the JSON ``body`` parsed from ``raw`` (the values of its ``data``
     keys) may hold strings: ``raw`` has more quotes (``"`` or ``\\u0022``) than the rest of
@@ -43,11 +48,6 @@ def tensors_hold_strings(raw: bytes, body: Any) -> bool:
         if position == -1:
             return False
     return True
-
-
-SMALL_BODY_BYTES = 4096
-"""A body this small pads its strings to at most 5.6 MB (n strings of the longest's length,
-4 bytes a character: at most len(raw) ** 2 / 3 bytes): read as numpy reads it."""
 
 
 def _quotes(body: Any) -> int:

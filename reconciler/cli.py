@@ -153,11 +153,10 @@ def run(args: argparse.Namespace, settings: ReconcilerSettings) -> int:
         _print(spec.json_schema())
         return EXIT_OK
     if args.command == "add-version":
-        from reconciler.edit import add_version, roles_changed, sample_input_from_json
+        from reconciler.edit import add_version, sample_input_from_json
 
         sample = None if args.sample_input is None else sample_input_from_json(args.sample_input)
-        before = spec.load(args.file, check_files=False) if args.file.exists() else None
-        entry = add_version(
+        added = add_version(
             args.file,
             model=args.model,
             source=args.source,
@@ -167,9 +166,9 @@ def run(args: argparse.Namespace, settings: ReconcilerSettings) -> int:
             downloader=_registry(settings) if is_uri(args.source) else None,
             sample_input=sample,
         )
+        entry = added.entry
         _print(f"added to {args.file}: {args.model} {entry['source']} sha256 {entry['sha256']}\n")
-        changed = roles_changed(before, spec.load(args.file, check_files=False), args.model)
-        _print("".join(f"  and in {args.file}: {args.model} {words}\n" for words in changed))
+        _print("".join(f"  and in {args.file}: {args.model} {words}\n" for words in added.also))
         return EXIT_OK
     if args.command == "validate":
         desired = spec.load(args.file, check_files=not args.no_files, lock_name=settings.lock_name)

@@ -106,6 +106,15 @@ def _remote_identity(downloader: Downloader, uri: str) -> str:
             raise SourceError(uri, str(exc)) from None
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Added:
+    """What add-version wrote: the new entry, and its changes to the model's other versions in
+    words (``1a2b3c4d5e6f stage Production -> Archived``, ``... alias live removed``)."""
+
+    entry: dict[str, Any]
+    also: list[str]
+
+
 def add_version(
     path: Path,
     *,
@@ -116,8 +125,9 @@ def add_version(
     sha256: str | None = None,
     downloader: Downloader | None = None,
     sample_input: spec.SampleInput | None = None,
-) -> dict[str, Any]:
-    """Append a version to ``model`` (created if absent) in models.yaml; return the entry.
+) -> Added:
+    """Append a version to ``model`` (created if absent) in models.yaml; return the entry and
+    what else changed.
 
     A new Production demotes the previous one to Archived; a given alias leaves other versions.
     The identity (``sha256``) of a repository file or directory is computed, and checked
@@ -156,16 +166,20 @@ def add_version(
         entry = CommentedMap([("name", model), ("versions", CommentedSeq())])
         models.append(entry)
     versions = entry.setdefault("versions", CommentedSeq())
+    also: list[str] = []
     for existing in versions:
         if existing.get("sha256") == sha256:
             raise EditError(f"{model} already declares a version with sha256 {sha256}")
+        short = str(existing.get("sha256"))[:12]
         if stage is Stage.PRODUCTION and existing.get("stage") == Stage.PRODUCTION.value:
             existing["stage"] = Stage.ARCHIVED.value
+            also.append(f"{short} stage Production -> Archived")
         present = existing.get("aliases")
         if present is not None:
             for alias in aliases:
                 if alias in present:
                     present.remove(alias)
+                    also.append(f"{short} alias {alias} removed")
             if not present:
                 del existing["aliases"]
     new = CommentedMap([("source", written), ("sha256", sha256)])
@@ -181,7 +195,7 @@ def add_version(
     buffer = io.StringIO()
     yaml.dump(document, buffer)
     _replace_checked(path, buffer.getvalue())
-    return dict(new)
+    return Added(dict(new), also)
 
 
 def _replace_checked(path: Path, text: str) -> None:
@@ -200,24 +214,3 @@ def _replace_checked(path: Path, text: str) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(scratch)
-
-
-def roles_changed(before: spec.Desired | None, after: spec.Desired, model: str) -> list[str]:
-    """What else an add-version changed in ``model``'s other versions, in words: ``1a2b3c4d5e6f
-    stage Production -> Archived``, ``1a2b3c4d5e6f alias live removed``."""
-    if before is None:
-        return []
-    old = {v.sha256: v for m in before.file.models if m.name == model for v in m.versions}
-    words = []
-    for version in (v for m in after.file.models if m.name == model for v in m.versions):
-        was = old.get(version.sha256)
-        if was is None:
-            continue
-        if was.stage != version.stage:
-            words.append(f"{version.sha256[:12]} stage {was.stage.value} -> {version.stage.value}")
-        words += [
-            f"{version.sha256[:12]} alias {alias} removed"
-            for alias in was.aliases
-            if alias not in version.aliases
-        ]
-    return words

@@ -30,12 +30,16 @@ shows (a float16 input holds 1000)."""
 
 
 def judge(
-    name: str, inputs: Sequence[TensorSpec], run: Callable[[Mapping[str, Array]], list[Array]]
-) -> tuple[str | None, tuple[bool, ...] | None]:
-    """(the input requests are joined on or None, for each output whether it has one item per
-    row); None for the latter when the probe cannot tell (every output is taken as per row)."""
+    name: str,
+    inputs: Sequence[TensorSpec],
+    outputs: int,
+    run: Callable[[Mapping[str, Array]], list[Array]],
+) -> tuple[str | None, tuple[bool, ...]]:
+    """(the input requests are joined on or None, for each of the ``outputs`` whether it has
+    one item per row: taken so when the probe cannot tell)."""
+    unknown = (True,) * outputs
     if not inputs or not all(spec.batch_dynamic for spec in inputs):
-        return None, None
+        return None, unknown
     rows = [{spec.name: _row(spec, index) for spec in inputs} for index in (0, 1)]
     ab, ba = ({key: np.concatenate([rows[i][key], rows[j][key]]) for key in rows[0]}
               for i, j in ((0, 1), (1, 0)))  # fmt: skip
@@ -43,16 +47,16 @@ def judge(
         first, second, both, reversed_ = run(rows[0]), run(rows[1]), run(ab), run(ba)
     except Exception as exc:  # the probe's values are not the users' data
         log.info("%s: not batched, the probe rows failed: %s", name, exc)
-        return None, None
-    outputs = list(zip(first, second, both, reversed_, strict=True))
+        return None, unknown
+    answers = list(zip(first, second, both, reversed_, strict=True))
     per_row = tuple(
-        _length(a) == 1 and _length(b) == 1 and _length(x) == 2 for a, b, x, _ in outputs
+        _length(a) == 1 and _length(b) == 1 and _length(x) == 2 for a, b, x, _ in answers
     )
     alike = (
         all(per_row)
         and all(  # both orders: a model sorting its rows passes one of them
             _same(x[:1], a) and _same(x[1:], b) and _same(y[:1], b) and _same(y[1:], a)
-            for a, b, x, y in outputs
+            for a, b, x, y in answers
         )
     )
     if len(inputs) == 1 and not alike:

@@ -280,14 +280,14 @@ def _load(
             "in a thread",
             name, version, exc,
         )  # fmt: skip
-    batch_input, per_row = None, None
-    if warmup_us != float("inf"):
 
-        def probe(feeds: Mapping[str, Array]) -> list[Array]:
-            outs = session.run(output_names, feeds, run_options)
-            return [rows_of(out) if isinstance(out, list) else out for out in outs]
+    def probe(feeds: Mapping[str, Array]) -> list[Array]:
+        outs = session.run(output_names, feeds, run_options)
+        return [rows_of(out) if isinstance(out, list) else out for out in outs]
 
-        batch_input, per_row = batch_axis.judge(f"{name} version {version}", inputs, probe)
+    batch_input, per_row = batch_axis.judge(
+        f"{name} version {version}", inputs, len(outputs), probe
+    )
     return LoadedModel(
         name=name,
         version=version,
@@ -300,7 +300,7 @@ def _load(
         warmup_us=warmup_us,
         inline=warmup_us <= options.inline_max_us,
         batch_input=batch_input,
-        per_row=per_row or (True,) * len(outputs),
+        per_row=per_row,
         metrics=ModelMetrics(name, version),
         _output_names=output_names,
         _run_fast=session._sess.run,

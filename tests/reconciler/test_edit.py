@@ -114,7 +114,7 @@ def test_add_version_identifies_a_directory_by_every_file(
     path = tmp_path / "models.yaml"
     path.write_text("# kept\nmodels: []\n")
     monkeypatch.chdir(tmp_path / "models")
-    entry = add_version(path, model="m", source="torch")
+    entry = add_version(path, model="m", source="torch").entry
     assert entry == {"source": "models/torch", "sha256": identity(directory)}
     assert path.read_text() == (
         "# kept\nmodels:\n  - name: m\n    versions:\n"
@@ -164,7 +164,7 @@ def test_add_version_downloads_a_uri_source_to_compute_or_check_its_identity(
     path = tmp_path / "models.yaml"
     path.write_text("models: []\n")
     downloader = CopyingDownloader(artifacts)
-    entry = add_version(path, model="m", source="runs:/abc/model", downloader=downloader)
+    entry = add_version(path, model="m", source="runs:/abc/model", downloader=downloader).entry
     assert entry == {"source": "runs:/abc/model", "sha256": identity(artifacts)}
     with pytest.raises(EditError) as caught:
         add_version(
